@@ -1,0 +1,60 @@
+# SkinGenBench — every target does its own set-up; `make setup` is quick when nothing changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROTOS := $(wildcard protos/skingenbench/v1/*.proto)
+STUBS := skingenbench/v1/common_pb2.py
+GRID ?= smoke
+# Tests and the demo never reach a model hub: weights come from local files or random init.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup test test-fast run lint bench protos up down status clean
+
+setup: $(STAMP) $(STUBS)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+# gRPC stubs are generated, never edited; they are rebuilt when a .proto changes.
+$(STUBS): $(PROTOS) | $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	touch $@
+
+protos: | $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+run: setup
+	$(PY) -m skingenbench.cli run --grid $(GRID)
+
+lint: setup
+	$(PY) -m ruff check services flows skingenbench tests bench
+	$(PY) -m ruff format --check services flows skingenbench tests bench || true
+
+bench: setup
+	$(PY) -m bench.run --out bench/results/latest.json
+
+up: setup
+	$(PY) -m skingenbench.cli up
+
+down: setup
+	$(PY) -m skingenbench.cli down
+
+status: setup
+	$(PY) -m skingenbench.cli status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache skingenbench/v1/*_pb2*.py skingenbench/v1/*_pb2*.pyi

@@ -1,0 +1,71 @@
+"""Runtime settings of a service, from the environment (one place, so the README can list them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# Stage name -> (gRPC service name, default port). The local stack and the flow use the same table.
+SERVICES: dict[str, tuple[str, int]] = {
+    "preprocessing": ("skingenbench.v1.Preprocessing", 50051),
+    "generation": ("skingenbench.v1.Generation", 50052),
+    "evaluation": ("skingenbench.v1.Evaluation", 50053),
+    "classification": ("skingenbench.v1.Classification", 50054),
+}
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass
+class ServiceSettings:
+    stage: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    store_uri: str = ""
+    auth_token: str = ""
+    max_message_mb: int = 64
+    rpc_workers: int = 16
+    job_slots: int = 1
+    shutdown_grace_s: float = 30.0
+    resume_jobs: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def service_name(self) -> str:
+        return SERVICES[self.stage][0]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, stage: str, env: dict[str, str] | None = None) -> ServiceSettings:
+        """``SKINGENBENCH_<STAGE>_PORT`` etc. override the shared ``SKINGENBENCH_*`` values."""
+        if stage not in SERVICES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(SERVICES)}")
+        env = dict(os.environ if env is None else env)
+        upper = stage.upper()
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(f"SKINGENBENCH_{upper}_{name}") or env.get(f"SKINGENBENCH_{name}") or default
+
+        return cls(
+            stage=stage,
+            host=get("HOST", "127.0.0.1"),
+            port=_int(env, f"SKINGENBENCH_{upper}_PORT", SERVICES[stage][1]),
+            store_uri=env.get("SKINGENBENCH_STORE", ""),
+            auth_token=env.get("SKINGENBENCH_AUTH_TOKEN", ""),
+            max_message_mb=int(get("MAX_MESSAGE_MB", "64")),
+            rpc_workers=int(get("RPC_WORKERS", "16")),
+            job_slots=int(get("JOB_SLOTS", "1")),
+            shutdown_grace_s=float(get("SHUTDOWN_GRACE_S", "30")),
+            resume_jobs=get("RESUME_JOBS", "1").lower() not in ("0", "false", "no"),
+        )

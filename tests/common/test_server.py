@@ -1,0 +1,147 @@
+"""The service runtime over real channels: health, reflection, auth, error mapping, jobs, restarts."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from services.common.client import error_detail, open_channel, watch_job
+from services.common.settings import SERVICES
+from skingenbench.v1 import common_pb2, common_pb2_grpc, generation_pb2_grpc
+from tests.common.service_helpers import add_test_jobs, running
+
+
+@pytest.mark.parametrize("stage", list(SERVICES))
+def test_every_service_is_healthy_and_reflects_its_contract(stage, folder_store):
+    with running(stage, folder_store) as service, open_channel(service.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICES[stage][0], "skingenbench.v1.Jobs"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert {SERVICES[stage][0], "skingenbench.v1.Jobs"} <= services
+
+
+def test_auth_token_is_enforced_but_health_stays_open(folder_store):
+    with running("generation", folder_store, auth_token="s3cret") as service:
+        request = common_pb2.ListRegistryRequest()
+        with open_channel(service.target, token="") as anonymous:
+            with pytest.raises(grpc.RpcError) as missing:
+                generation_pb2_grpc.GenerationStub(anonymous).ListModels(request, timeout=5)
+            assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "missing" in missing.value.details()
+            with pytest.raises(grpc.RpcError) as stream_denied:
+                list(common_pb2_grpc.JobsStub(anonymous).WatchJob(common_pb2.WatchJobRequest(job_id="x"), timeout=5))
+            assert stream_denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            health = health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        with open_channel(service.target, token="wrong") as wrong:
+            with pytest.raises(grpc.RpcError) as bad:
+                generation_pb2_grpc.GenerationStub(wrong).ListModels(request, timeout=5)
+            assert bad.value.code() == grpc.StatusCode.UNAUTHENTICATED and "wrong" in bad.value.details()
+        with open_channel(service.target, token="s3cret") as good:
+            generation_pb2_grpc.GenerationStub(good).ListModels(request, timeout=5)
+
+
+def test_errors_map_to_statuses_with_details_and_the_server_keeps_serving(folder_store):
+    with running("generation", folder_store) as service, open_channel(service.target) as channel:
+        stub = generation_pb2_grpc.GenerationStub(channel)
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.DescribeModel(common_pb2.DescribeRequest(name="no-such-model"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        detail = error_detail(unknown.value)
+        assert detail is not None and detail.code == "NOT_FOUND" and "no-such-model" in detail.message
+        jobs = common_pb2_grpc.JobsStub(channel)
+        with pytest.raises(grpc.RpcError) as missing_job:
+            jobs.GetJob(common_pb2.GetJobRequest(job_id="deadbeef"), timeout=5)
+        assert missing_job.value.code() == grpc.StatusCode.NOT_FOUND
+        info = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=5)
+        assert info.service == "skingenbench.v1.Generation" and info.store_uri == folder_store.root_uri
+
+
+def test_store_down_is_unavailable(moto_endpoint):
+    from tests.conftest import make_s3_store
+
+    store = make_s3_store(moto_endpoint)
+    with running("classification", store) as service, open_channel(service.target) as channel:
+        store.client._base_url._url = store.client._base_url._url._replace(netloc="127.0.0.1:9")  # nothing listens
+        with pytest.raises(grpc.RpcError) as down:
+            common_pb2_grpc.JobsStub(channel).GetJob(common_pb2.GetJobRequest(job_id="abc"), timeout=30)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "unreachable" in down.value.details()
+
+
+def test_job_progress_stream_result_and_idempotent_resubmission(folder_store):
+    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
+            open_channel(service.target) as channel:
+        record = service.runner.submit("count", {"total": 5})
+        events = []
+        job = watch_job(channel, record.job_id, on_event=events.append, timeout_s=30)
+        assert job.state == common_pb2.JOB_STATE_SUCCEEDED
+        sequences = [e.sequence for e in events]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+        assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+        assert max(e.step for e in events) == 5 and any(e.metrics.get("value") == 5.0 for e in events)
+        assert json.loads(job.result_json)["count"] == 5
+        assert [o.name for o in job.outputs] == ["count"]
+        again = service.runner.submit("count", {"total": 5})
+        assert again.job_id == record.job_id and again.reused
+        assert service.runner.submit("count", {"total": 6}).job_id != record.job_id
+
+
+def test_failed_job_is_an_answer_not_a_crash(folder_store):
+    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
+            open_channel(service.target) as channel:
+        record = service.runner.submit("fail", {})
+        job = watch_job(channel, record.job_id, timeout_s=30)
+        assert job.state == common_pb2.JOB_STATE_FAILED
+        assert job.error.code == "INTERNAL" and "boom" in job.error.message
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_cancel_stops_a_running_job(folder_store):
+    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
+            open_channel(service.target) as channel:
+        record = service.runner.submit("count", {"total": 10_000, "sleep_s": 0.01})
+        jobs = common_pb2_grpc.JobsStub(channel)
+        stream = jobs.WatchJob(common_pb2.WatchJobRequest(job_id=record.job_id), timeout=30)
+        for event in stream:
+            if event.step >= 3:
+                break
+        jobs.CancelJob(common_pb2.CancelJobRequest(job_id=record.job_id), timeout=5)
+        final = watch_job(channel, record.job_id, timeout_s=30)
+        assert final.state == common_pb2.JOB_STATE_CANCELLED
+        listed = jobs.ListJobs(common_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_CANCELLED), timeout=5)
+        assert [j.job_id for j in listed.jobs] == [record.job_id]
+
+
+def test_job_state_survives_a_restart_and_interrupted_jobs_resume(folder_store):
+    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service:
+        done = service.runner.submit("count", {"total": 3})
+        service.runner.wait(done.job_id, timeout_s=30)
+        long = service.runner.submit("count", {"total": 60, "sleep_s": 0.05})
+        for event in service.runner.watch(long.job_id):
+            if event["step"] >= 5:
+                break
+    # The server stopped gracefully mid-job: the job is queued again, its checkpoint is in the store.
+    interrupted = json.loads(folder_store.get_bytes(f"jobs/skingenbench.v1.Preprocessing/{long.job_id}.json"))
+    assert interrupted["state"] == "QUEUED"
+    checkpointed = json.loads(folder_store.get_bytes(f"checkpoints/{long.job_id}.json"))["step"]
+    assert 5 <= checkpointed < 60
+
+    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
+            open_channel(service.target) as channel:
+        jobs = common_pb2_grpc.JobsStub(channel)
+        finished = jobs.GetJob(common_pb2.GetJobRequest(job_id=done.job_id), timeout=5)
+        assert finished.state == common_pb2.JOB_STATE_SUCCEEDED and json.loads(finished.result_json)["count"] == 3
+        replay = list(jobs.WatchJob(common_pb2.WatchJobRequest(job_id=done.job_id), timeout=5))
+        assert replay and replay[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+        resumed = watch_job(channel, long.job_id, timeout_s=60)
+        assert resumed.state == common_pb2.JOB_STATE_SUCCEEDED
+        result = json.loads(resumed.result_json)
+        assert result["count"] == 60 and result["resumed_from"] >= checkpointed
