@@ -1,0 +1,187 @@
+"""The contract every generator implements: build, train one step, checkpoint, sample by seed.
+
+One interface fits the three families the benchmark compares:
+
+- a diffusion model (DDPM): ``train_step`` is one denoising-loss update; ``sample`` runs a sampler
+  (``ddpm`` full chain or ``ddim``) for ``steps`` with ``eta``;
+- an unconditional GAN (StyleGAN2-ADA): ``train_step`` is one generator + discriminator round with its
+  augmentation state inside ``state()``; ``sample`` maps seeds to latents with ``truncation_psi``;
+- a conditional GAN (DermGAN-style Pix2Pix): ``conditional`` is true, ``train_step`` receives the
+  semantic maps as ``conditions`` and ``sample`` receives them in ``conditioning``.
+
+The generic loop (``training.py``) owns data order, augmentation, progress and checkpoint cadence; a
+backend owns its networks, optimisers, EMA and noise. Everything a backend needs to continue bit-exactly
+after a restart is in ``state()``: a nested dict of tensors and JSON scalars, which
+``services.common.checkpoint.state_to_bytes`` stores without pickle (DESIGN.md, rule 7).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from services.common.device import select_device
+from services.common.errors import FailedPrecondition, InvalidArgument
+
+# torch.Generator.manual_seed takes any 64-bit pattern; negative seeds are refused here so that a
+# seed in a manifest means the same thing in every tool that reads it.
+MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How to draw images. Zero/empty values mean "the backend's configured default".
+
+    Options that do not apply to a backend (``eta`` for a GAN, ``truncation_psi`` for a diffusion model)
+    must stay at their neutral value: a backend refuses them rather than silently ignoring them.
+    """
+
+    sampler: str = ""  # diffusion: "ddpm" (full ancestral chain) or "ddim"; GANs: ""
+    steps: int = 0  # denoising steps; 0 = backend default
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like noise)
+    truncation_psi: float = 1.0  # StyleGAN truncation; 1 = none
+    batch_size: int = 0  # images per forward pass; 0 = backend default
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise InvalidArgument(f"steps must be >= 0, got {self.steps}", field="steps")
+        if self.batch_size < 0:
+            raise InvalidArgument(f"batch_size must be >= 0, got {self.batch_size}", field="batch_size")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InvalidArgument(f"eta must be in [0, 1], got {self.eta}", field="eta")
+        if not math.isfinite(self.truncation_psi):
+            raise InvalidArgument(f"truncation_psi must be finite, got {self.truncation_psi}",
+                                  field="truncation_psi")
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """Seeds as plain ints in [0, 2**64); a bool, float or out-of-range seed is refused loudly."""
+    checked = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+            raise InvalidArgument(f"seed {seed!r} is not an integer in [0, 2**64)", field="seeds")
+        checked.append(int(seed))
+    return checked
+
+
+def steps_for_epochs(epochs: int, dataset_size: int, batch_size: int) -> int:
+    """Optimiser steps for ``epochs`` passes over ``dataset_size`` images.
+
+    The training loop forms only full batches and lets a batch run across an epoch boundary, so an
+    epoch is ``dataset_size / batch_size`` steps, possibly fractional: total = ceil(epochs * N / B).
+    (diffusers' ``train_unconditional`` counts epochs * ceil(N / B), a short last batch per epoch, so
+    it can run up to ``epochs`` steps more on the same data.)
+    """
+    if dataset_size <= 0:
+        raise InvalidArgument("cannot convert epochs to steps for an empty data set", field="dataset_size")
+    return math.ceil(epochs * dataset_size / batch_size)
+
+
+def images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Model output [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (round to nearest, clamp)."""
+    scaled = ((images.detach().float() + 1.0) * 127.5).round().clamp(0, 255)
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class GeneratorBackend(abc.ABC):
+    """A generative model behind one small interface (see the module docstring).
+
+    Life cycle: ``backend = Cls(config, device)`` -> ``build(seed, total_steps=...)`` -> optionally
+    ``load_state(checkpoint)`` -> ``train_step`` ... / ``sample``. ``total_steps=0`` builds for sampling
+    only: no optimiser state is allocated, and ``train_step``/``state`` refuse.
+    """
+
+    name: ClassVar[str]
+    conditional: ClassVar[bool] = False  # True: needs ``conditions`` in training and ``conditioning`` to sample
+    samplers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, device: str = "") -> None:
+        validate = getattr(config, "validate", None)
+        if callable(validate):
+            validate()
+        self.config = config
+        self.device = select_device(device)
+        self.built = False
+
+    # -- what the generic training loop reads -------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def resolution(self) -> int:
+        """Side of the square images the model trains on and produces."""
+
+    @property
+    @abc.abstractmethod
+    def batch_size(self) -> int:
+        """Training images per optimiser step."""
+
+    @property
+    def hflip_probability(self) -> float:
+        """Chance that the loop mirrors a training image (and its condition map) left-right."""
+        return 0.0
+
+    @property
+    def checkpoint_every_steps(self) -> int:
+        """Default checkpoint cadence of the training loop; 0 = only at the end and on stop."""
+        return 0
+
+    @property
+    def sample_batch_size(self) -> int:
+        """Images per forward pass when sampling, unless SamplerOptions.batch_size says otherwise."""
+        return 16
+
+    @property
+    @abc.abstractmethod
+    def step(self) -> int:
+        """Optimiser steps taken so far (restored by ``load_state``)."""
+
+    @property
+    @abc.abstractmethod
+    def planned_steps(self) -> int:
+        """The ``total_steps`` given to ``build`` (learning-rate schedules are planned for it)."""
+
+    @abc.abstractmethod
+    def total_steps_for(self, dataset_size: int) -> int:
+        """Training length from the config (steps, epochs or kimg) for a data set of this size."""
+
+    # -- life cycle ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build(self, seed: int, *, total_steps: int = 0, init_from: str | None = None) -> None:
+        """Create networks (seeded), and for ``total_steps > 0`` optimisers, schedules and EMA.
+
+        ``init_from`` is a local folder of pretrained weights for transfer learning; nothing is
+        downloaded (DESIGN.md, rule 8).
+        """
+
+    @abc.abstractmethod
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                   conditions: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on ``images`` [N, 3, R, R] in [-1, 1]; returns scalar metrics (``loss`` ...)."""
+
+    @abc.abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly: networks, EMA, optimisers, schedules, step, RNG."""
+
+    @abc.abstractmethod
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore ``state()``; refuses (FailedPrecondition) a state made with an incompatible config."""
+
+    @abc.abstractmethod
+    def sample(self, seeds: list[int], options: SamplerOptions | None = None,
+               conditioning: dict[str, Any] | None = None) -> np.ndarray:
+        """uint8 images [len(seeds), R, R, 3]; image i depends only on seeds[i], the options and weights."""
+
+    # -- shared helpers --------------------------------------------------------------------------------
+    def config_json(self) -> str:
+        """The backend name and its full config as JSON, stored beside weights and checkpoints."""
+        return json.dumps({"backend": self.name, "config": dataclasses.asdict(self.config)}, sort_keys=True)
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise FailedPrecondition(f"{self.name} backend used before build()", hint="call build(seed) first")

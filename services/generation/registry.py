@@ -1,0 +1,49 @@
+"""The generator registry (DESIGN.md, rule 5): every backend by name, with its config and profiles.
+
+Backends are registered here rather than in their own modules, so importing this module is the one way
+to see them all and there is no import cycle between a backend and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.common.registry import Registry, config_from_dict
+from services.generation.backend import GeneratorBackend
+from services.generation.ddpm import PROFILES as DDPM_PROFILES
+from services.generation.ddpm import DDPMBackend, DDPMConfig
+
+GENERATORS = Registry("generator")
+
+
+@GENERATORS.register(
+    "ddpm",
+    config_cls=DDPMConfig,
+    profiles=DDPM_PROFILES,
+    description="Unconditional DDPM (Ho et al. 2020) on a diffusers UNet2DModel; DDPM or DDIM sampling.",
+    capabilities={"conditional": "false", "samplers": "ddpm,ddim", "default_sampler": "ddim"},
+)
+def create_ddpm(config: DDPMConfig, device: str = "") -> DDPMBackend:
+    return DDPMBackend(config, device)
+
+
+def create_backend(name: str, profile: str = "paper", overrides: dict[str, Any] | None = None,
+                   device: str = "") -> GeneratorBackend:
+    """A backend from a registered name, a profile and config overrides (unknown keys are refused).
+
+    ``device`` empty: chosen at run time (``SKINGENBENCH_DEVICE``, else CUDA when present, else CPU).
+    """
+    return GENERATORS.create(name, profile, overrides, device=device)
+
+
+def backend_from_config_json(text: str | bytes, device: str = "") -> GeneratorBackend:
+    """The inverse of ``GeneratorBackend.config_json()``: the same backend and config, unbuilt."""
+    try:
+        document = json.loads(text)
+        name, config = document["backend"], document["config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidArgument(f"not a generator config document: {error}", field="config") from error
+    entry = GENERATORS.get(name)
+    return entry.factory(config_from_dict(entry.config_cls, None, config), device=device)
