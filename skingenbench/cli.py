@@ -61,13 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--timeout", type=float, default=40.0, help="seconds before SIGKILL")
     down.set_defaults(func=_cmd_down)
 
-    for register in _EXTENSIONS:
+    for register in _extensions():
         register(commands)
     return parser
 
 
-# Command groups of the stages register themselves here (data, preprocess, ...).
-_EXTENSIONS: list = []
+def _extensions() -> list:
+    """Command groups beyond the stack: each module's ``register(commands)`` adds its parsers."""
+    from skingenbench import cli_data
+
+    return [cli_data.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,3 +78,8 @@ class JobsServicer(common_pb2_grpc.JobsServicer):
             state = common_pb2.JobState.Name(request.state).removeprefix("JOB_STATE_")
         records = self.runner.list(request.kind, state, request.limit or 100)
         return common_pb2.ListJobsResponse(jobs=[record_to_proto(r) for r in records])
+
+
+def job_reply(runner: JobRunner, kind: str, request: dict[str, Any]) -> common_pb2.Job:
+    """Start (or find) a job for a servicer's ``Start*`` call and answer with the Job message."""
+    return record_to_proto(runner.submit(kind, request))

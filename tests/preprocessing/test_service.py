@@ -1,0 +1,179 @@
+"""The preprocessing service over a real channel: import → split → preprocess → quality report,
+bad input of every kind, idempotency."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common.client import open_channel, watch_job
+from services.common.manifest import (
+    Item,
+    Manifest,
+    Provenance,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
+from skingenbench.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
+from tests.common.service_helpers import running
+from tests.preprocessing.test_decoding import png_claiming_size
+
+
+@pytest.fixture
+def service(folder_store):
+    with running("preprocessing", folder_store) as svc, open_channel(svc.target) as channel:
+        yield svc, preprocessing_pb2_grpc.PreprocessingStub(channel), channel
+
+
+def _run(channel, job, timeout=240) -> common_pb2.Job:
+    return watch_job(channel, job.job_id, timeout_s=timeout)
+
+
+def _ref(outputs, name="manifest") -> common_pb2.ManifestRef:
+    out = {o.name: o for o in outputs}[name]
+    return common_pb2.ManifestRef(uri=out.uri, sha256=out.sha256)
+
+
+def test_phantom_import_split_preprocess_and_quality_through_the_service(service, folder_store):
+    svc, stub, channel = service
+    imported = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
+        source="phantom", options_json=json.dumps({"count": 60, "width": 160, "height": 120}), seed=3)))
+    assert imported.state == common_pb2.JOB_STATE_SUCCEEDED, imported.error.message
+    assert json.loads(imported.result_json)["item_count"] == 60
+    split = _run(channel, stub.StartSplit(preprocessing_pb2.SplitRequest(inputs=[_ref(imported.outputs)], seed=1)))
+    assert split.state == common_pb2.JOB_STATE_SUCCEEDED, split.error.message
+    split_manifest = read_manifest(folder_store, _ref(split.outputs).uri, _ref(split.outputs).sha256)
+    lesions = {}
+    for item in split_manifest.items:
+        lesions.setdefault(item.lesion_id, set()).add(item.split)
+    assert all(len(splits) == 1 for splits in lesions.values())
+    assert {item.split for item in split_manifest.items} == {"train", "val", "test"}
+
+    request = preprocessing_pb2.PreprocessRequest(input=_ref(split.outputs), pipeline="advanced", profile="tiny",
+                                                  seed=5, augment_copies=1, workers=2)
+    done = _run(channel, stub.StartPreprocess(request))
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
+    out = read_manifest(folder_store, _ref(done.outputs).uri, _ref(done.outputs).sha256)
+    assert len(out.items) == 120 and not out.skipped  # original + one augmented copy each
+    assert list(verify_manifest(folder_store, out)) == []
+    first = out.items[0]
+    assert {"lesion_area_fraction", "ita_degrees", "hair_fraction"} <= set(first.meta)
+    assert "mask_lesion" in first.objects and first.split in ("train", "val", "test")
+    image = cv2.imdecode(np.frombuffer(folder_store.get_bytes(first.key), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (64, 64, 3)
+    assert out.provenance.parents[0].sha256 == _ref(split.outputs).sha256
+
+    again = stub.StartPreprocess(request)
+    assert again.reused and again.job_id == done.job_id
+    other_workers = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
+        input=_ref(split.outputs), pipeline="advanced", profile="tiny", seed=5, augment_copies=1, workers=1)))
+    assert json.loads(other_workers.result_json)["reused_output"] is True
+    assert _ref(other_workers.outputs).uri == _ref(done.outputs).uri
+
+    quality = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
+        input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=30)))
+    assert quality.state == common_pb2.JOB_STATE_SUCCEEDED, quality.error.message
+    report = json.loads(folder_store.get_bytes(folder_store.key_from_uri(_ref(quality.outputs, "report_json").uri)))
+    hair = report["hair_regions"]
+    # Acceptance: advanced beats the untouched image in hair regions by a clear margin, and does not
+    # lower PSNR outside them by more than a small tolerance.
+    assert hair["psnr_hair_after"]["mean"] > hair["psnr_hair_before"]["mean"] + 5.0
+    assert hair["psnr_outside_after"]["mean"] > hair["psnr_outside_before"]["mean"] - 3.0
+    assert "| psnr_hair_after |" in folder_store.get_bytes(
+        folder_store.key_from_uri(_ref(quality.outputs, "report_md").uri)).decode()
+
+
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bad_input_manifest(store) -> tuple[common_pb2.ManifestRef, dict[str, str]]:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    sixteen = cv2.imencode(".png", (rng.integers(0, 65535, (40, 40, 3))).astype(np.uint16))[1].tobytes()
+    payloads = {
+        "good": (jpeg, None),
+        "truncated_jpeg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "zero_byte": (b"", "empty"),
+        "not_an_image": (b"this is not an image at all" * 10, "not_an_image"),
+        "grayscale": (_png(rng.integers(0, 255, (40, 40), dtype=np.uint8)), None),
+        "rgba": (_png(rng.integers(0, 255, (40, 40, 4), dtype=np.uint8), "RGBA"), None),
+        "sixteen_bit": (sixteen, None),
+        "bomb": (png_claiming_size(60_000, 60_000), "too_large"),  # 3.6 gigapixels declared
+    }
+    items, expected = [], {}
+    for name, (data, reason) in payloads.items():
+        info = store.put_bytes(f"bad/{name}", data)
+        items.append(Item(key=info.key, sha256=info.sha256, label="NV", lesion_id=name, split="train",
+                          image_id=name))
+        if reason:
+            expected[info.key] = reason
+    items.append(Item(key="bad/missing_object", sha256="0" * 64, label="NV", lesion_id="m", split="train",
+                      image_id="missing_object"))
+    expected["bad/missing_object"] = "not found"
+    ref = write_manifest(store, "bad/manifest.json", Manifest(items, Provenance(stage="test")))
+    return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256), expected
+
+
+def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(service, folder_store):
+    svc, stub, channel = service
+    ref, expected = _bad_input_manifest(folder_store)
+    tolerant = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
+        input=ref, pipeline="basic", profile="tiny", max_failure_fraction=1.0, workers=1)))
+    assert tolerant.state == common_pb2.JOB_STATE_SUCCEEDED, tolerant.error.message
+    out = read_manifest(folder_store, _ref(tolerant.outputs).uri)
+    assert sorted(item.image_id for item in out.items) == ["good", "grayscale", "rgba", "sixteen_bit"]
+    reasons = {s.ref: s.reason for s in out.skipped}
+    assert set(reasons) == set(expected)
+    for key, reason in expected.items():
+        assert reason in reasons[key], (key, reasons[key])
+
+    strict = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
+        input=ref, pipeline="basic", profile="tiny", workers=1)))
+    assert strict.state == common_pb2.JOB_STATE_FAILED
+    assert strict.error.code == "FAILED_PRECONDITION" and "max_failure_fraction" in strict.error.message
+    health = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=5)
+    assert health.service == "skingenbench.v1.Preprocessing"
+    assert folder_store.get_bytes("bad/good")  # nothing stored was touched
+
+
+@pytest.mark.parametrize(("request_kwargs", "code", "text"), [
+    ({"pipeline": "fancy"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown pipeline"),
+    ({"pipeline": "basic", "config_json": '{"size": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "size"),
+    ({"pipeline": "basic", "config_json": '{"no_such_key": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "no_such_key"),
+    ({"pipeline": "basic", "config_json": "[1, 2"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+    ({"pipeline": "basic", "augment_copies": -1}, grpc.StatusCode.INVALID_ARGUMENT, "augment_copies"),
+])
+def test_bad_requests_get_invalid_argument(service, folder_store, request_kwargs, code, text):
+    svc, stub, channel = service
+    ref, _ = _bad_input_manifest(folder_store)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(input=ref, **request_kwargs), timeout=10)
+    assert error.value.code() == code and text in error.value.details()
+
+
+def test_missing_manifest_and_unknown_source_are_clear(service):
+    svc, stub, channel = service
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
+            input=common_pb2.ManifestRef(uri=svc.store.uri("nowhere/manifest.json")), pipeline="basic"), timeout=10)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as source:
+        stub.StartImport(preprocessing_pb2.ImportRequest(source="isic2019"), timeout=10)
+    assert source.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    failed = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(source="ham10000",
+                                                                            source_uri="/no/such/folder")))
+    assert failed.state == common_pb2.JOB_STATE_FAILED and failed.error.code in ("NOT_FOUND", "INVALID_ARGUMENT")
+    listed = stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5)
+    assert [e.name for e in listed.entries] == ["advanced", "basic"]
+    assert {p.profile for p in listed.entries[0].profiles} == {"tiny", "paper"}
