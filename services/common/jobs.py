@@ -245,16 +245,18 @@ class JobRunner:
             "time": _now(),
         }
         record.last_progress = event
-        if live is not None:
-            with live.changed:
-                live.sequence = sequence
-                live.events.append(event)
-                live.changed.notify_all()
+        # Persist before telling watchers: a client that sees the final event and then calls GetJob
+        # must find the final state in the store.
         now = time.monotonic()
         if force or live is None or now - live.last_persist >= _PERSIST_INTERVAL_S:
             self.store.put_bytes(self._key(record.job_id), record.to_json(), "application/json")
             if live is not None:
                 live.last_persist = now
+        if live is not None:
+            with live.changed:
+                live.sequence = sequence
+                live.events.append(event)
+                live.changed.notify_all()
 
     # -- queries ---------------------------------------------------------------------------------
     def _load(self, job_id: str) -> JobRecord | None:

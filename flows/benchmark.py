@@ -1,0 +1,176 @@
+"""The benchmark flow: the whole grid, from data to report, on any number of service endpoints.
+
+data → split → preprocess per arm (A basic, B advanced) → train each generator on the arm's
+training melanomas → sample → evaluate the synthetic sets → train and test every classifier ×
+pipeline × seed → paired comparisons against each arm's real-only baseline → report.
+
+Tasks call services over gRPC only; the flow reads nothing but small JSON results from the store.
+A stage whose service has nothing registered yet is skipped and the report says so.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import tasks
+from flows.endpoints import EndpointPool, endpoints_from_env
+from flows.grid import GENERATOR_NUMBERS, PREPROCESSING_LETTERS, Grid, load_grid
+from flows.report import build_report, write_report
+from services.common.settings import SERVICES
+from services.common.store import store_from_uri
+
+
+def _read_json(store, uri: str) -> dict[str, Any]:
+    return json.loads(store.get_bytes(store.key_from_uri(uri)))
+
+
+def _phantom_options(grid: Grid) -> dict[str, Any]:
+    return {"count": grid.data.count, "width": grid.data.width, "height": grid.data.height}
+
+
+@flow(name="skingenbench-grid", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs") -> str:
+    """Run a grid (a shipped name or a YAML path); returns the local report folder."""
+    log = get_run_logger()
+    grid = load_grid(grid_spec)
+    run_id = run_id or f"{grid.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    pools = {stage: EndpointPool(stage, endpoints_from_env(stage)) for stage in SERVICES}
+    tasks.set_pools(pools)
+    store = store_from_uri()
+    notes: list[str] = []
+    available = {stage: set(tasks.registry_names(stage)) for stage in SERVICES}
+
+    # -- data --------------------------------------------------------------------------------------
+    sources = [(grid.data.source, grid.data.path)] + [(s["source"], s["path"]) for s in grid.data.extra_sources]
+    imported = [tasks.import_data(source, path, _phantom_options(grid) if source == "phantom" else {},
+                                  grid.data.seed) for source, path in sources]
+    fractions = (grid.split.train, grid.split.val, grid.split.test)
+    split = tasks.split([i["manifest"] for i in imported], fractions, grid.split.seed)
+    curation = _read_json(store, split["outputs"]["report_json"])
+    train_label_count = int(curation["counts"].get(grid.synthetic_label, {}).get("train", 0))
+    synthetic_count = grid.synthetic_count or train_label_count
+    log.info("split: %s; %d training %s images", curation["totals"], train_label_count, grid.synthetic_label)
+
+    # -- preprocessing arms -------------------------------------------------------------------------
+    def prep_config(prep: str) -> dict[str, Any]:
+        return grid.preprocessing_config.get(prep, {})
+
+    arms = {}
+    for prep in grid.preprocessing:
+        arms[prep] = {
+            "all": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep), grid.split.seed),
+            "train": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep),
+                                             grid.split.seed, 0, ["train"]),
+            "augmented": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep),
+                                                 grid.split.seed, grid.augment_copies, ["train"]),
+        }
+    quality_reports = {}
+    if grid.quality_report and grid.data.source == "phantom":
+        quality_reports = {prep: tasks.quality.submit(imported[0]["manifest"], prep, grid.profile, prep_config(prep))
+                           for prep in grid.preprocessing}
+    arms = {prep: {k: f.result() for k, f in futures.items()} for prep, futures in arms.items()}
+
+    # -- generators ---------------------------------------------------------------------------------
+    generators = [g for g in grid.generators if g in available["generation"]]
+    for missing in sorted(set(grid.generators) - set(generators)):
+        notes.append(f"generator `{missing}` is not registered on the generation service: pipelines "
+                     f"A{GENERATOR_NUMBERS[missing]}/B{GENERATOR_NUMBERS[missing]} were skipped")
+    trained, synthetic = {}, {}
+    for prep in grid.preprocessing:
+        for generator in generators:
+            name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[generator]}-{generator}"
+            trained[(prep, generator)] = tasks.train_generator.submit(
+                arms[prep]["train"]["manifest"], generator, grid.profile, grid.generator_config.get(generator, {}),
+                grid.synthetic_label, grid.split.seed, name)
+    for (prep, generator), future in trained.items():
+        model = future.result()
+        name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[generator]}-{generator}"
+        synthetic[(prep, generator)] = tasks.sample.submit(model["outputs"]["model"], synthetic_count,
+                                                           grid.split.seed, name)
+    synthetic = {key: future.result() for key, future in synthetic.items()}
+
+    # -- classifiers ----------------------------------------------------------------------------------
+    classifiers = [c for c in grid.classifiers if c in available["classification"]]
+    for missing in sorted(set(grid.classifiers) - set(classifiers)):
+        notes.append(f"classifier `{missing}` is not registered on the classification service; skipped")
+    cells = {}
+    for pipeline, prep, extra in grid.pipelines():
+        if extra not in (None, "augment") and extra not in generators:
+            continue
+        regime = "real" if extra is None else "real+augment" if extra == "augment" else "real+synthetic"
+        for classifier in classifiers:
+            for seed in grid.seeds:
+                run_name = f"{pipeline}/{classifier}/seed{seed}"
+                cells[(pipeline, classifier, seed)] = tasks.train_classifier.submit(
+                    arms[prep]["all"]["manifest"], classifier, grid.profile, grid.classifier_config.get(classifier, {}),
+                    regime, [synthetic[(prep, extra)]["manifest"]] if regime == "real+synthetic" else [],
+                    arms[prep]["augmented"]["manifest"] if regime == "real+augment" else None,
+                    synthetic_count, grid.synthetic_label, seed, run_name)
+    tests = {}
+    for (pipeline, classifier, seed), future in cells.items():
+        trained_cell = future.result()
+        prep = next(p for p, letter in PREPROCESSING_LETTERS.items() if pipeline.startswith(letter))
+        tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(
+            trained_cell["outputs"]["checkpoint"], arms[prep]["all"]["manifest"], grid.bootstrap_samples, seed,
+            f"{pipeline}/{classifier}/seed{seed}")
+    tests = {key: future.result() for key, future in tests.items()}
+    comparisons = {}
+    for (pipeline, classifier, seed), result in tests.items():
+        baseline = (pipeline[0] + "1", classifier, seed)
+        if pipeline.endswith("1") or baseline not in tests:
+            continue
+        comparisons[(pipeline, classifier, seed)] = tasks.compare.submit(
+            tests[baseline]["outputs"]["result_json"], result["outputs"]["result_json"], grid.bootstrap_samples, seed,
+            f"{pipeline} vs {baseline[0]} {classifier} seed{seed}")
+    comparisons = {key: future.result() for key, future in comparisons.items()}
+    gradcams = {}
+    for prep in grid.preprocessing:
+        key = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
+        if key in cells:
+            gradcams[key[0]] = tasks.gradcam.submit(cells[key].result()["outputs"]["checkpoint"],
+                                                    arms[prep]["all"]["manifest"], 4, "/".join(map(str, key)))
+    gradcams = {k: f.result() for k, f in gradcams.items()}
+
+    # -- evaluation of the synthetic sets ------------------------------------------------------------
+    evaluations = {}
+    if "evaluation" in SERVICES and available["evaluation"] and synthetic:
+        for prep in grid.preprocessing:
+            sets = {f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[g]}-{g}": synthetic[(prep, g)]["manifest"]
+                    for g in generators}
+            baseline = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
+            checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
+            evaluations[prep] = tasks.evaluate.submit(arms[prep]["train"]["manifest"], sets, grid.synthetic_label,
+                                                      grid.evaluation, checkpoint, grid.split.seed, prep)
+        evaluations = {k: f.result() for k, f in evaluations.items()}
+    elif synthetic:
+        notes.append("the evaluation service has nothing registered: generative metrics were skipped")
+
+    # -- report -------------------------------------------------------------------------------------
+    collected = {
+        "run_id": run_id, "grid": grid.to_dict(), "notes": notes, "imported": imported, "split": split,
+        "curation": curation, "arms": arms, "quality": {p: f.result() for p, f in quality_reports.items()},
+        "generators": {f"{p}/{g}": r for (p, g), r in synthetic.items()},
+        "tests": {"/".join(map(str, k)): v for k, v in tests.items()},
+        "comparisons": {"/".join(map(str, k)): v for k, v in comparisons.items()},
+        "gradcams": gradcams, "evaluations": evaluations,
+        "endpoints": {stage: [e.target for e in pool.endpoints] for stage, pool in pools.items()},
+    }
+    report = build_report(store, collected)
+    folder = write_report(store, Path(runs_dir) / run_id, run_id, report)
+    create_markdown_artifact(markdown=report.markdown[:200_000], key=f"report-{grid.name}",
+                             description=f"SkinGenBench report {run_id}")
+    for table_name, rows in report.tables.items():
+        if rows:
+            create_table_artifact(table=rows, key=f"{table_name}-{grid.name}".replace("_", "-"),
+                                  description=table_name.replace("_", " "))
+    for pool in pools.values():
+        pool.close()
+    log.info("report: %s", folder / "report.md")
+    return str(folder)

@@ -1,0 +1,157 @@
+"""Grid definitions: which data, pipelines, generators, classifiers and seeds a benchmark run covers.
+
+A grid is a YAML file validated here with errors that name the bad field (``classifiers[2]: unknown
+classifier 'resnet19'``), so a typo fails before any GPU time is spent. Pipeline names follow the
+reference study (DESIGN.md): A = basic, B = advanced preprocessing; 1 = real only, 2 = + StyleGAN2-ADA,
+3 = + DDPM, 4 = + classic augmentation, 5 = + DermGAN (this platform's addition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.common.classes import CLASSES
+
+GRIDS_DIR = Path(__file__).parent / "grids"
+PREPROCESSING_LETTERS = {"basic": "A", "advanced": "B"}
+GENERATOR_NUMBERS = {"stylegan2_ada": 2, "ddpm": 3, "dermgan": 5}
+REAL_ONLY, AUGMENT_ONLY = 1, 4
+KNOWN_CLASSIFIERS = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_base_patch16_224")
+DATA_SOURCES = ("phantom", "ham10000", "milk10k")
+
+
+class GridError(ValueError):
+    """A grid file that cannot run, with the field that is wrong."""
+
+
+@dataclass
+class DataSpec:
+    source: str = "phantom"
+    path: str = ""              # folder of the distribution (ham10000, milk10k)
+    extra_sources: list[dict[str, str]] = field(default_factory=list)  # e.g. MILK10K beside HAM10000
+    count: int = 400            # phantom only
+    width: int = 128
+    height: int = 96
+    seed: int = 0
+
+
+@dataclass
+class SplitSpec:
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+
+
+@dataclass
+class Grid:
+    name: str
+    profile: str = "tiny"
+    data: DataSpec = field(default_factory=DataSpec)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    preprocessing: list[str] = field(default_factory=lambda: ["basic", "advanced"])
+    preprocessing_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generators: list[str] = field(default_factory=lambda: ["stylegan2_ada", "ddpm"])
+    generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    synthetic_label: str = "MEL"
+    synthetic_count: int = 0    # 0: as many as real training images of the synthetic label
+    augment_copies: int = 1     # classic augmentation (pipeline 4): copies per training image
+    classifiers: list[str] = field(default_factory=lambda: list(KNOWN_CLASSIFIERS))
+    classifier_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    bootstrap_samples: int = 1000
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    quality_report: bool = True
+
+    def pipelines(self) -> list[tuple[str, str, str | None]]:
+        """(pipeline name, preprocessing, generator or 'augment' or None) for every grid cell row."""
+        rows = []
+        for prep in self.preprocessing:
+            letter = PREPROCESSING_LETTERS[prep]
+            rows.append((f"{letter}{REAL_ONLY}", prep, None))
+            for generator in self.generators:
+                rows.append((f"{letter}{GENERATOR_NUMBERS[generator]}", prep, generator))
+            rows.append((f"{letter}{AUGMENT_ONLY}", prep, "augment"))
+        return sorted(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise GridError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise GridError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
+    return cls(**data)
+
+
+def _check_list(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> list:
+    if not isinstance(value, list):
+        raise GridError(f"{where}: expected a list, got {type(value).__name__}")
+    for i, entry in enumerate(value):
+        if allowed is not None and entry not in allowed:
+            raise GridError(f"{where}[{i}]: unknown value {entry!r} (known: {', '.join(allowed)})")
+    return value
+
+
+def parse_grid(data: Any, name: str = "grid") -> Grid:
+    if not isinstance(data, dict):
+        raise GridError(f"{name}: a grid file must be a YAML mapping")
+    data = dict(data)
+    data.setdefault("name", name)
+    data["data"] = _build(DataSpec, data.get("data"), "data")
+    data["split"] = _build(SplitSpec, data.get("split"), "split")
+    grid = _build(Grid, data, "grid")
+    if grid.profile not in ("tiny", "paper"):
+        raise GridError(f"profile: must be 'tiny' or 'paper', got {grid.profile!r}")
+    if grid.data.source not in DATA_SOURCES:
+        raise GridError(f"data.source: unknown source {grid.data.source!r} (known: {', '.join(DATA_SOURCES)})")
+    if grid.data.source != "phantom" and not grid.data.path:
+        raise GridError(f"data.path: required for source {grid.data.source!r}")
+    if grid.data.source == "phantom" and grid.data.count < 20:
+        raise GridError(f"data.count: at least 20 phantom images are needed for three splits, got {grid.data.count}")
+    fractions = (grid.split.train, grid.split.val, grid.split.test)
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise GridError(f"split: train/val/test must be non-negative and sum to 1, got {fractions}")
+    _check_list(grid.preprocessing, "preprocessing", tuple(PREPROCESSING_LETTERS))
+    if not grid.preprocessing:
+        raise GridError("preprocessing: at least one of basic, advanced")
+    _check_list(grid.generators, "generators", tuple(GENERATOR_NUMBERS))
+    _check_list(grid.classifiers, "classifiers", KNOWN_CLASSIFIERS)
+    seeds = _check_list(grid.seeds, "seeds")
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise GridError("seeds: a non-empty list of non-negative integers")
+    if grid.synthetic_label not in CLASSES:
+        raise GridError(f"synthetic_label: must be one of {', '.join(CLASSES)}")
+    if grid.synthetic_count < 0:
+        raise GridError("synthetic_count: must be >= 0 (0 means as many as real training images of the label)")
+    if grid.bootstrap_samples < 100:
+        raise GridError("bootstrap_samples: at least 100 for a usable 95% interval")
+    for key in ("preprocessing_config", "generator_config", "classifier_config", "evaluation"):
+        if not isinstance(getattr(grid, key), dict):
+            raise GridError(f"{key}: expected a mapping")
+    return grid
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """A shipped grid by name (``smoke``, ``paper``) or a YAML file path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = GRIDS_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
+        raise GridError(f"no grid file {name_or_path!r} (shipped grids: {shipped})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise GridError(f"{path}: not valid YAML: {exc}") from None
+    return parse_grid(data, path.stem)

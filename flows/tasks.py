@@ -1,0 +1,214 @@
+"""Prefect tasks of the benchmark grid. Each builds a request, runs one service job through the
+stage's endpoint pool, shows its progress as a Prefect progress artifact, and returns plain data.
+
+Re-running a grid recomputes nothing that finished: services identify a job by its request and
+return a finished job as it is, and their outputs are content-addressed in the shared store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NONE
+
+from flows.endpoints import EndpointPool
+from flows.jobs import JobOutcome, run_job
+from skingenbench.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
+    common_pb2,
+    evaluation_pb2,
+    evaluation_pb2_grpc,
+    generation_pb2,
+    generation_pb2_grpc,
+    preprocessing_pb2,
+    preprocessing_pb2_grpc,
+)
+
+_POOLS: dict[str, EndpointPool] = {}
+
+
+def set_pools(pools: dict[str, EndpointPool]) -> None:
+    """The flow registers its endpoint pools here; tasks run in threads of the same process."""
+    _POOLS.clear()
+    _POOLS.update(pools)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a flow run (tests of the helpers)
+        return logging.getLogger("skingenbench.flow")
+
+
+def _artifact_key(label: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")[:100] or "job"
+
+
+def _run(stage: str, stub: type, method: str, request: Any, label: str) -> JobOutcome:
+    """Run a job with a progress artifact updated at most every 2 s."""
+    try:
+        artifact_id = create_progress_artifact(progress=0.0, key=_artifact_key(label), description=label)
+    except Exception:
+        artifact_id = None
+    state = {"last": 0.0}
+
+    def on_event(event: common_pb2.ProgressEvent) -> None:
+        now = time.monotonic()
+        if artifact_id and event.total and now - state["last"] > 2.0:
+            state["last"] = now
+            update_progress_artifact(artifact_id, progress=min(100.0, 100.0 * event.step / event.total))
+
+    outcome = run_job(_POOLS[stage], stub, method, request, on_event=on_event)
+    if artifact_id:
+        update_progress_artifact(artifact_id, progress=100.0)
+    _logger().info("%s: %s job %s%s (%d events)", label, outcome.kind, outcome.job_id,
+                   " (reused)" if outcome.reused else "", outcome.events)
+    return outcome
+
+
+def _ref(outcome: JobOutcome, name: str = "manifest") -> dict[str, Any]:
+    out = outcome.outputs[name]
+    return {"uri": out.uri, "sha256": out.sha256, "item_count": int(outcome.result.get("item_count", 0))}
+
+
+def _manifest(ref: dict[str, Any]) -> common_pb2.ManifestRef:
+    return common_pb2.ManifestRef(uri=ref["uri"], sha256=ref.get("sha256", ""), item_count=ref.get("item_count", 0))
+
+
+def _outputs(outcome: JobOutcome) -> dict[str, str]:
+    return {name: ref.uri for name, ref in outcome.outputs.items()}
+
+
+# -- data -----------------------------------------------------------------------------------------
+@task(name="import data", cache_policy=NONE)
+def import_data(source: str, path: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
+    request = preprocessing_pb2.ImportRequest(source=source, source_uri=path, options_json=json.dumps(options),
+                                              seed=seed)
+    outcome = _run("preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartImport", request,
+                   f"import {source}")
+    return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="split by lesion", cache_policy=NONE)
+def split(manifests: list[dict[str, Any]], fractions: tuple[float, float, float], seed: int) -> dict[str, Any]:
+    request = preprocessing_pb2.SplitRequest(inputs=[_manifest(m) for m in manifests], train_fraction=fractions[0],
+                                             val_fraction=fractions[1], test_fraction=fractions[2], seed=seed)
+    outcome = _run("preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartSplit", request, "split")
+    return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="preprocess", cache_policy=NONE)
+def preprocess(manifest: dict[str, Any], pipeline: str, profile: str, config: dict[str, Any], seed: int,
+               augment_copies: int = 0, splits: list[str] | None = None) -> dict[str, Any]:
+    request = preprocessing_pb2.PreprocessRequest(
+        input=_manifest(manifest), pipeline=pipeline, profile=profile, config_json=json.dumps(config), seed=seed,
+        augment_copies=augment_copies, splits=splits or [])
+    label = f"preprocess {pipeline}" + (f" +{augment_copies} augmented" if augment_copies else "")
+    outcome = _run("preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartPreprocess", request, label)
+    return {"manifest": _ref(outcome), "result": outcome.result}
+
+
+@task(name="artifact-removal quality", cache_policy=NONE)
+def quality(manifest: dict[str, Any], pipeline: str, profile: str, config: dict[str, Any]) -> dict[str, Any]:
+    request = preprocessing_pb2.QualityReportRequest(input=_manifest(manifest), pipeline=pipeline, profile=profile,
+                                                     config_json=json.dumps(config))
+    outcome = _run("preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartQualityReport", request,
+                   f"quality {pipeline}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+# -- generation -------------------------------------------------------------------------------------
+@task(name="train generator", cache_policy=NONE)
+def train_generator(manifest: dict[str, Any], generator: str, profile: str, config: dict[str, Any],
+                    label: str, seed: int, name: str) -> dict[str, Any]:
+    request = generation_pb2.TrainGeneratorRequest(
+        generator=generator, profile=profile, config_json=json.dumps(config), train=_manifest(manifest),
+        classes=[label], seed=seed, name=name)
+    outcome = _run("generation", generation_pb2_grpc.GenerationStub, "StartTraining", request, f"train {name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="sample", cache_policy=NONE)
+def sample(model_uri: str, count: int, seed: int, name: str) -> dict[str, Any]:
+    request = generation_pb2.SampleRequest(model_uri=model_uri, count=count, seed=seed)
+    outcome = _run("generation", generation_pb2_grpc.GenerationStub, "StartSampling", request, f"sample {name}")
+    return {"manifest": _ref(outcome), "result": outcome.result}
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+@task(name="evaluate synthetic sets", cache_policy=NONE)
+def evaluate(real: dict[str, Any], synthetic: dict[str, dict[str, Any]], label: str, options: dict[str, Any],
+             classifier_checkpoint: str, seed: int, name: str) -> dict[str, Any]:
+    request = evaluation_pb2.EvaluateRequest(
+        real=_manifest(real), real_splits=["train"], real_labels=[label],
+        synthetic=[evaluation_pb2.SyntheticSet(name=n, manifest=_manifest(m), intended_label=label)
+                   for n, m in synthetic.items()],
+        options_json=json.dumps(options), seed=seed,
+        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint) if classifier_checkpoint else None)
+    outcome = _run("evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request, f"evaluate {name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+# -- classification -------------------------------------------------------------------------------------
+@task(name="train classifier", cache_policy=NONE)
+def train_classifier(data: dict[str, Any], classifier: str, profile: str, config: dict[str, Any], regime: str,
+                     synthetic: list[dict[str, Any]], augmented: dict[str, Any] | None, synthetic_count: int,
+                     synthetic_label: str, seed: int, run_name: str) -> dict[str, Any]:
+    request = classification_pb2.TrainClassifierRequest(
+        classifier=classifier, profile=profile, config_json=json.dumps(config), data=_manifest(data), regime=regime,
+        synthetic=[_manifest(s) for s in synthetic], synthetic_count=synthetic_count,
+        synthetic_label=synthetic_label, seed=seed, run_name=run_name,
+        augmented=_manifest(augmented) if augmented else None)
+    outcome = _run("classification", classification_pb2_grpc.ClassificationStub, "StartTraining", request,
+                   f"train {run_name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="test classifier", cache_policy=NONE)
+def test_classifier(checkpoint_uri: str, data: dict[str, Any], bootstrap: int, seed: int, run_name: str) -> dict:
+    request = classification_pb2.TestClassifierRequest(checkpoint_uri=checkpoint_uri, data=_manifest(data),
+                                                       split="test", bootstrap_samples=bootstrap, seed=seed)
+    outcome = _run("classification", classification_pb2_grpc.ClassificationStub, "StartTest", request,
+                   f"test {run_name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="compare with baseline", cache_policy=NONE)
+def compare(baseline_uri: str, candidate_uri: str, bootstrap: int, seed: int, name: str) -> dict[str, Any]:
+    request = classification_pb2.CompareRequest(baseline_result_uri=baseline_uri, candidate_result_uri=candidate_uri,
+                                                bootstrap_samples=bootstrap, seed=seed)
+    outcome = _run("classification", classification_pb2_grpc.ClassificationStub, "StartComparison", request,
+                   f"compare {name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="grad-cam", cache_policy=NONE)
+def gradcam(checkpoint_uri: str, data: dict[str, Any], count: int, run_name: str) -> dict[str, Any]:
+    request = classification_pb2.GradCamRequest(checkpoint_uri=checkpoint_uri, data=_manifest(data), split="test",
+                                                count=count)
+    outcome = _run("classification", classification_pb2_grpc.ClassificationStub, "StartGradCam", request,
+                   f"grad-cam {run_name}")
+    return {"manifest": _ref(outcome), "outputs": _outputs(outcome)}
+
+
+def registry_names(stage: str) -> list[str]:
+    """What a stage's service has registered (a stage with nothing registered is skipped)."""
+    pool = _POOLS[stage]
+
+    def call(channel):
+        stub = {
+            "generation": generation_pb2_grpc.GenerationStub,
+            "evaluation": evaluation_pb2_grpc.EvaluationStub,
+            "classification": classification_pb2_grpc.ClassificationStub,
+            "preprocessing": preprocessing_pb2_grpc.PreprocessingStub,
+        }[stage](channel)
+        return list(stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=30).registry)
+
+    return pool.run(call, what=f"{stage} GetServiceInfo")
