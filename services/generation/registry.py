@@ -14,6 +14,8 @@ from services.common.registry import Registry, config_from_dict
 from services.generation.backend import GeneratorBackend
 from services.generation.ddpm import PROFILES as DDPM_PROFILES
 from services.generation.ddpm import DDPMBackend, DDPMConfig
+from services.generation.dermgan.backend import PROFILES as DERMGAN_PROFILES
+from services.generation.dermgan.backend import DermGANBackend, DermGANConfig
 
 GENERATORS = Registry("generator")
 
@@ -27,6 +29,18 @@ GENERATORS = Registry("generator")
 )
 def create_ddpm(config: DDPMConfig, device: str = "") -> DDPMBackend:
     return DDPMBackend(config, device)
+
+
+@GENERATORS.register(
+    "dermgan",
+    config_cls=DermGANConfig,
+    profiles=DERMGAN_PROFILES,
+    description="DermGAN-style conditional Pix2Pix (Ghorbani et al. 2019; Isola et al. 2017): lesions of a chosen "
+                "class, size, centre and skin tone (ITA) from semantic maps.",
+    capabilities={"conditional": "true", "samplers": "pix2pix", "default_sampler": "pix2pix"},
+)
+def create_dermgan(config: DermGANConfig, device: str = "") -> DermGANBackend:
+    return DermGANBackend(config, device)
 
 
 def create_backend(name: str, profile: str = "paper", overrides: dict[str, Any] | None = None,
