@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list:
     """Command groups beyond the stack: each module's ``register(commands)`` adds its parsers."""
-    from skingenbench import cli_data, cli_run
+    from skingenbench import cli_data, cli_generate, cli_run
 
-    return [cli_data.register, cli_run.register]
+    return [cli_data.register, cli_generate.register, cli_run.register]
 
 
 def main(argv: list[str] | None = None) -> int:

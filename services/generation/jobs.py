@@ -1,0 +1,447 @@
+"""The generation service's jobs: ``train_generator`` and ``sample``, and the store glue they share.
+
+Requests arrive as the dicts the job runner persists (proto field names; int64 values as strings).
+``plan_training`` is also what StartTraining runs before it accepts a job, so a request that would fail
+is refused at once with its status instead of becoming a failed job.
+
+Training data rule (DESIGN.md, science rules: a generator never sees evaluation images). Every item of
+the requested classes in the named manifest must carry ``split == "train"``; one val, test or unsplit
+item of those classes refuses the whole request with FAILED_PRECONDITION rather than being filtered
+out, so a caller who passed the wrong manifest finds out instead of training on a silently different
+set. Items of other classes are ignored whatever their split. Callers pass a train-only manifest,
+e.g. the preprocessing output of ``splits: ["train"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from services.common.classes import CLASSES
+from services.common.errors import (
+    Cancelled,
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from services.common.hashing import canonical_json, content_address, output_prefix, sha256_bytes
+from services.common.jobs import JobContext, JobInterrupted
+from services.common.manifest import (
+    MANIFEST_NAME,
+    Item,
+    Manifest,
+    ManifestRef,
+    ParentRef,
+    Provenance,
+    read_item,
+    read_verified,
+    write_manifest,
+)
+from services.common.servicer import parse_json_field
+from services.common.store import ObjectStore
+from services.generation import models
+from services.generation.backend import GeneratorBackend, SamplerOptions, check_seeds
+from services.generation.registry import GENERATORS, create_backend
+from services.generation.sampling import image_seeds, to_png_bytes
+from services.generation.training import train
+
+TRAIN_STAGE, TRAIN_VERSION = "train_generator", "1"
+SAMPLE_STAGE, SAMPLE_VERSION = "sample", "1"
+DEFAULT_CLASSES = ("MEL",)
+
+
+# -- training requests ------------------------------------------------------------------------------------
+@dataclass
+class TrainingPlan:
+    generator: str
+    profile: str
+    overrides: dict[str, Any]
+    config: Any
+    classes: list[str]
+    seed: int
+    name: str
+    manifest_uri: str
+    manifest_sha256: str
+    items: list[Item]
+    init: dict[str, str]  # {"uri", "sha256"} or empty
+    prefix: str
+
+
+def normalise_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
+    chosen = sorted(set(classes or DEFAULT_CLASSES))
+    unknown = [c for c in chosen if c not in CLASSES]
+    if unknown:
+        raise InvalidArgument(f"unknown class(es) {', '.join(unknown)}", field="classes",
+                              hint=f"one of: {', '.join(CLASSES)}")
+    return chosen
+
+
+def _read_manifest(store: ObjectStore, ref: dict[str, Any]) -> tuple[Manifest, str, str]:
+    uri = ref.get("uri", "")
+    if not uri:
+        raise InvalidArgument("train manifest is required (train.uri)", field="train")
+    key = store.key_from_uri(uri)
+    try:
+        raw = store.get_bytes(key)
+    except NotFound:
+        raise NotFound(f"train manifest not found: {store.uri(key)}") from None
+    sha = sha256_bytes(raw)
+    if ref.get("sha256") and ref["sha256"] != sha:
+        raise DataIntegrityError(f"manifest {store.uri(key)} has changed since it was referenced "
+                                 "(sha256 mismatch)")
+    return Manifest.from_json(raw), store.uri(key), sha
+
+
+def select_training_items(manifest: Manifest, classes: list[str], uri: str = "") -> list[Item]:
+    """The items a generator trains on; refuses the manifest if any item of the classes is not train."""
+    chosen = [item for item in manifest.items if item.label in classes]
+    leaking = [item for item in chosen if item.split != "train"]
+    if leaking:
+        by_split: dict[str, int] = {}
+        for item in leaking:
+            by_split[item.split or "(none)"] = by_split.get(item.split or "(none)", 0) + 1
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(by_split.items()))
+        raise FailedPrecondition(
+            f"the training manifest {uri} holds {counts} item(s) of {'+'.join(classes)} outside the train "
+            "split; generators are trained on training-split items only",
+            hint="pass a train-only manifest, e.g. preprocess with splits=['train']", split_counts=counts)
+    if not chosen:
+        raise FailedPrecondition(f"the training manifest {uri} has no train items of {'+'.join(classes)}")
+    return chosen
+
+
+def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
+    """Validate a TrainGeneratorRequest (as a dict) completely and work out where its model lives."""
+    generator = request.get("generator") or ""
+    if not generator:
+        raise InvalidArgument("generator is required", field="generator",
+                              hint=f"one of: {', '.join(GENERATORS.names())}")
+    GENERATORS.get(generator)  # NotFound for an unknown name
+    profile = request.get("profile") or "paper"
+    overrides = parse_json_field(request.get("config_json", ""), "config_json")
+    config = GENERATORS.config(generator, profile, overrides)
+    (seed,) = check_seeds([int(request.get("seed", 0))])
+    classes = normalise_classes(request.get("classes") or [])
+    manifest, uri, sha = _read_manifest(store, request.get("train") or {})
+    items = select_training_items(manifest, classes, uri)
+    init = {k: v for k, v in (request.get("init_checkpoint") or {}).items() if k in ("uri", "sha256") and v}
+    if init:
+        _check_init(store, init)
+    name = str(request.get("name", ""))
+    items_hash = sha256_bytes(canonical_json([item.to_dict() for item in items]).encode())
+    identity = {"generator": generator, "config": dataclasses.asdict(config), "classes": classes,
+                "name": name, "init": init}
+    prefix = output_prefix(f"models/{generator}",
+                           content_address(TRAIN_STAGE, TRAIN_VERSION, [items_hash], identity, seed))
+    return TrainingPlan(generator, profile, overrides, config, classes, seed, name, uri, sha, items, init,
+                        prefix)
+
+
+# -- initialisation (transfer learning) -------------------------------------------------------------------
+def _local_folder(store: ObjectStore, uri: str) -> Path | None:
+    """A folder on this machine named by a path or a file:// URI outside the store, else None."""
+    if "://" in uri:
+        if uri.startswith(store.root_uri.rstrip("/") + "/") or urlparse(uri).scheme != "file":
+            return None
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
+
+
+def _check_init(store: ObjectStore, init: dict[str, str]) -> None:
+    folder = _local_folder(store, init["uri"])
+    if folder is not None:
+        if not folder.is_dir():
+            raise InvalidArgument(f"init_checkpoint {init['uri']} is not a folder on the generation server",
+                                  field="init_checkpoint",
+                                  hint="a diffusers UNet folder, or a trained model's URI")
+        return
+    record = models.read_record(store, init["uri"], init.get("sha256", ""))
+    if not record.complete:
+        raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
+
+
+@contextlib.contextmanager
+def init_folder(store: ObjectStore, init: dict[str, str]) -> Iterator[str | None]:
+    """The local folder to initialise from: given, or a trained model from the store exported to one."""
+    if not init:
+        yield None
+        return
+    folder = _local_folder(store, init["uri"])
+    if folder is not None:
+        yield str(folder)
+        return
+    record = models.read_record(store, init["uri"], init.get("sha256", ""))
+    backend = models.load_sampling_backend(store, record)
+    export = getattr(backend, "save_pretrained", None)
+    if export is None:
+        raise FailedPrecondition(f"{backend.name} models cannot be exported to initialise another run")
+    with tempfile.TemporaryDirectory(prefix="sgb-init-") as tmp:
+        export(tmp)
+        yield tmp
+
+
+# -- the training job -------------------------------------------------------------------------------------
+def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
+                         check: Callable[[], None] = lambda: None) -> list[tuple[np.ndarray, int]]:
+    """Decode every item (hash-checked) to uint8 [R, R, 3]; square images only, resized when needed."""
+    import cv2
+
+    from services.preprocessing.decoding import decode_image
+
+    dataset = []
+    for index, item in enumerate(items):
+        check()
+        image = decode_image(read_item(store, item))
+        height, width = image.shape[:2]
+        if height != width:
+            raise FailedPrecondition(f"training item {item.key} is {width}x{height}; generators train on "
+                                     "square images",
+                                     hint="train on a preprocessed manifest (its images are square)")
+        if height != resolution:
+            interpolation = cv2.INTER_AREA if height > resolution else cv2.INTER_CUBIC
+            image = cv2.resize(image, (resolution, resolution), interpolation=interpolation)
+        dataset.append((np.ascontiguousarray(image), index))
+    return dataset
+
+
+def conditional_training_set(store: ObjectStore, backend: GeneratorBackend, items: list[Item],
+                             dataset: list[tuple[np.ndarray, int]]) -> list[tuple[Any, ...]]:
+    """A conditional backend (DermGAN) trains on (image, class, semantic map): the map comes from the
+    item's lesion mask and skin tone, which the preprocessing service measured."""
+    from services.preprocessing.decoding import decode_mask
+
+    examples = []
+    for (image, _), item in zip(dataset, items, strict=True):
+        entry = item.objects.get("mask_lesion")
+        if entry is None:
+            raise FailedPrecondition(f"training item {item.key} has no lesion mask; {backend.name} needs one",
+                                     hint="train on a manifest from the preprocessing service")
+        mask = decode_mask(read_verified(store, entry.key, entry.sha256))
+        examples.append((image, mask, item.meta.get("ita_degrees"), item.label))
+    conditional, _skipped = backend.training_set(examples)
+    return conditional
+
+
+_prefix_locks: dict[str, threading.Lock] = {}
+_prefix_locks_guard = threading.Lock()
+
+
+def _prefix_lock(prefix: str) -> threading.Lock:
+    """Two jobs whose requests differ only in spelling share a prefix: they must not train it at once."""
+    with _prefix_locks_guard:
+        return _prefix_locks.setdefault(prefix, threading.Lock())
+
+
+def train_generator_job(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Train, checkpointing into the model's prefix; a re-run (restart, resubmission) resumes from there."""
+    store = ctx.store
+    plan = plan_training(store, request)
+    with _prefix_lock(plan.prefix):
+        key = f"{plan.prefix}/{models.RECORD_NAME}"
+        record = models.read_record(store, key) if store.exists(key) else None
+        if record is not None and record.complete:
+            return _training_outputs(ctx, record, {"reused_model": True})
+        backend = create_backend(plan.generator, plan.profile, plan.overrides)
+        ctx.progress(0, 0, f"loading {len(plan.items)} training images")
+        dataset = load_training_images(store, plan.items, backend.resolution, ctx.check_cancelled)
+        if backend.conditional and hasattr(backend, "training_set"):
+            dataset = conditional_training_set(store, backend, plan.items, dataset)
+        total = backend.total_steps_for(len(dataset))
+        # A checkpoint replaces whatever initial weights there were: skip the (possibly slow) export.
+        resuming = record is not None and bool(record.checkpoint)
+        with init_folder(store, {} if resuming else plan.init) as folder:
+            backend.build(plan.seed, total_steps=total, init_from=folder)
+        config_document = backend.config_json()
+        if record is None:
+            store.put_bytes(f"{plan.prefix}/config.json", config_document.encode(), "application/json")
+            record = models.write_record(store, _new_record(plan, key, total, len(dataset)))
+
+        def save(step: int, state: dict[str, Any]) -> None:
+            record.checkpoint = models.save_checkpoint(store, plan.prefix, step, state, config_document)
+            record.step = step
+            models.write_record(store, record)
+            models.prune_checkpoints(store, plan.prefix)
+
+        def load() -> dict[str, Any] | None:
+            if not record.checkpoint:
+                return None
+            record.training.setdefault("resumed_from", []).append(record.checkpoint["step"])
+            return models.load_checkpoint(store, record.checkpoint)
+
+        def report(step: int, total_steps: int, metrics: dict[str, float]) -> None:
+            ctx.progress(step, total_steps, "training", **metrics)
+
+        result = train(backend, dataset, seed=plan.seed, on_progress=report, save_checkpoint=save,
+                       load_checkpoint=load, should_stop=lambda: ctx.should_stop,
+                       progress_every=max(1, total // 500))
+        if result.interrupted:
+            ctx.check_cancelled()  # raises: the job stops here and resumes from the checkpoint just written
+            raise JobInterrupted("training stopped early")
+        record.complete, record.completed_at = True, models.utc_now()
+        record.training.update(device=backend.device, metrics=result.metrics)
+        models.write_record(store, record)
+        return _training_outputs(ctx, record, {"resumed_from": result.resumed_from, "reused_model": False,
+                                               "loss": result.metrics.get("loss")})
+
+
+def _new_record(plan: TrainingPlan, key: str, total: int, dataset_size: int) -> models.ModelRecord:
+    config = dataclasses.asdict(plan.config)
+    settings = {"generator": plan.generator, "profile": plan.profile, "overrides": plan.overrides,
+                "config": config, "classes": plan.classes, "name": plan.name, "init": plan.init}
+    provenance = Provenance(stage=f"{TRAIN_STAGE}:{plan.generator}", stage_version=TRAIN_VERSION,
+                            config=settings, seed=plan.seed,
+                            parents=[ParentRef(plan.manifest_uri, plan.manifest_sha256)])
+    return models.ModelRecord(
+        key=key, generator=plan.generator, profile=plan.profile, config=json.loads(json.dumps(config)),
+        overrides=plan.overrides, trained_on={"uri": plan.manifest_uri, "sha256": plan.manifest_sha256,
+                                              "item_count": dataset_size},
+        classes=plan.classes, seed=plan.seed, name=plan.name, total_steps=total,
+        provenance=json.loads(json.dumps(dataclasses.asdict(provenance))),
+        training={"dataset_size": dataset_size})
+
+
+def _training_outputs(ctx: JobContext, record: models.ModelRecord, extra: dict[str, Any]) -> dict[str, Any]:
+    store = ctx.store
+    ctx.add_output("model", store.uri(record.key), record.sha256)
+    ctx.add_output("checkpoint", store.uri(record.checkpoint["key"]), record.checkpoint["sha256"])
+    return {"model_uri": store.uri(record.key), "step": record.step, "total_steps": record.total_steps,
+            "dataset_size": record.trained_on["item_count"], "device": record.training.get("device", ""),
+            **extra}
+
+
+# -- sampling ---------------------------------------------------------------------------------------------
+def sampler_options(data: dict[str, Any] | None) -> SamplerOptions:
+    """SamplerOptions from a request's ``sampler`` dict; truncation_psi 0 (proto default) means none."""
+    data = data or {}
+    options = SamplerOptions(sampler=str(data.get("sampler", "")), steps=int(data.get("steps", 0)),
+                             eta=float(data.get("eta", 0.0)),
+                             truncation_psi=float(data.get("truncation_psi") or 1.0),
+                             batch_size=int(data.get("batch_size", 0)))
+    options.validate()
+    return options
+
+
+def resolve_sampler(backend: GeneratorBackend, options: SamplerOptions) -> SamplerOptions:
+    """Defaults filled in, so a manifest records exactly how its images were drawn."""
+    resolve = getattr(backend, "resolve_options", None)
+    if resolve is None:
+        options.validate()
+        return dataclasses.replace(options, batch_size=options.batch_size or backend.sample_batch_size)
+    resolved = resolve(options)
+    if isinstance(resolved, SamplerOptions):
+        return resolved
+    if isinstance(resolved, int):  # a GAN has one sampler: only the batch size needs a default
+        samplers = getattr(backend, "samplers", ()) or ("",)
+        return dataclasses.replace(options, sampler=options.sampler or samplers[0], batch_size=resolved)
+    sampler, steps, eta, batch_size = resolved
+    return SamplerOptions(sampler, steps, eta, options.truncation_psi, batch_size)
+
+
+def check_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
+                       conditioning: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Unconditional generators take no conditioning but a label equal to the class they learnt."""
+    conditioning = {k: v for k, v in (conditioning or {}).items() if not (v is None or v is False or v == "")}
+    if backend.conditional:
+        return conditioning or None
+    label = conditioning.pop("label", record.label)
+    if label != record.label or conditioning:
+        given = ", ".join(sorted(conditioning)) or f"label {label!r}"
+        raise InvalidArgument(f"{record.generator} is unconditional (trained on {record.label}); it cannot "
+                              f"honour {given}", field="conditioning", hint="leave conditioning empty")
+    return None
+
+
+def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: GeneratorBackend, count: int,
+                    seed: int, options: SamplerOptions, *, conditioning: dict[str, Any] | None = None,
+                    progress: Callable[[int, int, float], None] | None = None,
+                    before_batch: Callable[[int, int], None] | None = None) -> tuple[ManifestRef, bool]:
+    """Draw ``count`` images (seeds seed..seed+count-1) as PNGs plus a manifest; returns (ref, reused).
+
+    The location is a content address of (checkpoint, count, resolved sampler, conditioning, seed), so a
+    repeated request finds the finished manifest and an interrupted one keeps the PNGs it already wrote.
+    ``conditioning`` (checked by ``check_conditioning``) goes to a conditional backend unchanged.
+    """
+    if count < 1:
+        raise InvalidArgument(f"count must be >= 1, got {count}", field="count")
+    options = resolve_sampler(backend, options)
+    seeds = image_seeds(count, seed)
+    settings = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta,
+                "truncation_psi": options.truncation_psi, "batch_size": options.batch_size}
+    address = content_address(SAMPLE_STAGE, SAMPLE_VERSION, [record.checkpoint["sha256"]],
+                              {"count": count, "sampler": settings, "conditioning": conditioning or {}}, seed)
+    label = (conditioning or {}).get("label") or record.label
+    prefix = output_prefix(f"samples/{record.generator}", address)
+    manifest_key = f"{prefix}/{MANIFEST_NAME}"
+    if store.exists(manifest_key):
+        raw = store.get_bytes(manifest_key)
+        return ManifestRef(store.uri(manifest_key), sha256_bytes(raw), count), True
+    checkpoint_uri, model_uri = store.uri(record.checkpoint["key"]), store.uri(record.key)
+    items: list[Item] = []
+    started = time.perf_counter()
+    for start in range(0, count, options.batch_size):
+        batch = seeds[start:start + options.batch_size]
+        keys = [f"{prefix}/images/seed-{s}.png" for s in batch]
+        if all(store.exists(k) for k in keys):  # written before an interruption: same seeds, same bytes
+            hashes = [sha256_bytes(store.get_bytes(k)) for k in keys]
+        else:
+            if before_batch is not None:
+                before_batch(start, len(batch))
+            images = backend.sample(batch, options, conditioning)
+            hashes = [store.put_bytes(key, to_png_bytes(image), "image/png").sha256
+                      for key, image in zip(keys, images, strict=True)]
+        for s, key, sha in zip(batch, keys, hashes, strict=True):
+            items.append(Item(key=key, sha256=sha, label=label, lesion_id=f"synthetic-{record.model_id}-{s}",
+                              split="train", source=record.generator, image_id=f"{record.model_id}-{s}",
+                              meta={"synthetic": True, "seed": s, **settings, "model_uri": model_uri,
+                                    "checkpoint_uri": checkpoint_uri, "checkpoint_step": record.step,
+                                    **({"conditioning": conditioning} if conditioning else {})}))
+        if progress is not None:
+            progress(len(items), count, len(items) / max(time.perf_counter() - started, 1e-9))
+    provenance = Provenance(
+        stage=f"{SAMPLE_STAGE}:{record.generator}", stage_version=SAMPLE_VERSION, seed=seed,
+        config={"model_uri": model_uri, "checkpoint_uri": checkpoint_uri, "count": count, "sampler": settings,
+                "conditioning": conditioning or {}, "device": backend.device},
+        parents=[ParentRef(model_uri, record.sha256),
+                 ParentRef(record.trained_on["uri"], record.trained_on["sha256"])])
+    manifest = Manifest(items, provenance, name=f"{record.generator}-{record.model_id}-seed{seed}-n{count}",
+                        extra={"synthetic": True, "model_uri": model_uri})
+    return write_manifest(store, manifest_key, manifest), False
+
+
+def sample_job(cache: models.BackendCache) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
+    """The ``sample`` handler, sharing the servicer's cache of loaded models."""
+
+    def handler(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        record = models.resolve_model(ctx.store, request.get("model_uri", ""))
+        backend = cache.get(record)
+        conditioning = check_conditioning(backend, record, request.get("conditioning"))
+        count, seed = int(request.get("count", 0)), int(request.get("seed", 0))
+
+        def before_batch(done: int, size: int) -> None:
+            if ctx.should_stop:
+                ctx.check_cancelled()
+                raise Cancelled("sampling stopped")
+
+        def report(done: int, total: int, images_per_second: float) -> None:
+            ctx.progress(done, total, "sampling", images_per_second=images_per_second)
+
+        options = sampler_options(request.get("sampler"))
+        ref, reused = sample_to_store(ctx.store, record, backend, count, seed, options,
+                                      conditioning=conditioning, progress=report, before_batch=before_batch)
+        ctx.add_output("manifest", ref.uri, ref.sha256)
+        return {"item_count": ref.item_count, "model_uri": ctx.store.uri(record.key),
+                "reused_output": reused}
+
+    return handler

@@ -1,0 +1,47 @@
+"""Grid files: the shipped grids load, and a malformed grid gets an error naming the bad field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from flows.grid import GRIDS_DIR, GridError, load_grid, parse_grid
+
+
+def test_shipped_grids_load_with_every_axis():
+    smoke = load_grid("smoke")
+    assert smoke.profile == "tiny" and smoke.data.source == "phantom"
+    assert set(smoke.preprocessing) == {"basic", "advanced"}
+    assert {"stylegan2_ada", "ddpm"} <= set(smoke.generators) and len(smoke.classifiers) == 5
+    names = [name for name, _, _ in smoke.pipelines()]
+    assert {"A1", "A2", "A3", "A4", "B1", "B2", "B3", "B4"} <= set(names)
+    paper = load_grid("paper")
+    assert paper.profile == "paper" and paper.data.source == "ham10000" and len(paper.seeds) >= 3
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"classifiers": ["resnet19"]}, "classifiers[0]: unknown value 'resnet19'"),
+    ({"preprocessing": ["basic", "fancy"]}, "preprocessing[1]: unknown value 'fancy'"),
+    ({"data": {"source": "phantom", "colour": "x"}}, "data.colour: unknown field"),
+    ({"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "split: train/val/test must"),
+    ({"seeds": []}, "seeds:"),
+    ({"profile": "huge"}, "profile:"),
+    ({"synthetic_label": "XYZ"}, "synthetic_label:"),
+    ({"learning_rate": 1}, "grid.learning_rate: unknown field"),
+    ({"data": {"source": "ham10000"}}, "data.path: required"),
+])
+def test_malformed_grids_name_the_bad_field(tmp_path, change, message):
+    data = yaml.safe_load((GRIDS_DIR / "smoke.yaml").read_text())
+    data.update(change)
+    with pytest.raises(GridError) as error:
+        parse_grid(data)
+    assert message in str(error.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(GridError, match="shipped grids: .*smoke"):
+        load_grid("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(GridError, match="not valid YAML"):
+        load_grid(str(bad))
