@@ -323,11 +323,13 @@ def _training_outputs(ctx: JobContext, record: models.ModelRecord, extra: dict[s
 
 # -- sampling ---------------------------------------------------------------------------------------------
 def sampler_options(data: dict[str, Any] | None) -> SamplerOptions:
-    """SamplerOptions from a request's ``sampler`` dict; truncation_psi 0 (proto default) means none."""
+    """SamplerOptions from a request's ``sampler`` dict. truncation_psi 0 (the proto default) stays 0,
+    "unset": ``resolve_sampler`` gives it the backend's default (StyleGAN2-ADA paper: 0.8, as the
+    reference study sampled; 1.0, no truncation, elsewhere)."""
     data = data or {}
     options = SamplerOptions(sampler=str(data.get("sampler", "")), steps=int(data.get("steps", 0)),
                              eta=float(data.get("eta", 0.0)),
-                             truncation_psi=float(data.get("truncation_psi") or 1.0),
+                             truncation_psi=float(data.get("truncation_psi") or 0.0),
                              batch_size=int(data.get("batch_size", 0)))
     options.validate()
     return options
@@ -335,6 +337,9 @@ def sampler_options(data: dict[str, Any] | None) -> SamplerOptions:
 
 def resolve_sampler(backend: GeneratorBackend, options: SamplerOptions) -> SamplerOptions:
     """Defaults filled in, so a manifest records exactly how its images were drawn."""
+    if options.truncation_psi == 0.0:
+        default_psi = float(getattr(getattr(backend, "config", None), "default_truncation_psi", 1.0))
+        options = dataclasses.replace(options, truncation_psi=default_psi)
     resolve = getattr(backend, "resolve_options", None)
     if resolve is None:
         options.validate()

@@ -16,6 +16,8 @@ from services.generation.ddpm import PROFILES as DDPM_PROFILES
 from services.generation.ddpm import DDPMBackend, DDPMConfig
 from services.generation.dermgan.backend import PROFILES as DERMGAN_PROFILES
 from services.generation.dermgan.backend import DermGANBackend, DermGANConfig
+from services.generation.stylegan2.backend import PROFILES as STYLEGAN2_PROFILES
+from services.generation.stylegan2.backend import StyleGAN2ADABackend, StyleGAN2Config
 
 GENERATORS = Registry("generator")
 
@@ -29,6 +31,18 @@ GENERATORS = Registry("generator")
 )
 def create_ddpm(config: DDPMConfig, device: str = "") -> DDPMBackend:
     return DDPMBackend(config, device)
+
+
+@GENERATORS.register(
+    "stylegan2_ada",
+    config_cls=StyleGAN2Config,
+    profiles=STYLEGAN2_PROFILES,
+    description="StyleGAN2 (Karras et al. 2020) with adaptive discriminator augmentation (Karras et al. 2020, "
+                "limited data), plain PyTorch; seeded sampling with truncation.",
+    capabilities={"conditional": "optional", "samplers": "stylegan,stylegan_const", "default_sampler": "stylegan"},
+)
+def create_stylegan2_ada(config: StyleGAN2Config, device: str = "") -> StyleGAN2ADABackend:
+    return StyleGAN2ADABackend(config, device)
 
 
 @GENERATORS.register(
