@@ -25,7 +25,7 @@ def _machine() -> dict[str, str]:
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-SUITES = ("preprocessing",)
+SUITES = ("preprocessing", "evaluation", "classification")
 
 
 def main(argv: list[str] | None = None) -> int:
