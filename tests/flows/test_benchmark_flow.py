@@ -1,0 +1,81 @@
+"""The benchmark flow end to end: a reduced grid through real services (in this process, on free
+ports, one folder store) and a real Prefect run; then the same grid again recomputes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from services.common.settings import SERVICES
+from tests.common.service_helpers import running
+
+pytestmark = pytest.mark.slow
+
+GRID = {
+    "name": "reduced",
+    "profile": "tiny",
+    "data": {"source": "phantom", "count": 90, "width": 80, "height": 64, "seed": 4},
+    "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1},
+    "preprocessing": ["basic", "advanced"],
+    "generators": ["ddpm"],
+    "generator_config": {"ddpm": {"train_steps": 6, "checkpoint_every_steps": 3}},
+    "classifiers": ["resnet18"],
+    "classifier_config": {"resnet18": {"epochs": 1}},
+    "seeds": [0],
+    "bootstrap_samples": 100,
+    "evaluation": {"profile": "tiny"},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    import contextlib
+
+    from services.common.store import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path_factory.mktemp("flow") / "store")
+    with contextlib.ExitStack() as stack:
+        services = {stage: stack.enter_context(running(stage, store)) for stage in SERVICES}
+        yield store, services
+
+
+def _jobs(services) -> dict[str, list]:
+    return {stage: service.runner.list(limit=10_000) for stage, service in services.items()}
+
+
+def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_path, monkeypatch):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.benchmark import benchmark
+
+    store, services = stack
+    monkeypatch.setenv("SKINGENBENCH_STORE", store.root_uri)
+    for stage, service in services.items():
+        monkeypatch.setenv(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", service.target)
+    grid_file = tmp_path / "reduced.yaml"
+    grid_file.write_text(yaml.safe_dump(GRID))
+
+    with prefect_test_harness(server_startup_timeout=120):
+        folder = benchmark(grid_spec=str(grid_file), run_id="first", runs_dir=str(tmp_path / "runs"))
+        first = _jobs(services)
+        report = (tmp_path / "runs" / "first" / "report.md").read_text()
+        # Every pipeline of both preprocessing arms that the grid asks for has a classifier row.
+        for pipeline in ("A1", "A3", "A4", "B1", "B3", "B4"):
+            assert f"| {pipeline} | resnet18 0 |" in report, pipeline
+        assert "## Data and splits" in report and "| MEL |" in report
+        assert "Artifact removal on phantom ground truth: `advanced`" in report
+        assert "Generative metrics: `basic`" in report and "A3-ddpm" in report
+        tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
+        assert len(tables["global_metrics"]) == 6 and len(tables["paired_tests"]) == 4
+        assert (tmp_path / "runs" / "first" / "report.html").read_text().count("data:image/png;base64") >= 2
+        assert store.exists("runs/first/report.md")
+        assert folder.endswith("first")
+
+        benchmark(grid_spec=str(grid_file), run_id="second", runs_dir=str(tmp_path / "runs"))
+        second = _jobs(services)
+    # Same grid again: no service ran a new job, and none ran a job twice.
+    for stage in SERVICES:
+        assert sorted(r.job_id for r in second[stage]) == sorted(r.job_id for r in first[stage]), stage
+        assert all(r.attempts == 1 and r.state == "SUCCEEDED" for r in second[stage]), stage
