@@ -25,7 +25,7 @@ def _machine() -> dict[str, str]:
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-SUITES = ("preprocessing", "evaluation", "classification")
+SUITES = ("preprocessing", "generation", "evaluation", "classification")
 
 
 def main(argv: list[str] | None = None) -> int:
