@@ -153,6 +153,7 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
         comparison_rows.append(row)
     tables["paired_tests"] = comparison_rows
     md += ["### Against each arm's real-only baseline (paired tests)", "", _table(comparison_rows)]
+    figures += _classifier_figures(results)
     for name, cam in run.get("gradcams", {}).items():
         for png in _embed_pngs(store, cam["manifest"]["uri"]):
             figures.append((f"Grad-CAM {name}", png))
@@ -161,6 +162,25 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
                                                           "imported": run["imported"]}, indent=1), "```"]
     markdown = "\n".join(md) + "\n"
     return Report(markdown, _html(run["run_id"], markdown, figures), tables, {"results": results})
+
+
+def _classifier_figures(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Melanoma ROC curves per arm and confusion matrices, for the first classifier and seed."""
+    from flows.figures import confusion_png, melanoma_roc_png
+
+    usable = {key: r for key, r in results.items() if "predictions" in r and "confusion_matrix" in r}
+    if not usable:
+        return []
+    reference = sorted(usable)[0].split("/", 1)[1]  # "<classifier>/<seed>" of the first cell
+    chosen = {key.split("/", 1)[0]: r for key, r in usable.items() if key.split("/", 1)[1] == reference}
+    figures = []
+    for arm in sorted({pipeline[0] for pipeline in chosen}):
+        arm_results = {p: r for p, r in chosen.items() if p.startswith(arm)}
+        figures.append((f"melanoma ROC, arm {arm}, {reference}",
+                        melanoma_roc_png(arm_results, f"MEL one-vs-rest, arm {arm}")))
+    for pipeline, result in sorted(chosen.items()):
+        figures.append((f"confusion matrix {pipeline} {reference}", confusion_png(result, pipeline)))
+    return figures
 
 
 def _html(run_id: str, markdown: str, figures: list[tuple[str, str]]) -> str:

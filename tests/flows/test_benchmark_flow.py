@@ -69,7 +69,9 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         assert "Generative metrics: `basic`" in report and "A3-ddpm" in report
         tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
         assert len(tables["global_metrics"]) == 6 and len(tables["paired_tests"]) == 4
-        assert (tmp_path / "runs" / "first" / "report.html").read_text().count("data:image/png;base64") >= 2
+        html = (tmp_path / "runs" / "first" / "report.html").read_text()
+        assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
+        assert "melanoma ROC, arm A" in html and "confusion matrix B4" in html
         assert store.exists("runs/first/report.md")
         assert folder.endswith("first")
 
