@@ -81,3 +81,61 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
     for stage in SERVICES:
         assert sorted(r.job_id for r in second[stage]) == sorted(r.job_id for r in first[stage]), stage
         assert all(r.attempts == 1 and r.state == "SUCCEEDED" for r in second[stage]), stage
+
+
+_FLOW_PROCESS = """
+import sys
+from prefect.testing.utilities import prefect_test_harness
+from flows.benchmark import benchmark
+with prefect_test_harness(server_startup_timeout=120):
+    benchmark(grid_spec=sys.argv[1], run_id="killed", runs_dir=sys.argv[2])
+"""
+
+
+def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_path, monkeypatch):
+    """Kill the flow process once some cells are done; the re-run reuses every finished job."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.benchmark import benchmark
+    from services.common.store import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path / "store")
+    grid = dict(GRID, classifiers=["resnet18"], generators=["ddpm"], name="killed")
+    grid_file = tmp_path / "killed.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    with contextlib.ExitStack() as stack:
+        services = {stage: stack.enter_context(running(stage, store)) for stage in SERVICES}
+        env = dict(os.environ, SKINGENBENCH_STORE=store.root_uri)
+        for stage, service in services.items():
+            env[f"SKINGENBENCH_{stage.upper()}_ENDPOINTS"] = service.target
+            monkeypatch.setenv(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", service.target)
+        monkeypatch.setenv("SKINGENBENCH_STORE", store.root_uri)
+        flow = subprocess.Popen([sys.executable, "-c", _FLOW_PROCESS, str(grid_file), str(tmp_path / "runs")],
+                                env=env, cwd=os.getcwd(), start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill once the generator has started training
+            if any(r.kind == "train_generator" for r in services["generation"].runner.list()):
+                break
+            assert flow.poll() is None, "the flow ended before it could be killed"
+            time.sleep(0.5)
+        os.killpg(flow.pid, signal.SIGKILL)
+        flow.wait()
+        before = {stage: {r.job_id: r.state for r in s.runner.list()} for stage, s in services.items()}
+        finished_before = {(stage, j) for stage, jobs in before.items() for j, st in jobs.items() if st == "SUCCEEDED"}
+        assert finished_before and not (tmp_path / "runs" / "killed").exists()
+
+        with prefect_test_harness(server_startup_timeout=120):
+            benchmark(grid_spec=str(grid_file), run_id="resumed", runs_dir=str(tmp_path / "runs"))
+        after = {stage: {r.job_id: r for r in s.runner.list()} for stage, s in services.items()}
+    assert (tmp_path / "runs" / "resumed" / "report.md").exists()
+    for stage, job_id in finished_before:
+        assert after[stage][job_id].attempts == 1  # finished before the kill: not run again
+    assert all(r.attempts == 1 and r.state == "SUCCEEDED" for jobs in after.values() for r in jobs.values())
+    assert sum(len(j) for j in after.values()) > len(finished_before)  # the rest of the grid did run
