@@ -45,7 +45,8 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     tasks.set_pools(pools)
     store = store_from_uri()
     notes: list[str] = []
-    available = {stage: set(tasks.registry_names(stage)) for stage in SERVICES}
+    services = {stage: tasks.service_info(stage) for stage in SERVICES}
+    available = {stage: set(info["registry"]) for stage, info in services.items()}
 
     # -- data --------------------------------------------------------------------------------------
     sources = [(grid.data.source, grid.data.path)] + [(s["source"], s["path"]) for s in grid.data.extra_sources]
@@ -161,6 +162,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         "comparisons": {"/".join(map(str, k)): v for k, v in comparisons.items()},
         "gradcams": gradcams, "evaluations": evaluations,
         "endpoints": {stage: [e.target for e in pool.endpoints] for stage, pool in pools.items()},
+        "services": services,
     }
     report = build_report(store, collected)
     folder = write_report(store, Path(runs_dir) / run_id, run_id, report)

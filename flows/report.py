@@ -159,6 +159,7 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
             figures.append((f"Grad-CAM {name}", png))
 
     md += ["", "## Provenance", "", "```json", json.dumps({"grid": grid, "endpoints": run.get("endpoints", {}),
+                                                          "services": run.get("services", {}),
                                                           "imported": run["imported"]}, indent=1), "```"]
     markdown = "\n".join(md) + "\n"
     return Report(markdown, _html(run["run_id"], markdown, figures), tables, {"results": results})

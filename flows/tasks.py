@@ -198,8 +198,8 @@ def gradcam(checkpoint_uri: str, data: dict[str, Any], count: int, run_name: str
     return {"manifest": _ref(outcome), "outputs": _outputs(outcome)}
 
 
-def registry_names(stage: str) -> list[str]:
-    """What a stage's service has registered (a stage with nothing registered is skipped)."""
+def service_info(stage: str) -> dict[str, Any]:
+    """What a stage's service runs on and has registered (a stage with nothing registered is skipped)."""
     pool = _POOLS[stage]
 
     def call(channel):
@@ -209,6 +209,12 @@ def registry_names(stage: str) -> list[str]:
             "classification": classification_pb2_grpc.ClassificationStub,
             "preprocessing": preprocessing_pb2_grpc.PreprocessingStub,
         }[stage](channel)
-        return list(stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=30).registry)
+        info = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=30)
+        return {"registry": list(info.registry), "device": info.device, "code_version": info.code_version,
+                "store": info.store_uri, "job_slots": info.job_slots}
 
     return pool.run(call, what=f"{stage} GetServiceInfo")
+
+
+def registry_names(stage: str) -> list[str]:
+    return service_info(stage)["registry"]

@@ -65,6 +65,7 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         for pipeline in ("A1", "A3", "A4", "B1", "B3", "B4"):
             assert f"| {pipeline} | resnet18 0 |" in report, pipeline
         assert "## Data and splits" in report and "| MEL |" in report
+        assert '"device": "cpu"' in report and '"code_version"' in report  # provenance: where it ran
         assert "Artifact removal on phantom ground truth: `advanced`" in report
         assert "Generative metrics: `basic`" in report and "A3-ddpm" in report
         tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
