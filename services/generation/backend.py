@@ -109,42 +109,44 @@ class GeneratorBackend(abc.ABC):
         self.config = config
         self.device = select_device(device)
         self.built = False
+        self._step = 0
+        self._planned_steps = 0
 
-    # -- what the generic training loop reads -------------------------------------------------------
+    # -- what the generic training loop reads (from the config, so backends need not repeat it) ------
     @property
-    @abc.abstractmethod
     def resolution(self) -> int:
         """Side of the square images the model trains on and produces."""
+        return self.config.resolution
 
     @property
-    @abc.abstractmethod
     def batch_size(self) -> int:
         """Training images per optimiser step."""
+        return self.config.batch_size
 
     @property
     def hflip_probability(self) -> float:
         """Chance that the loop mirrors a training image (and its condition map) left-right."""
-        return 0.0
+        return getattr(self.config, "hflip_probability", 0.0)
 
     @property
     def checkpoint_every_steps(self) -> int:
         """Default checkpoint cadence of the training loop; 0 = only at the end and on stop."""
-        return 0
+        return getattr(self.config, "checkpoint_every_steps", 0)
 
     @property
     def sample_batch_size(self) -> int:
         """Images per forward pass when sampling, unless SamplerOptions.batch_size says otherwise."""
-        return 16
+        return getattr(self.config, "sample_batch_size", 16)
 
     @property
-    @abc.abstractmethod
     def step(self) -> int:
         """Optimiser steps taken so far (restored by ``load_state``)."""
+        return self._step
 
     @property
-    @abc.abstractmethod
     def planned_steps(self) -> int:
         """The ``total_steps`` given to ``build`` (learning-rate schedules are planned for it)."""
+        return self._planned_steps
 
     @abc.abstractmethod
     def total_steps_for(self, dataset_size: int) -> int:

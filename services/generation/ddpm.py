@@ -344,34 +344,6 @@ class DDPMBackend(GeneratorBackend):
 
     # -- properties the training loop reads ----------------------------------------------------------------
     @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @property
-    def hflip_probability(self) -> float:
-        return self.config.hflip_probability
-
-    @property
-    def checkpoint_every_steps(self) -> int:
-        return self.config.checkpoint_every_steps
-
-    @property
-    def sample_batch_size(self) -> int:
-        return self.config.sample_batch_size
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    @property
-    def planned_steps(self) -> int:
-        return self._planned_steps
-
-    @property
     def trainable(self) -> bool:
         return self.optimizer is not None
 

@@ -212,34 +212,6 @@ class DermGANBackend(GeneratorBackend):
 
     # -- what the training loop reads -------------------------------------------------------------------------
     @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @property
-    def hflip_probability(self) -> float:
-        return self.config.hflip_probability
-
-    @property
-    def checkpoint_every_steps(self) -> int:
-        return self.config.checkpoint_every_steps
-
-    @property
-    def sample_batch_size(self) -> int:
-        return self.config.sample_batch_size
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    @property
-    def planned_steps(self) -> int:
-        return self._planned_steps
-
-    @property
     def trainable(self) -> bool:
         return self.optimizer_g is not None
 

@@ -233,34 +233,6 @@ class StyleGAN2ADABackend(GeneratorBackend):
 
     # -- what the training loop reads ------------------------------------------------------------------------
     @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @property
-    def hflip_probability(self) -> float:
-        return self.config.hflip_probability
-
-    @property
-    def checkpoint_every_steps(self) -> int:
-        return self.config.checkpoint_every_steps
-
-    @property
-    def sample_batch_size(self) -> int:
-        return self.config.sample_batch_size
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    @property
-    def planned_steps(self) -> int:
-        return self._planned_steps
-
-    @property
     def trainable(self) -> bool:
         return self.opt_G is not None
 
