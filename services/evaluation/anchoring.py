@@ -40,25 +40,33 @@ METRICS.register("class_anchoring", config_cls=AnchoringConfig,
 
 
 def anchoring_from_probabilities(probabilities: np.ndarray, class_names: Sequence[str],
-                                 intended_label: str) -> dict[str, Any]:
-    """Anchoring numbers from class probabilities (rows sum to 1)."""
+                                 intended_label: str | Sequence[str]) -> dict[str, Any]:
+    """Anchoring numbers from class probabilities (rows sum to 1).
+
+    ``intended_label`` is one class for the whole set, or one class per image (a conditional generator's
+    set); with per-image classes the result also holds ``per_label``, the same numbers per class."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
         raise InvalidArgument(f"probabilities must be N×{len(class_names)} (one column per class), got shape "
                               f"{probabilities.shape}")
     if len(probabilities) == 0:
         raise InvalidArgument("class anchoring of an empty set")
-    if intended_label not in class_names:
-        raise InvalidArgument(f"intended label {intended_label!r} is not a class of the classifier",
+    per_image = not isinstance(intended_label, str)
+    intended = list(intended_label) if per_image else [intended_label] * len(probabilities)
+    if len(intended) != len(probabilities):
+        raise InvalidArgument(f"{len(intended)} intended labels for {len(probabilities)} images")
+    foreign = sorted(set(intended) - set(class_names))
+    if foreign:
+        raise InvalidArgument(f"intended label(s) {', '.join(map(repr, foreign))} not a class of the classifier",
                               hint=f"classes: {', '.join(class_names)}")
     if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3) or (probabilities < 0).any():
         raise InvalidArgument("probabilities must be non-negative and sum to 1 per image (apply softmax first)")
-    target = list(class_names).index(intended_label)
+    target = np.array([list(class_names).index(label) for label in intended])
     predicted = probabilities.argmax(axis=1)
-    confidence = probabilities[:, target]
+    confidence = probabilities[np.arange(len(probabilities)), target]
     counts, edges = np.histogram(confidence, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-    return {
-        "intended_label": intended_label,
+    result = {
+        "intended_label": "per item" if per_image else intended_label,
         "count": int(len(probabilities)),
         "share_intended": float((predicted == target).mean()),
         "predicted_counts": {name: int((predicted == i).sum()) for i, name in enumerate(class_names)},
@@ -68,10 +76,15 @@ def anchoring_from_probabilities(probabilities: np.ndarray, class_names: Sequenc
         "confidence_histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
         "confidence": [float(c) for c in confidence],
     }
+    if per_image:
+        labels = np.array(intended)
+        result["per_label"] = {label: anchoring_from_probabilities(probabilities[labels == label], class_names, label)
+                               for label in sorted(set(intended))}
+    return result
 
 
 def class_anchoring(images: Sequence[np.ndarray], predict: Predict, class_names: Sequence[str],
-                    intended_label: str, batch_size: int = 64) -> dict[str, Any]:
+                    intended_label: str | Sequence[str], batch_size: int = 64) -> dict[str, Any]:
     """Run ``predict`` over the images (batched by image size) and summarise with
     :func:`anchoring_from_probabilities`."""
     from services.evaluation.extractors import as_rgb_uint8, batches_by_size

@@ -72,6 +72,11 @@ class SetSpec:
     manifest_uri: str = ""
     manifest_sha256: str = ""
     selection: dict[str, list[str]] = field(default_factory=dict)  # the real set's splits and labels
+    per_item_labels: bool = False  # class anchoring against each item's own label (conditional sets)
+
+    @property
+    def anchoring_labels(self) -> str | list[str]:
+        return [item.label for item in self.items] if self.per_item_labels else self.intended_label
 
 
 @dataclass
@@ -88,7 +93,7 @@ class EvaluationPlan:
     grid_images: int
     seed: int
     notes: list[str] = field(default_factory=list)
-    use_extractor: bool = True  # False: its weights are absent and only the domain space is evaluated
+    use_extractor: bool = True  # False: only the domain space is evaluated (weights absent, or not needed)
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
@@ -183,9 +188,11 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPl
     FEATURE_EXTRACTORS.config(extractor, profile, extractor_overrides)  # validates the overrides now
     notes: list[str] = []
     weights = dict(request.get("extractor_weights") or {})
-    use_extractor = True
+    # Named metrics that all live in the classifier's space (e.g. class anchoring alone) need no Inception.
+    use_extractor = not (request.get("metrics") and checkpoint.get("uri") and set(metrics) <= set(DOMAIN))
     try:
-        _check_weights_present(store, extractor, weights)
+        if use_extractor:
+            _check_weights_present(store, extractor, weights)
     except FailedPrecondition as missing:
         # "All that the given inputs allow": with no metric named and a classifier checkpoint given, the
         # domain space is evaluated alone, and the report says what was skipped and why.
@@ -205,14 +212,17 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPl
         items, uri, sha = _manifest_items(store, entry.get("manifest") or {}, f"synthetic set {name!r}")
         if not items:
             raise InvalidArgument(f"synthetic set {name!r} is empty ({uri})")
-        synthetic.append(SetSpec(name, items, entry.get("intended_label") or DEFAULT_LABEL, uri, sha))
+        synthetic.append(SetSpec(name, items, entry.get("intended_label") or DEFAULT_LABEL, uri, sha,
+                                 per_item_labels=bool(entry.get("per_item_labels"))))
     names = [s.name for s in synthetic]
     if len(set(names)) != len(names) or "real" in names:
         raise InvalidArgument("synthetic set names must be unique and not 'real'", hint=f"got {names}")
 
     items, uri, sha = _manifest_items(store, request.get("real") or {}, "real")
     splits = list(request.get("real_splits") or ["train"])
-    labels = list(request.get("real_labels") or sorted({s.intended_label for s in synthetic}))
+    wanted = {label for s in synthetic for label in
+              ({i.label for i in s.items} if s.per_item_labels else {s.intended_label})}
+    labels = list(request.get("real_labels") or sorted(wanted))
     real_items = [i for i in items if i.split in splits and i.label in labels]
     if not real_items:
         raise FailedPrecondition(f"no real items with split in {splits} and label in {labels} ({uri})",
@@ -390,7 +400,7 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
     if "class_anchoring" in plan.metrics:
         classes = domain.extra.get("class_names") or list(CLASSES)
         results = {s.spec.name: anchoring.anchoring_from_probabilities(
-            anchoring.softmax(features["domain"][s.spec.name]["logits"].numpy()), classes, s.spec.intended_label)
+            anchoring.softmax(features["domain"][s.spec.name]["logits"].numpy()), classes, s.spec.anchoring_labels)
             for s in sets[1:]}
         report["class_anchoring"] = results
         for name, result in results.items():

@@ -61,6 +61,18 @@ def _sampler(sampler: str, steps: int, eta: float, batch_size: int) -> generatio
     return generation_pb2.SamplerOptions(sampler=sampler, steps=steps, eta=eta, batch_size=batch_size)
 
 
+def conditioning_message(conditioning: dict[str, Any] | None) -> generation_pb2.Conditioning | None:
+    """A Conditioning from a dict such as ``{"label": "MEL", "lesion_area_fraction": 0.2, "ita_degrees": 10}``
+    (DermGAN); unknown keys raise ValueError naming the known ones."""
+    if not conditioning:
+        return None
+    known = set(generation_pb2.Conditioning.DESCRIPTOR.fields_by_name)
+    unknown = sorted(set(conditioning) - known)
+    if unknown:
+        raise ValueError(f"unknown conditioning key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return generation_pb2.Conditioning(**conditioning)
+
+
 def _manifest_ref(manifest: str | common_pb2.ManifestRef) -> common_pb2.ManifestRef:
     return manifest if isinstance(manifest, common_pb2.ManifestRef) else common_pb2.ManifestRef(uri=manifest)
 
@@ -121,6 +133,21 @@ class GenerationClient:
         job = self.stub.StartSampling(request, timeout=self.timeout_s)
         return self._follow(job, wait, on_event, timeout_s)
 
+    def controllability(self, model: str, *, labels: Sequence[str] = (),
+                        lesion_area_fractions: Sequence[float] = (), ita_degrees: Sequence[float] = (),
+                        centres: Sequence[tuple[float, float]] = (), repeats: int = 0, seed: int = 0,
+                        wait: bool = True, on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+                        timeout_s: float | None = None) -> common_pb2.Job:
+        """A StartControllability job over labels x sizes x tones x centres (empty: the server's defaults);
+        with ``wait`` the finished job, whose outputs ``report_md``, ``report_json`` and ``manifest`` hold
+        requested vs measured per attribute."""
+        request = generation_pb2.ControllabilityRequest(
+            model_uri=model, labels=list(labels), lesion_area_fractions=list(lesion_area_fractions),
+            ita_degrees=list(ita_degrees), centres=[generation_pb2.LesionCentre(x=x, y=y) for x, y in centres],
+            repeats=repeats, seed=seed)
+        job = self.stub.StartControllability(request, timeout=self.timeout_s)
+        return self._follow(job, wait, on_event, timeout_s)
+
     def _follow(self, job: common_pb2.Job, wait: bool, on_event, timeout_s: float | None) -> common_pb2.Job:
         if not wait:
             return job
@@ -132,18 +159,19 @@ class GenerationClient:
     # -- synchronous generation --------------------------------------------------------------------------
     def iter_generate(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
                       eta: float = 0.0, batch_size: int = 0, chunk: int = 16,
-                      timeout_s: float | None = None,
+                      timeout_s: float | None = None, conditioning: dict[str, Any] | None = None,
                       ) -> Iterator[tuple[str, list[generation_pb2.GeneratedImage]]]:
         """(model_uri, images) per inline call of at most ``chunk`` images; the caller shows progress."""
         if count <= 0:
             raise ValueError(f"count must be >= 1, got {count}")
         chunk = max(1, min(chunk, INLINE_MAX_IMAGES))
         options = _sampler(sampler, steps, eta, batch_size)
+        condition = conditioning_message(conditioning)
         done = 0
         while done < count:
             size = min(chunk, count - done)
             request = generation_pb2.GenerateRequest(model=model, count=size, seed=seed + done,
-                                                     sampler=options)
+                                                     sampler=options, conditioning=condition)
             reply = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
             model = reply.model_uri  # later chunks use the very model the first one resolved
             done += size
@@ -151,22 +179,26 @@ class GenerationClient:
 
     def generate(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
                  eta: float = 0.0, batch_size: int = 0, as_: str = "pil",
-                 timeout_s: float | None = None) -> list[Any]:
-        """``count`` images (PIL by default; ``as_="numpy"`` or ``"png"``), image i drawn with seed + i."""
+                 timeout_s: float | None = None, conditioning: dict[str, Any] | None = None) -> list[Any]:
+        """``count`` images (PIL by default; ``as_="numpy"`` or ``"png"``), image i drawn with seed + i.
+
+        ``conditioning`` asks a conditional generator for a lesion, e.g. ``{"label": "MEL",
+        "lesion_area_fraction": 0.2, "center_x": 0.5, "center_y": 0.5, "ita_degrees": -20}``."""
         images: list[Any] = []
         for _, chunk in self.iter_generate(model, count, seed, sampler=sampler, steps=steps, eta=eta,
                                            batch_size=batch_size, chunk=INLINE_MAX_IMAGES,
-                                           timeout_s=timeout_s):
+                                           timeout_s=timeout_s, conditioning=conditioning):
             images += [decode_png(image.png, as_) for image in chunk]
         return images
 
     def generate_to_store(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
                           eta: float = 0.0, batch_size: int = 0, timeout_s: float | None = None,
-                          ) -> tuple[str, common_pb2.ManifestRef]:
+                          conditioning: dict[str, Any] | None = None) -> tuple[str, common_pb2.ManifestRef]:
         """Synchronous generation into the store: (model_uri, manifest reference)."""
         request = generation_pb2.GenerateRequest(model=model, count=count, seed=seed,
                                                  sampler=_sampler(sampler, steps, eta, batch_size),
-                                                 output=generation_pb2.OUTPUT_MODE_STORE)
+                                                 output=generation_pb2.OUTPUT_MODE_STORE,
+                                                 conditioning=conditioning_message(conditioning))
         reply = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
         return reply.model_uri, reply.manifest
 

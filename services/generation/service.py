@@ -23,7 +23,7 @@ from services.common.errors import Cancelled, InvalidArgument, ResourceExhausted
 from services.common.jobs_service import job_reply
 from services.common.server import ServiceContext
 from services.common.servicer import entry_from_description, list_response, request_to_dict, service_info
-from services.generation import jobs, models
+from services.generation import controllability_job, jobs, models
 from services.generation.backend import check_seeds
 from services.generation.registry import GENERATORS, backend_from_config_json
 from services.generation.sampling import image_seeds, to_png_bytes
@@ -151,6 +151,14 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         data["model_uri"] = self.store.uri(record.key)  # a name resolves now, not when the job runs
         return job_reply(self.ctx.runner, "sample", data)
 
+    def StartControllability(self, request, context):
+        data = request_to_dict(request)
+        plan = controllability_job.plan_controllability(self.store, data)  # refusals with their status, now
+        unbuilt = backend_from_config_json(self.store.get_bytes(f"{plan.record.prefix}/config.json"))
+        jobs.resolve_sampler(unbuilt, plan.options)
+        data["model_uri"] = self.store.uri(plan.record.key)  # a name resolves now, not when the job runs
+        return job_reply(self.ctx.runner, "controllability", data)
+
     # -- synchronous generation -----------------------------------------------------------------------------
     def Generate(self, request, context):
         count, seed = int(request.count), int(request.seed)
@@ -212,3 +220,4 @@ def setup(ctx: ServiceContext) -> None:
     generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(ctx, cache), ctx.server)
     ctx.runner.register("train_generator", jobs.train_generator_job)
     ctx.runner.register("sample", jobs.sample_job(cache))
+    ctx.runner.register("controllability", controllability_job.controllability_job(cache))

@@ -43,6 +43,22 @@ def test_share_and_confidence_with_a_fixed_predict():
     assert Image.open(io.BytesIO(png)).size[0] > 100
 
 
+def test_per_image_intended_labels_score_each_image_against_its_own_class():
+    """A conditional generator's set: each image was asked to show its own class."""
+    images = [np.full((8, 8, 3), 200, np.uint8)] * 2 + [np.full((8, 8, 3), 20, np.uint8)] * 2
+    result = class_anchoring(images, _by_brightness, CLASSES, ["MEL", "NV", "NV", "MEL"])
+    # bright->MEL: right for image 0, wrong for 1; dark->NV: right for 2, wrong for 3.
+    assert result["intended_label"] == "per item" and result["share_intended"] == pytest.approx(0.5)
+    assert result["confidence"] == pytest.approx([0.9, 0.025, 0.7, 0.2])
+    assert set(result["per_label"]) == {"MEL", "NV"}
+    assert result["per_label"]["MEL"]["share_intended"] == pytest.approx(0.5)
+    assert result["per_label"]["NV"]["confidence"] == pytest.approx([0.025, 0.7])
+    with pytest.raises(InvalidArgument, match="3 intended labels for 4 images"):
+        anchoring_from_probabilities(np.full((4, 5), 0.2), CLASSES, ["MEL"] * 3)
+    with pytest.raises(InvalidArgument, match="AKIEC"):
+        anchoring_from_probabilities(np.full((2, 5), 0.2), CLASSES, ["MEL", "AKIEC"])
+
+
 def test_bad_input_is_refused_with_reasons():
     probabilities = np.full((3, 5), 0.2)
     with pytest.raises(InvalidArgument, match="not a class"):

@@ -39,11 +39,12 @@ def _decode(store, item: Item) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(store.get_bytes(item.key))).convert("RGB"))
 
 
-def _synthetic_manifest(store, name: str, images: list[np.ndarray]) -> common_pb2.ManifestRef:
+def _synthetic_manifest(store, name: str, images: list[np.ndarray],
+                        labels: tuple[str, ...] = ("MEL",)) -> common_pb2.ManifestRef:
     items = []
     for index, image in enumerate(images):
         info = store.put_bytes(f"synthetic/{name}/{index:03d}.png", _png(image), "image/png")
-        items.append(Item(key=info.key, sha256=info.sha256, label="MEL", lesion_id=f"{name}-{index}",
+        items.append(Item(key=info.key, sha256=info.sha256, label=labels[index % len(labels)], lesion_id=f"{name}-{index}",
                           source=name, image_id=f"{name}-{index}"))
     ref = write_manifest(store, f"synthetic/{name}/manifest.json", Manifest(items, Provenance(stage="test")))
     return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256, item_count=len(items))
@@ -85,6 +86,7 @@ def world(tmp_path_factory):
         "copies": _synthetic_manifest(store, "copies", copies),
         "noisy": _synthetic_manifest(store, "noisy", others),
         "mixed": _synthetic_manifest(store, "mixed", sizes),
+        "two_classes": _synthetic_manifest(store, "two_classes", others, labels=("MEL", "NV")),
         "empty": _synthetic_manifest(store, "empty", []),
         "weights": common_pb2.ObjectRef(uri=weights.as_uri(), sha256=hashlib.sha256(weights.read_bytes()).hexdigest()),
         "weights_dir": weights.parent,
@@ -203,6 +205,30 @@ def test_without_inception_weights_all_that_the_inputs_allow_is_the_domain_space
     assert "fid" not in noisy and {"domain_fid", "domain_kid_mean", "anchoring_share", "memorized_share"} <= set(noisy)
     assert result["sets"]["copies"]["memorized_share"] == 1.0  # found in the domain space too
     assert {"tsne_domain", "pca_domain", "report_md"} <= {o.name for o in done.outputs}
+
+
+def test_class_anchoring_against_each_items_own_label(service, world):
+    """A conditional generator's set (e.g. the controllability manifest): per_item_labels scores each
+    image against the class it was asked to show, and breaks the result down per class."""
+    if world["checkpoint"] is None:
+        pytest.skip("the classification package is not installed")
+    stub, channel = service
+    request = evaluation_pb2.EvaluateRequest(
+        real=world["real"], synthetic=[evaluation_pb2.SyntheticSet(name="dermgan", manifest=world["two_classes"],
+                                                                   per_item_labels=True)],
+        metrics=["class_anchoring"], classifier_checkpoint=world["checkpoint"],
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0}), seed=1)
+    done = watch_job(channel, stub.StartEvaluation(request, timeout=30).job_id, timeout_s=600)
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
+    report = _read_json(world["store"], {o.name: o.uri for o in done.outputs}["report_json"])
+    anchoring = report["class_anchoring"]["dermgan"]
+    per_label = anchoring["per_label"]
+    assert anchoring["intended_label"] == "per item" and set(per_label) == {"MEL", "NV"}
+    assert per_label["MEL"]["count"] == per_label["NV"]["count"] == 4
+    overall = (per_label["MEL"]["share_intended"] + per_label["NV"]["share_intended"]) / 2
+    assert anchoring["share_intended"] == pytest.approx(overall)
+    # The real selection defaults to the items' labels, not to MEL alone.
+    assert report["provenance"]["real"]["labels"] == ["MEL", "NV"]
 
 
 @pytest.mark.parametrize(("change", "code", "texts"), [

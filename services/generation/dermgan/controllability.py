@@ -29,6 +29,14 @@ from services.generation.dermgan.semantic_map import MapParams
 
 ATTRIBUTES = ("lesion_area_fraction", "center_x", "center_y", "ita_degrees")
 
+# The default grid: three lesion sizes from small to large, one tone in the middle of each ITA category
+# (Del Bino et al. 2006; dark to very light, so extrapolation to tones rare in dermoscopy data shows),
+# and two centres off the middle so that the centre's correlation is defined.
+DEFAULT_AREAS = (0.05, 0.12, 0.25)
+DEFAULT_ITAS = (-42.5, -10.0, 19.0, 34.5, 48.0, 62.5)
+DEFAULT_CENTRES = ((0.42, 0.45), (0.58, 0.55))
+DEFAULT_REPEATS = 2
+
 # render(seeds, params) -> uint8 [N, R, R, 3]: image i drawn for params[i] with seeds[i].
 Renderer = Callable[[list[int], list[MapParams]], np.ndarray]
 
@@ -105,7 +113,18 @@ class ControllabilityReport:
     rows: list[dict] = field(default_factory=list)  # per image: seed, requested, measured, predicted class
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready, with undefined statistics (NaN) as null so that any JSON reader takes it."""
+        return _finite(asdict(self))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(entry) for key, entry in value.items()}
+    if isinstance(value, list):
+        return [_finite(entry) for entry in value]
+    return value
 
 
 def grid(labels: Sequence[str], areas: Sequence[float], itas: Sequence[float],
@@ -128,8 +147,11 @@ def backend_renderer(backend, batch_size: int = 0) -> Renderer:
 
 def measure_controllability(render: Renderer, requests: Sequence[MapParams], seed: int = 0,
                             classify: Callable[[np.ndarray], Sequence[str]] | None = None,
-                            batch_size: int = 64) -> ControllabilityReport:
-    """Render every request (image i with seed ``seed + i``), measure it, and compare per attribute."""
+                            batch_size: int = 64,
+                            on_batch: Callable[[int, int], None] | None = None) -> ControllabilityReport:
+    """Render every request (image i with seed ``seed + i``), measure it, and compare per attribute.
+
+    ``on_batch(done, total)`` is called after every rendered batch (progress; it may raise to stop)."""
     requests = list(requests)
     rows: list[dict] = []
     for start in range(0, len(requests), batch_size):
@@ -140,6 +162,8 @@ def measure_controllability(render: Renderer, requests: Sequence[MapParams], see
         for image_seed, request, image, label in zip(seeds, chunk, images, predicted, strict=True):
             rows.append({"seed": image_seed, "requested": request.to_dict(),
                          "measured": asdict(measure_image(image)), "predicted_class": label})
+        if on_batch is not None:
+            on_batch(len(rows), len(requests))
 
     def compare(selected: list[dict]) -> dict[str, Agreement]:
         return {name: agreement([row["requested"][name] for row in selected],
@@ -151,3 +175,52 @@ def measure_controllability(render: Renderer, requests: Sequence[MapParams], see
     if classify is not None and rows:
         accuracy = float(np.mean([row["predicted_class"] == row["requested"]["label"] for row in rows]))
     return ControllabilityReport(compare(rows), per_class, accuracy, rows)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _agreement_rows(attributes: dict[str, Agreement]) -> list[str]:
+    return [f"| {name} | {a.count} | {a.failures} | {_number(a.mean_absolute_error, '.4g')} | {_number(a.bias, '+.4g')} "
+            f"| {_number(a.pearson, '.3f')} | {_number(a.spearman, '.3f')} |" for name, a in attributes.items()]
+
+
+def by_requested_tone(report: ControllabilityReport) -> list[dict]:
+    """Per requested ITA: the measured skin ITA (mean), its error, and the lesion-size error there.
+
+    Control that holds for light skin but not for dark is the failure this platform looks for: public
+    dermoscopy data is mostly light skin (Groh et al. 2021), so dark tones are extrapolation."""
+    rows = []
+    for requested in sorted({row["requested"]["ita_degrees"] for row in report.rows}):
+        chosen = [row for row in report.rows if row["requested"]["ita_degrees"] == requested]
+        itas = [row["measured"]["ita_degrees"] for row in chosen if row["measured"]["ita_degrees"] is not None]
+        area_errors = [abs(row["measured"]["lesion_area_fraction"] - row["requested"]["lesion_area_fraction"])
+                       for row in chosen if row["measured"]["lesion_area_fraction"] is not None]
+        rows.append({"requested_ita": requested, "images": len(chosen),
+                     "measured_ita_mean": float(np.mean(itas)) if itas else None,
+                     "ita_mae": float(np.mean([abs(i - requested) for i in itas])) if itas else None,
+                     "area_mae": float(np.mean(area_errors)) if area_errors else None,
+                     "lesion_not_found": sum(row["measured"]["lesion_area_fraction"] is None for row in chosen)})
+    return rows
+
+
+def report_markdown(report: ControllabilityReport, title: str = "Controllability") -> str:
+    """The report as Markdown: overall and per-class agreement, and agreement by requested skin tone."""
+    header = ["| attribute | measured | failures | MAE | bias | Pearson r | Spearman rho |", "|---|---|---|---|---|---|---|"]
+    lines = [f"### {title}", "",
+             f"{len(report.rows)} images; lesion measured by the preprocessing stage's segmentation, skin tone by its "
+             "ITA estimate outside the lesion. Areas and centres are fractions of the image; ITA in degrees.", "",
+             *header, *_agreement_rows(report.attributes), ""]
+    if report.class_accuracy is not None:
+        lines += [f"Classified as the requested class: {report.class_accuracy:.1%}", ""]
+    if len(report.per_class) > 1:
+        for label, attributes in report.per_class.items():
+            lines += [f"#### {label}", "", *header, *_agreement_rows(attributes), ""]
+    lines += ["#### By requested skin tone", "",
+              "| requested ITA | images | measured ITA (mean) | ITA MAE | area MAE | no lesion found |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['requested_ita']:g} | {r['images']} | {_number(r['measured_ita_mean'], '.1f')} | "
+              f"{_number(r['ita_mae'], '.1f')} | {_number(r['area_mae'], '.4f')} | {r['lesion_not_found']} |"
+              for r in by_requested_tone(report)]
+    return "\n".join(lines) + "\n"
