@@ -1,7 +1,8 @@
 """The benchmark flow: the whole grid, from data to report, on any number of service endpoints.
 
 data → split → preprocess per arm (A basic, B advanced) → train each generator on the arm's
-training melanomas → sample → evaluate the synthetic sets → train and test every classifier ×
+training melanomas → sample (and measure DermGAN's controllability) → evaluate the synthetic sets
+(and class-anchor DermGAN's requested classes) → train and test every classifier ×
 pipeline × seed → paired comparisons against each arm's real-only baseline → report.
 
 Tasks call services over gRPC only; the flow reads nothing but small JSON results from the store.
@@ -96,6 +97,13 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         synthetic[(prep, generator)] = tasks.sample.submit(model["outputs"]["model"], synthetic_count,
                                                            grid.split.seed, name)
     synthetic = {key: future.result() for key, future in synthetic.items()}
+    controls = {}
+    if "dermgan" in generators:  # does DermGAN draw what it is asked for? (size, centre, skin tone)
+        for prep in grid.preprocessing:
+            name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS['dermgan']}-dermgan"
+            controls[prep] = tasks.controllability.submit(trained[(prep, "dermgan")].result()["outputs"]["model"],
+                                                          grid.controllability, grid.split.seed, name)
+        controls = {prep: future.result() for prep, future in controls.items()}
 
     # -- classifiers ----------------------------------------------------------------------------------
     classifiers = [c for c in grid.classifiers if c in available["classification"]]
@@ -140,7 +148,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     gradcams = {k: f.result() for k, f in gradcams.items()}
 
     # -- evaluation of the synthetic sets ------------------------------------------------------------
-    evaluations = {}
+    evaluations, anchorings = {}, {}
     if "evaluation" in SERVICES and available["evaluation"] and synthetic:
         for prep in grid.preprocessing:
             sets = {f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[g]}-{g}": synthetic[(prep, g)]["manifest"]
@@ -149,7 +157,13 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
             checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
             evaluations[prep] = tasks.evaluate.submit(arms[prep]["train"]["manifest"], sets, grid.synthetic_label,
                                                       grid.evaluation, checkpoint, grid.split.seed, prep)
+            if checkpoint and prep in controls:  # the arm's real-only classifier on DermGAN's requested classes
+                anchorings[prep] = tasks.class_anchoring.submit(
+                    arms[prep]["train"]["manifest"], controls[prep]["manifest"],
+                    str(grid.evaluation.get("profile", grid.profile)), checkpoint, grid.split.seed,
+                    f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS['dermgan']}-dermgan-controllability")
         evaluations = {k: f.result() for k, f in evaluations.items()}
+        anchorings = {k: f.result() for k, f in anchorings.items()}
     elif synthetic:
         notes.append("the evaluation service has nothing registered: generative metrics were skipped")
 
@@ -161,6 +175,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         "tests": {"/".join(map(str, k)): v for k, v in tests.items()},
         "comparisons": {"/".join(map(str, k)): v for k, v in comparisons.items()},
         "gradcams": gradcams, "evaluations": evaluations,
+        "controllability": {prep: {**control, "anchoring": anchorings.get(prep)} for prep, control in controls.items()},
         "endpoints": {stage: [e.target for e in pool.endpoints] for stage, pool in pools.items()},
         "services": services,
     }

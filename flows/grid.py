@@ -22,6 +22,7 @@ GENERATOR_NUMBERS = {"stylegan2_ada": 2, "ddpm": 3, "dermgan": 5}
 REAL_ONLY, AUGMENT_ONLY = 1, 4
 KNOWN_CLASSIFIERS = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_base_patch16_224")
 DATA_SOURCES = ("phantom", "ham10000", "milk10k")
+CONTROLLABILITY_KEYS = ("labels", "lesion_area_fractions", "ita_degrees", "centres", "repeats")
 
 
 class GridError(ValueError):
@@ -65,6 +66,8 @@ class Grid:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     bootstrap_samples: int = 1000
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # DermGAN's controllability grid (the ControllabilityRequest's axes); empty: the service's defaults.
+    controllability: dict[str, Any] = field(default_factory=dict)
     quality_report: bool = True
 
     def pipelines(self) -> list[tuple[str, str, str | None]]:
@@ -136,10 +139,30 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
         raise GridError("synthetic_count: must be >= 0 (0 means as many as real training images of the label)")
     if grid.bootstrap_samples < 100:
         raise GridError("bootstrap_samples: at least 100 for a usable 95% interval")
-    for key in ("preprocessing_config", "generator_config", "classifier_config", "evaluation"):
+    for key in ("preprocessing_config", "generator_config", "classifier_config", "evaluation", "controllability"):
         if not isinstance(getattr(grid, key), dict):
             raise GridError(f"{key}: expected a mapping")
+    _check_controllability(grid.controllability)
     return grid
+
+
+def _check_controllability(axes: dict[str, Any]) -> None:
+    """The shape of the controllability axes; their ranges are the service's to check (it says which)."""
+    for key, value in axes.items():
+        if key not in CONTROLLABILITY_KEYS:
+            raise GridError(f"controllability.{key}: unknown field (known: {', '.join(CONTROLLABILITY_KEYS)})")
+        if key == "repeats":
+            if not isinstance(value, int) or value < 1:
+                raise GridError("controllability.repeats: a positive integer")
+        elif key == "labels":
+            _check_list(value, "controllability.labels", CLASSES)
+        elif key == "centres":
+            for i, centre in enumerate(_check_list(value, "controllability.centres")):
+                if not (isinstance(centre, list) and len(centre) == 2
+                        and all(isinstance(c, (int, float)) for c in centre)):
+                    raise GridError(f"controllability.centres[{i}]: an [x, y] pair of fractions")
+        elif not all(isinstance(v, (int, float)) for v in _check_list(value, f"controllability.{key}")):
+            raise GridError(f"controllability.{key}: a list of numbers")
 
 
 def load_grid(name_or_path: str) -> Grid:

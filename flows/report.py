@@ -125,6 +125,8 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
             if uri.endswith(".png"):
                 figures.append((f"{prep}: {name}", base64.b64encode(store.get_bytes(store.key_from_uri(uri))).decode()))
 
+    md += _controllability_section(store, run.get("controllability", {}), tables)
+
     md += ["", "## Classifiers", ""]
     results = {key: _metrics_section(_json(store, r["outputs"]["result_json"])) for key, r in run["tests"].items()}
     by_pipeline: dict[str, dict[str, Any]] = {}
@@ -163,6 +165,33 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
                                                           "imported": run["imported"]}, indent=1), "```"]
     markdown = "\n".join(md) + "\n"
     return Report(markdown, _html(run["run_id"], markdown, figures), tables, {"results": results})
+
+
+def _controllability_section(store: ObjectStore, controls: dict[str, Any],
+                             tables: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """DermGAN: requested vs measured per attribute, and whether a real-data classifier sees the class."""
+    if not controls:
+        return []
+    md, rows = ["", "## DermGAN controllability", ""], []
+    for prep, control in controls.items():
+        report = _json(store, control["outputs"]["report_json"])
+        for attribute, agreement in report.get("attributes", {}).items():
+            rows.append({"arm": prep, "attribute": attribute, "measured": agreement.get("count"),
+                         "failures": agreement.get("failures"),
+                         **{k: None if agreement.get(k) is None else round(agreement[k], 4)
+                            for k in ("mean_absolute_error", "bias", "pearson", "spearman")}})
+        md += [_text(store, control["outputs"]["report_md"]).replace("### ", f"### `{prep}`: ", 1), ""]
+        anchoring = control.get("anchoring")
+        if anchoring:
+            body = _json(store, anchoring["outputs"]["report_json"]).get("class_anchoring", {})
+            for result in body.values():
+                shares = ", ".join(f"{label} {r['share_intended']:.1%} (n={r['count']})"
+                                   for label, r in result.get("per_label", {}).items())
+                md += [f"Classified as the requested class by the arm's real-only classifier: {shares}.", ""]
+        else:
+            md += ["_Class anchoring not run (no evaluation service or no real-only classifier)._", ""]
+    tables["controllability"] = rows
+    return md
 
 
 def _classifier_figures(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:

@@ -142,6 +142,19 @@ def sample(model_uri: str, count: int, seed: int, name: str) -> dict[str, Any]:
     return {"manifest": _ref(outcome), "result": outcome.result}
 
 
+@task(name="controllability", cache_policy=NONE)
+def controllability(model_uri: str, axes: dict[str, Any], seed: int, name: str) -> dict[str, Any]:
+    """DermGAN's requested-vs-measured report over the grid's controllability axes."""
+    request = generation_pb2.ControllabilityRequest(
+        model_uri=model_uri, labels=axes.get("labels", []),
+        lesion_area_fractions=axes.get("lesion_area_fractions", []), ita_degrees=axes.get("ita_degrees", []),
+        centres=[generation_pb2.LesionCentre(x=x, y=y) for x, y in axes.get("centres", [])],
+        repeats=int(axes.get("repeats", 0)), seed=seed)
+    outcome = _run("generation", generation_pb2_grpc.GenerationStub, "StartControllability", request,
+                   f"controllability {name}")
+    return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
+
+
 # -- evaluation ---------------------------------------------------------------------------------------
 @task(name="evaluate synthetic sets", cache_policy=NONE)
 def evaluate(real: dict[str, Any], synthetic: dict[str, dict[str, Any]], label: str, options: dict[str, Any],
@@ -153,6 +166,20 @@ def evaluate(real: dict[str, Any], synthetic: dict[str, dict[str, Any]], label: 
         options_json=json.dumps(options), seed=seed,
         classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint) if classifier_checkpoint else None)
     outcome = _run("evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request, f"evaluate {name}")
+    return {"outputs": _outputs(outcome), "result": outcome.result}
+
+
+@task(name="class anchoring", cache_policy=NONE)
+def class_anchoring(real: dict[str, Any], synthetic: dict[str, Any], profile: str, classifier_checkpoint: str,
+                    seed: int, name: str) -> dict[str, Any]:
+    """Class anchoring alone, each image against the class it was asked to show (a conditional set)."""
+    request = evaluation_pb2.EvaluateRequest(
+        real=_manifest(real), real_splits=["train"],
+        synthetic=[evaluation_pb2.SyntheticSet(name=name, manifest=_manifest(synthetic), per_item_labels=True)],
+        metrics=["class_anchoring"], options_json=json.dumps({"profile": profile, "grid_images": 0}), seed=seed,
+        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint))
+    outcome = _run("evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request,
+                   f"class anchoring {name}")
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 

@@ -19,8 +19,10 @@ GRID = {
     "data": {"source": "phantom", "count": 90, "width": 80, "height": 64, "seed": 4},
     "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1},
     "preprocessing": ["basic", "advanced"],
-    "generators": ["ddpm"],
-    "generator_config": {"ddpm": {"train_steps": 6, "checkpoint_every_steps": 3}},
+    "generators": ["ddpm", "dermgan"],
+    "generator_config": {"ddpm": {"train_steps": 6, "checkpoint_every_steps": 3},
+                         "dermgan": {"train_steps": 6, "train_epochs": 0, "checkpoint_every_steps": 3}},
+    "controllability": {"lesion_area_fractions": [0.1, 0.2], "ita_degrees": [0.0, 40.0], "repeats": 1},
     "classifiers": ["resnet18"],
     "classifier_config": {"resnet18": {"epochs": 1}},
     "seeds": [0],
@@ -62,14 +64,22 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         first = _jobs(services)
         report = (tmp_path / "runs" / "first" / "report.md").read_text()
         # Every pipeline of both preprocessing arms that the grid asks for has a classifier row.
-        for pipeline in ("A1", "A3", "A4", "B1", "B3", "B4"):
+        for pipeline in ("A1", "A3", "A4", "A5", "B1", "B3", "B4", "B5"):
             assert f"| {pipeline} | resnet18 0 |" in report, pipeline
         assert "## Data and splits" in report and "| MEL |" in report
         assert '"device": "cpu"' in report and '"code_version"' in report  # provenance: where it ran
         assert "Artifact removal on phantom ground truth: `advanced`" in report
         assert "Generative metrics: `basic`" in report and "A3-ddpm" in report
         tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
-        assert len(tables["global_metrics"]) == 6 and len(tables["paired_tests"]) == 4
+        assert len(tables["global_metrics"]) == 8 and len(tables["paired_tests"]) == 6
+        # DermGAN: requested vs measured per attribute for each arm, and class anchoring of what was asked.
+        assert "## DermGAN controllability" in report and "### `advanced`: Controllability of dermgan" in report
+        assert "Classified as the requested class by the arm's real-only classifier: MEL" in report
+        controllability = tables["controllability"]
+        assert {(row["arm"], row["attribute"]) for row in controllability} == {
+            (arm, attribute) for arm in ("basic", "advanced")
+            for attribute in ("lesion_area_fraction", "center_x", "center_y", "ita_degrees")}
+        assert all(row["measured"] + row["failures"] == 2 * 2 * 2 for row in controllability)
         html = (tmp_path / "runs" / "first" / "report.html").read_text()
         assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
         assert "melanoma ROC, arm A" in html and "confusion matrix B4" in html
@@ -109,6 +119,7 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
 
     store = LocalFolderStore(tmp_path / "store")
     grid = dict(GRID, classifiers=["resnet18"], generators=["ddpm"], name="killed")
+    grid["generator_config"] = {"ddpm": GRID["generator_config"]["ddpm"]}
     grid_file = tmp_path / "killed.yaml"
     grid_file.write_text(yaml.safe_dump(grid))
     with contextlib.ExitStack() as stack:

@@ -29,6 +29,11 @@ def test_shipped_grids_load_with_every_axis():
     ({"synthetic_label": "XYZ"}, "synthetic_label:"),
     ({"learning_rate": 1}, "grid.learning_rate: unknown field"),
     ({"data": {"source": "ham10000"}}, "data.path: required"),
+    ({"controllability": {"tones": [0]}}, "controllability.tones: unknown field"),
+    ({"controllability": {"centres": [[0.5]]}}, "controllability.centres[0]: an [x, y] pair"),
+    ({"controllability": {"ita_degrees": ["dark"]}}, "controllability.ita_degrees: a list of numbers"),
+    ({"controllability": {"labels": ["MEL", "AK"]}}, "controllability.labels[1]: unknown value 'AK'"),
+    ({"controllability": {"repeats": 0}}, "controllability.repeats: a positive integer"),
 ])
 def test_malformed_grids_name_the_bad_field(tmp_path, change, message):
     data = yaml.safe_load((GRIDS_DIR / "smoke.yaml").read_text())
