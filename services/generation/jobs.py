@@ -10,6 +10,14 @@ item of those classes refuses the whole request with FAILED_PRECONDITION rather 
 out, so a caller who passed the wrong manifest finds out instead of training on a silently different
 set. Items of other classes are ignored whatever their split. Callers pass a train-only manifest,
 e.g. the preprocessing output of ``splits: ["train"]``.
+
+Class labels. A request's ``classes`` are sorted (``normalise_classes``) and that order is the model's class
+order, recorded in ``ModelRecord.classes``: a training item's label reaches the backend as its index in that
+list. Only a class-conditional StyleGAN2-ADA (``num_classes > 0``; Karras et al. 2020, ADA, conditional models:
+a class embedding in the mapping network and a projection discriminator, Miyato & Koyama 2018) uses the index;
+``num_classes`` must then equal ``len(classes)``, checked at plan time. DDPM and unconditional StyleGAN2-ADA
+ignore labels, and DermGAN builds its own (image, class, map) set from the items. Sampling maps
+``Conditioning.label`` back to the index with the record's ``classes`` (``check_conditioning``).
 """
 
 from __future__ import annotations
@@ -122,6 +130,34 @@ def select_training_items(manifest: Manifest, classes: list[str], uri: str = "")
     return chosen
 
 
+def class_count(config: Any) -> int:
+    """How many classes a config's network is conditioned on by class index (0: not class-conditional).
+
+    StyleGAN2-ADA's ``num_classes``. DermGAN conditions on semantic maps (``backend.conditional``), not on a
+    class index, and DDPM is unconditional: both have no ``num_classes`` and count 0 here.
+    """
+    return int(getattr(config, "num_classes", 0) or 0)
+
+
+def check_class_count(generator: str, config: Any, classes: list[str]) -> None:
+    """A class-conditional config must have exactly one class per requested class.
+
+    The network's class i is ``classes[i]`` (sorted); with more outputs than classes some embeddings would never
+    see an image, with fewer the labels would not fit. ``num_classes`` is not filled in from ``classes``: it is
+    part of the config that defines the weights (and the model's address), so it says what the user wrote, and
+    0 with several classes stays a legitimate choice (one unconditional model over their union).
+    """
+    wanted = class_count(config)
+    if wanted and wanted != len(classes):
+        raise InvalidArgument(
+            f"{generator} config has num_classes={wanted}, but the request trains on {len(classes)} class(es) "
+            f"({', '.join(classes)}); a class-conditional model needs exactly one class per requested class",
+            field="config_json",
+            hint=f'set "num_classes": {len(classes)} (class index i = the i-th of {", ".join(classes)}, '
+                 'sorted) and/or list the classes in "classes"; or "num_classes": 0 for one unconditional '
+                 "model over their union")
+
+
 def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
     """Validate a TrainGeneratorRequest (as a dict) completely and work out where its model lives."""
     generator = request.get("generator") or ""
@@ -134,6 +170,7 @@ def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
     config = GENERATORS.config(generator, profile, overrides)
     (seed,) = check_seeds([int(request.get("seed", 0))])
     classes = normalise_classes(request.get("classes") or [])
+    check_class_count(generator, config, classes)
     manifest, uri, sha = _read_manifest(store, request.get("train") or {})
     items = select_training_items(manifest, classes, uri)
     init = {k: v for k, v in (request.get("init_checkpoint") or {}).items() if k in ("uri", "sha256") and v}
@@ -193,16 +230,24 @@ def init_folder(store: ObjectStore, init: dict[str, str]) -> Iterator[str | None
 
 
 # -- the training job -------------------------------------------------------------------------------------
-def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
+def load_training_images(store: ObjectStore, items: list[Item], resolution: int, classes: list[str],
                          check: Callable[[], None] = lambda: None) -> list[tuple[np.ndarray, int]]:
-    """Decode every item (hash-checked) to uint8 [R, R, 3]; square images only, resized when needed."""
+    """(image, class index) per item: uint8 [R, R, 3] (hash-checked; square images only, resized when needed)
+    and the index of the item's label in ``classes`` (the plan's sorted classes, the model's class order).
+
+    The index is what a class-conditional backend embeds, so it must name the item's class, not its position.
+    """
     import cv2
 
     from services.preprocessing.decoding import decode_image
 
+    index_of = {label: index for index, label in enumerate(classes)}
     dataset = []
-    for index, item in enumerate(items):
+    for item in items:
         check()
+        if item.label not in index_of:  # select_training_items only picks items of ``classes``
+            raise FailedPrecondition(f"training item {item.key} has label {item.label!r}, not one of the "
+                                     f"model's classes {', '.join(classes)}")
         image = decode_image(read_item(store, item))
         height, width = image.shape[:2]
         if height != width:
@@ -212,7 +257,7 @@ def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
         if height != resolution:
             interpolation = cv2.INTER_AREA if height > resolution else cv2.INTER_CUBIC
             image = cv2.resize(image, (resolution, resolution), interpolation=interpolation)
-        dataset.append((np.ascontiguousarray(image), index))
+        dataset.append((np.ascontiguousarray(image), index_of[item.label]))
     return dataset
 
 
@@ -255,7 +300,7 @@ def train_generator_job(request: dict[str, Any], ctx: JobContext) -> dict[str, A
             return _training_outputs(ctx, record, {"reused_model": True})
         backend = create_backend(plan.generator, plan.profile, plan.overrides)
         ctx.progress(0, 0, f"loading {len(plan.items)} training images")
-        dataset = load_training_images(store, plan.items, backend.resolution, ctx.check_cancelled)
+        dataset = load_training_images(store, plan.items, backend.resolution, plan.classes, ctx.check_cancelled)
         if backend.conditional and hasattr(backend, "training_set"):
             dataset = conditional_training_set(store, backend, plan.items, dataset)
         total = backend.total_steps_for(len(dataset))
@@ -356,16 +401,54 @@ def resolve_sampler(backend: GeneratorBackend, options: SamplerOptions) -> Sampl
 
 def check_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
                        conditioning: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Unconditional generators take no conditioning but a label equal to the class they learnt."""
+    """The conditioning the backend is given, from a request's ``Conditioning`` (as a dict).
+
+    - A conditional backend (DermGAN, semantic maps) gets the fields as they are.
+    - A class-conditional StyleGAN2-ADA (``num_classes > 0``) needs a ``label``: see ``class_conditioning``.
+    - Unconditional generators take no conditioning but a label equal to the class they learnt.
+    """
     conditioning = {k: v for k, v in (conditioning or {}).items() if not (v is None or v is False or v == "")}
     if backend.conditional:
         return conditioning or None
+    if class_count(backend.config):
+        return class_conditioning(backend, record, conditioning)
     label = conditioning.pop("label", record.label)
     if label != record.label or conditioning:
         given = ", ".join(sorted(conditioning)) or f"label {label!r}"
         raise InvalidArgument(f"{record.generator} is unconditional (trained on {record.label}); it cannot "
                               f"honour {given}", field="conditioning", hint="leave conditioning empty")
     return None
+
+
+def class_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
+                       conditioning: dict[str, Any]) -> dict[str, Any]:
+    """``{"label": name, "class": index}`` for a class-conditional model from a request's ``label``.
+
+    The index is the label's position in the record's sorted ``classes``, the order training used
+    (``load_training_images``); the backend draws with the index and ignores the name, which rides along so
+    that manifests, replies and the sample's content address say which class was drawn. A conditional model
+    has no "class it draws", so a missing label is refused rather than defaulted: a silent default would
+    label a synthetic set with a class nobody asked for.
+    """
+    classes = list(record.classes)
+    if len(classes) != class_count(backend.config):
+        raise FailedPrecondition(f"model {record.key} is conditioned on {class_count(backend.config)} classes but "
+                                 f"its record lists {len(classes)} ({', '.join(classes)}); the class order is "
+                                 "unknown", hint="retrain it: StartTraining checks num_classes against classes")
+    others = sorted(k for k in conditioning if k != "label")
+    if others:
+        raise InvalidArgument(f"{record.generator} is conditional on the class only; it cannot honour "
+                              f"{', '.join(others)}", field="conditioning",
+                              hint=f"give only conditioning.label, one of {', '.join(classes)}")
+    label = conditioning.get("label")
+    if label is None:
+        raise InvalidArgument(f"this {record.generator} model is class-conditional: conditioning.label must name "
+                              f"the class to draw, one of {', '.join(classes)}", field="conditioning.label",
+                              hint=f"e.g. label {classes[0]!r}")
+    if label not in classes:
+        raise InvalidArgument(f"this {record.generator} model draws {', '.join(classes)}; it was not trained on "
+                              f"{label!r}", field="conditioning.label", hint=f"one of {', '.join(classes)}")
+    return {"label": label, "class": classes.index(label)}
 
 
 def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: GeneratorBackend, count: int,
@@ -376,7 +459,8 @@ def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: Gen
 
     The location is a content address of (checkpoint, count, resolved sampler, conditioning, seed), so a
     repeated request finds the finished manifest and an interrupted one keeps the PNGs it already wrote.
-    ``conditioning`` (checked by ``check_conditioning``) goes to a conditional backend unchanged.
+    ``conditioning`` (checked by ``check_conditioning``) goes to the backend unchanged; its ``label`` (the
+    requested class of a conditional model) labels the items, else the model's ``record.label``.
     """
     if count < 1:
         raise InvalidArgument(f"count must be >= 1, got {count}", field="count")

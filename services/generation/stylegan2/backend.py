@@ -63,7 +63,10 @@ class StyleGAN2Config:
     """Everything that defines a StyleGAN2-ADA run. Defaults: ADA's ``cfg=auto`` at 256x256 on one GPU."""
 
     resolution: int = 256  # a power of two
-    num_classes: int = 0  # 0: unconditional; > 0: G embeds the class into w, D projects onto it
+    # 0: unconditional; > 0: G embeds the class into w, D projects onto it (ADA's conditional models; projection
+    # discriminator, Miyato & Koyama 2018). Through the generation service it must equal the number of requested
+    # classes, class i being the i-th in sorted order (services/generation/jobs.py).
+    num_classes: int = 0
 
     # Generator. cfg=auto below 512 px: 2 mapping layers, fmaps 0.5 -> channel_base 16384, at most 512.
     z_dim: int = 512
@@ -540,8 +543,11 @@ class StyleGAN2ADABackend(GeneratorBackend):
     def sample(self, seeds: list[int], options: SamplerOptions | None = None,
                conditioning: dict[str, Any] | None = None) -> np.ndarray:
         """Images from G_ema. ``conditioning`` is ``{"class": int or one int per seed}`` for a conditional
-        model and must be empty otherwise. ``truncation_psi`` is applied literally (0: every image is the
-        mean image, 1: none); ``options=None`` uses the config's ``default_truncation_psi``."""
+        model and must be empty otherwise; a ``"label"`` (the class's name) may ride beside ``"class"``, as the
+        generation service sends it so that manifests name the class, and is not looked at: the network knows
+        classes only by index (the model record's ``classes`` maps names to indices). ``truncation_psi`` is
+        applied literally (0: every image is the mean image, 1: none); ``options=None`` uses the config's
+        ``default_truncation_psi``."""
         self._require_built()
         options = self.resolve_options(options)
         noise_mode = "const" if options.sampler == "stylegan_const" else "random"
@@ -549,6 +555,11 @@ class StyleGAN2ADABackend(GeneratorBackend):
         seeds = check_seeds(list(seeds))
         conditioning = dict(conditioning or {})
         labels = conditioning.pop("class", None)
+        name = conditioning.pop("label", None)
+        if name is not None and labels is None:  # a name alone cannot be mapped here: refuse, do not ignore
+            raise InvalidArgument(f"stylegan2_ada selects a class by index ('class'), not by name ({name!r})",
+                                  field="conditioning",
+                                  hint="map the name with the model's sorted classes, as the generation service does")
         if conditioning:
             raise InvalidArgument(f"stylegan2_ada takes only a 'class' conditioning, got {sorted(conditioning)}",
                                   field="conditioning")
