@@ -6,6 +6,10 @@ the measured attributes tracking the requested ones. Also: outputs, reuse, refus
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,6 +24,7 @@ from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.service_helpers import running
 
+REPO = Path(__file__).resolve().parents[2]
 # Enough steps for the tiny 32 px generator to learn where the lesion goes and the skin colour.
 DERMGAN = {"train_steps": 100, "train_epochs": 0, "checkpoint_every_steps": 50}
 
@@ -135,3 +140,32 @@ def test_unconditional_and_missing_models_are_refused(service, train_manifest):
     with pytest.raises(grpc.RpcError) as error:
         stub.StartControllability(generation_pb2.ControllabilityRequest(model_uri=ddpm), timeout=30)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "conditional" in error.value.details()
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skingenbench.cli_generate", *arguments], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_command_line_draws_what_is_asked_and_reports_controllability(service, model_uri, tmp_path):
+    svc, _ = service
+    out = tmp_path / "asked"
+    done = _cli("--model", model_uri, "--count", "3", "--out", str(out), "--label", "NV", "--size", "0.2",
+                "--center", "0.4", "0.6", "--ita", "-10", "--target", svc.target)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "generation.json").read_text())
+    asked = record["images"][0]["conditioning"]
+    assert record["images"][0]["label"] == "NV" and asked["lesion_area_fraction"] == pytest.approx(0.2)
+    assert (asked["center_x"], asked["center_y"], asked["ita_degrees"]) == (0.4, 0.6, -10.0)
+    with GenerationClient(svc.target) as client:  # the files are what the client's call gives
+        expected = client.generate(model_uri, 3, 0, as_="png", conditioning={
+            "label": "NV", "lesion_area_fraction": 0.2, "center_x": 0.4, "center_y": 0.6, "ita_degrees": -10.0})
+    assert [(out / f"seed-{s:06d}.png").read_bytes() for s in range(3)] == expected
+
+    done = _cli("controllability", "--model", model_uri, "--labels", "MEL", "--sizes", "0.1", "0.2",
+                "--ita", "0", "40", "--repeats", "1", "--target", svc.target)
+    assert done.returncode == 0, done.stderr
+    assert "ita_degrees" in done.stdout and "Pearson r" in done.stdout and "report:" in done.stdout
+    assert "8/8" in done.stderr  # progress: 1 class x 2 sizes x 2 tones x 2 default centres
+    refused = _cli("controllability", "--model", model_uri, "--labels", "SCC", "--target", svc.target)
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
