@@ -125,7 +125,7 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
             if uri.endswith(".png"):
                 figures.append((f"{prep}: {name}", base64.b64encode(store.get_bytes(store.key_from_uri(uri))).decode()))
 
-    md += _controllability_section(store, run.get("controllability", {}), tables)
+    md += _controllability_section(store, run.get("controllability", {}), tables, figures)
 
     md += ["", "## Classifiers", ""]
     results = {key: _metrics_section(_json(store, r["outputs"]["result_json"])) for key, r in run["tests"].items()}
@@ -167,8 +167,8 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
     return Report(markdown, _html(run["run_id"], markdown, figures), tables, {"results": results})
 
 
-def _controllability_section(store: ObjectStore, controls: dict[str, Any],
-                             tables: dict[str, list[dict[str, Any]]]) -> list[str]:
+def _controllability_section(store: ObjectStore, controls: dict[str, Any], tables: dict[str, list[dict[str, Any]]],
+                             figures: list[tuple[str, str]]) -> list[str]:
     """DermGAN: requested vs measured per attribute, and whether a real-data classifier sees the class."""
     if not controls:
         return []
@@ -181,6 +181,10 @@ def _controllability_section(store: ObjectStore, controls: dict[str, Any],
                          **{k: None if agreement.get(k) is None else round(agreement[k], 4)
                             for k in ("mean_absolute_error", "bias", "pearson", "spearman")}})
         md += [_text(store, control["outputs"]["report_md"]).replace("### ", f"### `{prep}`: ", 1), ""]
+        if "montage" in control["outputs"]:
+            png = store.get_bytes(store.key_from_uri(control["outputs"]["montage"]))
+            figures.append((f"DermGAN {prep}: requested tone (rows, dark to light) x lesion size (columns)",
+                            base64.b64encode(png).decode()))
         anchoring = control.get("anchoring")
         if anchoring:
             body = _json(store, anchoring["outputs"]["report_json"]).get("class_anchoring", {})

@@ -118,7 +118,8 @@ def controllability_job(cache: models.BackendCache):
                                   {"requests": [p.to_dict() for p in plan.requests], "sampler": settings}, plan.seed)
         prefix = output_prefix(f"{STAGE}/{record.generator}", address)
         keys = {name: f"{prefix}/{file}" for name, file in
-                (("manifest", MANIFEST_NAME), ("report_json", "report.json"), ("report_md", "report.md"))}
+                (("manifest", MANIFEST_NAME), ("report_json", "report.json"), ("report_md", "report.md"),
+                 ("montage", "montage.png"))}
         if store.exists(keys["manifest"]):  # finished before: the outputs are what they were
             report = json.loads(store.get_bytes(keys["report_json"]))
             _add_outputs(ctx, store, keys)
@@ -151,11 +152,33 @@ def controllability_job(cache: models.BackendCache):
         store.put_bytes(keys["report_json"], json.dumps(document, indent=1, sort_keys=True).encode(),
                         "application/json")
         store.put_bytes(keys["report_md"], controllability.report_markdown(report, title).encode(), "text/markdown")
+        store.put_bytes(keys["montage"], to_png_bytes(_montage(store, prefix, report.rows)), "image/png")
         _write_manifest(store, keys["manifest"], plan, report, hashes, settings)
         _add_outputs(ctx, store, keys)
         return _summary(document["attributes"], len(plan.requests), store.uri(record.key), False)
 
     return handler
+
+
+def _montage(store: ObjectStore, prefix: str, rows: list[dict[str, Any]]) -> np.ndarray:
+    """One image per (requested tone, size) for the first class and centre: rows dark to light skin, columns
+    small to large lesions -- what the tables say, at a glance."""
+    first = rows[0]["requested"]
+    chosen = {}
+    for row in rows:
+        asked = row["requested"]
+        if (asked["label"], asked["center_x"], asked["center_y"]) == (first["label"], first["center_x"],
+                                                                      first["center_y"]):
+            chosen.setdefault((asked["ita_degrees"], asked["lesion_area_fraction"]), row["seed"])
+    tones = sorted({tone for tone, _ in chosen})
+    sizes = sorted({size for _, size in chosen})
+    images = {key: _decode(store.get_bytes(f"{prefix}/images/seed-{seed}.png")) for key, seed in chosen.items()}
+    side = next(iter(images.values())).shape[0]
+    canvas = np.full((len(tones) * (side + 2), len(sizes) * (side + 2), 3), 255, np.uint8)
+    for (tone, size), image in images.items():
+        top, left = tones.index(tone) * (side + 2), sizes.index(size) * (side + 2)
+        canvas[top:top + side, left:left + side] = image
+    return canvas
 
 
 def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
@@ -179,7 +202,7 @@ def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
 
 
 def _add_outputs(ctx: JobContext, store: ObjectStore, keys: dict[str, str]) -> None:
-    for name in ("report_json", "report_md", "manifest"):
+    for name in ("report_json", "report_md", "montage", "manifest"):
         ctx.add_output(name, store.uri(keys[name]), sha256_bytes(store.get_bytes(keys[name])))
 
 

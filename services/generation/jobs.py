@@ -175,7 +175,7 @@ def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
     items = select_training_items(manifest, classes, uri)
     init = {k: v for k, v in (request.get("init_checkpoint") or {}).items() if k in ("uri", "sha256") and v}
     if init:
-        _check_init(store, init)
+        _check_init(store, init, config, classes)
     name = str(request.get("name", ""))
     items_hash = sha256_bytes(canonical_json([item.to_dict() for item in items]).encode())
     identity = {"generator": generator, "config": dataclasses.asdict(config), "classes": classes,
@@ -196,7 +196,12 @@ def _local_folder(store: ObjectStore, uri: str) -> Path | None:
     return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
 
 
-def _check_init(store: ObjectStore, init: dict[str, str]) -> None:
+def _check_init(store: ObjectStore, init: dict[str, str], config: Any, classes: list[str]) -> None:
+    """The initialisation exists and can mean what this run needs; ``config`` and ``classes`` are the new run's.
+
+    A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only), so
+    its class order cannot be checked here; the backend checks its shape-defining fields when it loads it.
+    """
     folder = _local_folder(store, init["uri"])
     if folder is not None:
         if not folder.is_dir():
@@ -207,6 +212,33 @@ def _check_init(store: ObjectStore, init: dict[str, str]) -> None:
     record = models.read_record(store, init["uri"], init.get("sha256", ""))
     if not record.complete:
         raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
+    check_init_classes(init["uri"], record, config, classes)
+
+
+def check_init_classes(uri: str, record: models.ModelRecord, config: Any, classes: list[str]) -> None:
+    """A class-conditional run may start only from a class-conditional model of the same classes.
+
+    Class embeddings are indexed by position in the sorted classes (G's embedding, D's projection), so the weights
+    of a model trained on other classes load without complaint when the count matches and then mean other classes:
+    with MEL, NV as classes 0, 1, a run on BCC, MEL would start with BCC drawn by MEL's embedding. When either side
+    is unconditional (``num_classes`` 0) there is no class order to confuse and this check has nothing to say
+    (whether the weights fit is the backend's ``init_from`` check).
+
+    INVALID_ARGUMENT, not FAILED_PRECONDITION: a trained model's classes never change (its record is
+    content-addressed and complete), so no later state of the system makes this request valid; only changing
+    ``classes`` or ``init_checkpoint`` does. It is the same kind of mismatch as ``check_class_count``'s
+    ``num_classes`` against ``classes``, which is answered the same way. (FAILED_PRECONDITION above is for an
+    init model still training: waiting does fix that.)
+    """
+    init_classes = list(record.classes)
+    if not class_count(config) or not int(record.config.get("num_classes", 0) or 0) or init_classes == classes:
+        return
+    raise InvalidArgument(
+        f"init_checkpoint {uri} is a class-conditional model of classes {', '.join(init_classes)}, but this run "
+        f"trains the classes {', '.join(classes)}; its class embeddings are indexed by the sorted classes, so "
+        "they would start out meaning other classes",
+        field="init_checkpoint",
+        hint=f"train on the init model's classes ({', '.join(init_classes)}), or leave init_checkpoint empty")
 
 
 @contextlib.contextmanager

@@ -83,6 +83,7 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         html = (tmp_path / "runs" / "first" / "report.html").read_text()
         assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
         assert "melanoma ROC, arm A" in html and "confusion matrix B4" in html
+        assert "DermGAN basic: requested tone" in html
         assert store.exists("runs/first/report.md")
         assert folder.endswith("first")
 

@@ -237,6 +237,43 @@ def test_a_label_the_model_cannot_draw_is_invalid_argument(service, trained, con
         assert text in error.value.details(), error.value.details()
 
 
+def test_transfer_between_conditional_models_needs_the_same_classes(service, store, train_ref, trained):
+    """Class embeddings are indexed by the sorted classes: starting a conditional run from a conditional model of
+    other classes would hand each class another class's embedding, so StartTraining refuses it before a job."""
+    stub, channel = service
+    source = model_uri(trained)  # conditional on MEL (0), NV (1)
+    jobs_before = sorted(store.list("jobs/"))
+    # BCC, MEL has the same number of classes (the weights would load silently, MEL taking NV's embedding);
+    # BCC, MEL, NV does not (the backend would fail the job later, on num_classes, without naming classes).
+    for classes in (("BCC", "MEL"), ("MEL", "NV", "BCC")):
+        request = train_request(train_ref, classes, num_classes=len(classes))
+        request.init_checkpoint.uri = source
+        with pytest.raises(grpc.RpcError) as error:
+            stub.StartTraining(request, timeout=30)
+        details = error.value.details()
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "classes MEL, NV" in details and f"classes {', '.join(sorted(classes))}" in details, details
+    assert sorted(store.list("jobs/")) == jobs_before  # refused at the door: no job was recorded
+
+    # The same classes (in any spelling order): accepted, and the transfer trains.
+    same = train_request(train_ref, ("NV", "MEL"))
+    same.init_checkpoint.uri = source
+    job = watch_job(channel, stub.StartTraining(same, timeout=30).job_id, timeout_s=240)
+    assert job.state == SUCCEEDED, job.error.message
+    record = models.read_record(store, model_uri(job))
+    assert record.classes == CLASSES and record.provenance["config"]["init"] == {"uri": source}
+
+    # Unconditional on either side: no class order to confuse, so this check lets it through (whether the
+    # weights fit a network of another num_classes is the backend's init_from check, not this one).
+    unconditional = watch_job(channel, stub.StartTraining(train_request(train_ref, ("MEL",), num_classes=0),
+                                                          timeout=30).job_id, timeout_s=240)
+    assert unconditional.state == SUCCEEDED, unconditional.error.message
+    for init, classes, num_classes in ((source, ("BCC", "MEL"), 0), (model_uri(unconditional), ("BCC", "MEL"), 2)):
+        plan = jobs.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
+                                          "init_checkpoint": {"uri": init}})
+        assert plan.init == {"uri": init} and plan.classes == ["BCC", "MEL"]
+
+
 def test_the_backend_takes_a_class_by_index_and_a_name_only_beside_it():
     config = config_from_dict(StyleGAN2Config, TINY, CONDITIONAL)
     backend = StyleGAN2ADABackend(config, device="cpu")

@@ -5,6 +5,7 @@ the measured attributes tracking the requested ones. Also: outputs, reuse, refus
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,8 +13,10 @@ import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from services.common.client import open_channel
 from services.common.manifest import read_manifest
@@ -76,7 +79,7 @@ def test_controllability_report_shows_the_measured_attributes_tracking_the_reque
     with GenerationClient(svc.target, timeout_s=30) as client:
         final = client.controllability(model_uri, seed=100, on_event=events.append, timeout_s=600, **GRID)
     outputs = {o.name: o for o in final.outputs}
-    assert set(outputs) == {"manifest", "report_json", "report_md"}
+    assert set(outputs) == {"manifest", "report_json", "report_md", "montage"}
     report = json.loads(store.get_bytes(store.key_from_uri(outputs["report_json"].uri)))
     area, ita = report["attributes"]["lesion_area_fraction"], report["attributes"]["ita_degrees"]
     assert area["failures"] <= 3 and area["pearson"] > 0.7, area
@@ -91,6 +94,11 @@ def test_controllability_report_shows_the_measured_attributes_tracking_the_reque
     assert len(manifest.items) == 36 and {i.label for i in manifest.items} == {"MEL", "NV"}
     first = manifest.items[0]
     assert first.meta["conditioning"]["label"] == first.label and "ita_degrees" in first.meta["measured"]
+    montage = np.asarray(Image.open(io.BytesIO(store.get_bytes(store.key_from_uri(outputs["montage"].uri)))))
+    assert montage.shape == (3 * 34, 3 * 34, 3)  # 3 tones x 3 sizes of 32 px with 2 px gaps
+    # Rows are requested tones, dark to light: the skin (the tile's corner) gets lighter down the rows.
+    corners = [montage[row * 34:row * 34 + 4, :4].mean() for row in range(3)]
+    assert corners[0] < corners[1] < corners[2], corners
     markdown = store.get_bytes(store.key_from_uri(outputs["report_md"].uri)).decode()
     assert "| ita_degrees | 36 |" in markdown and "By requested skin tone" in markdown
 
