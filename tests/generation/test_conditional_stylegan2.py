@@ -23,13 +23,12 @@ from services.common.errors import InvalidArgument
 from services.common.manifest import read_manifest
 from services.common.registry import config_from_dict
 from services.common.store import LocalFolderStore
-from services.data.operations import import_source, split_sources
 from services.generation import jobs, models
 from services.generation.registry import create_backend
 from services.generation.stylegan2.backend import TINY, StyleGAN2ADABackend, StyleGAN2Config
 from services.generation.training import DataOrder, train
-from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
 # 16 px, batch 4, 6 steps (train_kimg 0.024): a full G + D + regulariser round is ~0.1 s on one CPU thread.
@@ -38,13 +37,6 @@ CONDITIONAL = {"resolution": 16, "batch_size": 4, "train_kimg": 0.024, "checkpoi
 CLASSES = ["MEL", "NV"]  # sorted: MEL is class 0, NV class 1
 SUCCEEDED = common_pb2.JOB_STATE_SUCCEEDED
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # jobs run in server threads of this process and share the setting
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +47,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def train_ref(store) -> common_pb2.ManifestRef:
     """A train-only 64x64 phantom manifest (lesion-grouped split, then preprocessed with splits=train)."""
-    imported = import_source(store, "phantom", options={"count": 80, "width": 40, "height": 32}, seed=11)
-    split = split_sources(store, [(imported.ref.uri, imported.ref.sha256)], (0.7, 0.15, 0.15), seed=2)
-    ref = preprocess_manifest(store, split.ref.uri, PreprocessSpec("basic", "tiny", splits=("train",)),
-                              workers=1).ref
-    return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256)
+    return phantom_manifests(store, count=80, width=40, height=32, seed=11, split_seed=2)[1]
 
 
 def request_dict(ref, classes=("NV", "MEL"), **overrides) -> dict[str, Any]:

@@ -15,29 +15,20 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from services.common.client import open_channel
 from services.common.manifest import read_manifest
 from services.common.store import LocalFolderStore
-from services.data.operations import import_source, split_sources
 from services.generation.client import GenerationClient
-from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
 REPO = Path(__file__).resolve().parents[2]
 # Enough steps for the tiny 32 px generator to learn where the lesion goes and the skin colour.
 DERMGAN = {"train_steps": 100, "train_epochs": 0, "checkpoint_every_steps": 50}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +38,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_manifest(store):
-    imported = import_source(store, "phantom", options={"count": 120, "width": 80, "height": 64}, seed=4)
-    split = split_sources(store, [(imported.ref.uri, imported.ref.sha256)], (0.7, 0.15, 0.15), seed=1)
-    ref = preprocess_manifest(store, split.ref.uri, PreprocessSpec("basic", "tiny", splits=("train",)),
-                              workers=1).ref
-    return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256)
+    return phantom_manifests(store, count=120, seed=4, split_seed=1)[1]
 
 
 @pytest.fixture(scope="module")

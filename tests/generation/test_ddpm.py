@@ -24,15 +24,6 @@ SMALL = {"resolution": 16, "num_train_timesteps": 50, "default_ddim_steps": 5, "
          "learning_rate": 2e-3, "lr_warmup_steps": 0, "ema_max_decay": 0.9}
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    # On a shared 2-core machine, OpenMP threads spinning against other processes make small kernels
-    # ~100x slower; one thread keeps these tests fast and their timing stable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def small_backend(total_steps: int = 0, seed: int = 0, **overrides) -> DDPMBackend:
     backend = create_backend("ddpm", "tiny", {**SMALL, **overrides}, device="cpu")

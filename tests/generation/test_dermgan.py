@@ -52,14 +52,6 @@ LAYOUT = MapLayout()
 MEL_REQUEST = {"label": "MEL", "lesion_area_fraction": 0.15, "center_x": 0.5, "center_y": 0.5, "ita_degrees": 30.0}
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    # One thread keeps small kernels fast on a shared 2-core machine (see test_ddpm.py).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_backend(total_steps: int = 0, seed: int = 0, **overrides) -> DermGANBackend:
     config = config_from_dict(DermGANConfig, PROFILES["tiny"], {"train_steps": max(total_steps, 1), **overrides})

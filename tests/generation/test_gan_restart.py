@@ -22,10 +22,9 @@ from services.common.jobs import JobRecord
 from services.common.server import start_service
 from services.common.settings import ServiceSettings
 from services.common.store import LocalFolderStore
-from services.data.operations import import_source, split_sources
 from services.generation import models
-from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
 TOTAL_STEPS = 40
@@ -49,21 +48,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # jobs run in server threads of this process and share the setting
-    yield
-    torch.set_num_threads(previous)
-
 
 def build_data(store) -> common_pb2.ManifestRef:
     """A train-only 64x64 manifest preprocessed by 'basic' (lesion masks and ITA, which DermGAN's maps need)."""
-    imported = import_source(store, "phantom", options={"count": 160, "width": 80, "height": 64}, seed=11)
-    split = split_sources(store, [(imported.ref.uri, imported.ref.sha256)], (0.7, 0.15, 0.15), seed=2)
-    train_only = preprocess_manifest(store, split.ref.uri, PreprocessSpec("basic", "tiny", splits=("train",)),
-                                     workers=1).ref
-    return common_pb2.ManifestRef(uri=train_only.uri, sha256=train_only.sha256)
+    return phantom_manifests(store, count=160, seed=11, split_seed=2)[1]
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ from services.generation.training import train
 SMALL = {"resolution": 16, "batch_size": 4, "checkpoint_every_steps": 0, "sample_batch_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    # One thread: OpenMP threads fighting other processes on a shared 2-core machine make small kernels slow.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_config(**overrides) -> StyleGAN2Config:
     return config_from_dict(StyleGAN2Config, TINY, {**SMALL, **overrides})

@@ -15,14 +15,6 @@ SMALL = {"resolution": 16, "num_train_timesteps": 50, "batch_size": 8, "learning
          "lr_warmup_steps": 2, "ema_max_decay": 0.9, "checkpoint_every_steps": 0}
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    # See test_ddpm.py: one thread keeps small kernels fast on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def coloured_blobs(count: int, size: int = 16, seed: int = 0) -> list[tuple[np.ndarray, int]]:
     """Flat skin-like backgrounds with one darker disc each: a data set a tiny DDPM can learn quickly."""
