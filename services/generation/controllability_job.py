@@ -29,9 +29,9 @@ from services.generation import models
 from services.generation.backend import SamplerOptions, check_seeds
 from services.generation.dermgan import controllability
 from services.generation.dermgan.semantic_map import MapParams
-from services.generation.jobs import resolve_sampler, sampler_options
 from services.generation.registry import GENERATORS
 from services.generation.sampling import to_png_bytes
+from services.generation.sampling_job import resolve_sampler, sampler_options
 
 STAGE, VERSION = "controllability", "1"
 MAX_IMAGES = 10_000  # a grid beyond this is a mistake in the request, not a measurement

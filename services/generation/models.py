@@ -52,7 +52,7 @@ class ModelRecord:
     overrides: dict[str, Any]
     trained_on: dict[str, Any]  # {"uri", "sha256", "item_count"}: the manifest and how many items were used
     # Sorted (jobs.normalise_classes). For a class-conditional generator this is also the class order: the
-    # network's class i is classes[i], in training (jobs.load_training_images) and sampling
+    # network's class i is classes[i], in training (training_job.load_training_images) and sampling
     # (jobs.class_conditioning), so the record is what maps a label to the index the weights know.
     classes: list[str]
     seed: int
@@ -82,7 +82,7 @@ class ModelRecord:
         """The class an unconditional model draws (classes joined with '+' for a multi-class model).
 
         A class-conditional model draws the class a request names; its items take that label instead
-        (jobs.sample_to_store), never this joined one."""
+        (sampling_job.sample_to_store), never this joined one."""
         return "+".join(self.classes)
 
     def to_json(self) -> bytes:

@@ -23,7 +23,7 @@ from services.common.errors import Cancelled, InvalidArgument, ResourceExhausted
 from services.common.jobs_service import job_reply
 from services.common.server import ServiceContext
 from services.common.servicer import entry_from_description, list_response, request_to_dict, service_info
-from services.generation import controllability_job, jobs, models
+from services.generation import controllability_job, models, sampling_job, training_job
 from services.generation.backend import check_seeds
 from services.generation.registry import GENERATORS, backend_from_config_json
 from services.generation.sampling import image_seeds, to_png_bytes
@@ -135,7 +135,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
     # -- jobs ---------------------------------------------------------------------------------------------
     def StartTraining(self, request, context):
         data = request_to_dict(request)
-        plan = jobs.plan_training(self.store, data)  # every refusal happens here, with its status
+        plan = training_job.plan_training(self.store, data)  # every refusal happens here, with its status
         data.update(profile=plan.profile, classes=plan.classes)  # spelling variants share one job
         return job_reply(self.ctx.runner, "train_generator", data)
 
@@ -145,8 +145,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         data = request_to_dict(request)
         record = models.resolve_model(self.store, request.model_uri)
         unbuilt = backend_from_config_json(self.store.get_bytes(f"{record.prefix}/config.json"))
-        jobs.resolve_sampler(unbuilt, jobs.sampler_options(data.get("sampler")))
-        jobs.check_conditioning(unbuilt, record, data.get("conditioning"))
+        sampling_job.resolve_sampler(unbuilt, sampling_job.sampler_options(data.get("sampler")))
+        sampling_job.check_conditioning(unbuilt, record, data.get("conditioning"))
         check_seeds([int(request.seed), int(request.seed) + int(request.count) - 1])
         data["model_uri"] = self.store.uri(record.key)  # a name resolves now, not when the job runs
         return job_reply(self.ctx.runner, "sample", data)
@@ -155,7 +155,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         data = request_to_dict(request)
         plan = controllability_job.plan_controllability(self.store, data)  # refusals with their status, now
         unbuilt = backend_from_config_json(self.store.get_bytes(f"{plan.record.prefix}/config.json"))
-        jobs.resolve_sampler(unbuilt, plan.options)
+        sampling_job.resolve_sampler(unbuilt, plan.options)
         data["model_uri"] = self.store.uri(plan.record.key)  # a name resolves now, not when the job runs
         return job_reply(self.ctx.runner, "controllability", data)
 
@@ -173,16 +173,16 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             raise ResourceExhausted(f"{count} images exceed the synchronous cap of {STORE_MAX_IMAGES}",
                                     hint="use StartSampling (a job) for large sets")
         seeds = image_seeds(count, seed)
-        options = jobs.sampler_options(request_to_dict(request.sampler))
+        options = sampling_job.sampler_options(request_to_dict(request.sampler))
         record = models.resolve_model(self.store, request.model)
         with self.admission.slot(context):
             backend = self.cache.get(record)
-            options = jobs.resolve_sampler(backend, options)
-            conditioning = jobs.check_conditioning(backend, record, request_to_dict(request.conditioning))
+            options = sampling_job.resolve_sampler(backend, options)
+            conditioning = sampling_job.check_conditioning(backend, record, request_to_dict(request.conditioning))
             deadline = Deadline(context, count)
             model_uri = self.store.uri(record.key)
             if to_store:
-                ref, _ = jobs.sample_to_store(self.store, record, backend, count, seed, options,
+                ref, _ = sampling_job.sample_to_store(self.store, record, backend, count, seed, options,
                                               conditioning=conditioning, before_batch=deadline.before_batch,
                                               progress=lambda *_: deadline.after_batch())
                 return generation_pb2.GenerateResponse(model_uri=model_uri, manifest=common_pb2.ManifestRef(
@@ -218,6 +218,6 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
 def setup(ctx: ServiceContext) -> None:
     cache = models.BackendCache(ctx.store, size=_setting(ctx, "model_cache", 2))
     generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(ctx, cache), ctx.server)
-    ctx.runner.register("train_generator", jobs.train_generator_job)
-    ctx.runner.register("sample", jobs.sample_job(cache))
+    ctx.runner.register("train_generator", training_job.train_generator_job)
+    ctx.runner.register("sample", sampling_job.sample_job(cache))
     ctx.runner.register("controllability", controllability_job.controllability_job(cache))

@@ -23,7 +23,7 @@ from services.common.errors import InvalidArgument
 from services.common.manifest import read_manifest
 from services.common.registry import config_from_dict
 from services.common.store import LocalFolderStore
-from services.generation import jobs, models
+from services.generation import models, sampling_job, training_job
 from services.generation.registry import create_backend
 from services.generation.stylegan2.backend import TINY, StyleGAN2ADABackend, StyleGAN2Config
 from services.generation.training import DataOrder, train
@@ -97,9 +97,9 @@ class RecordingBackend(StyleGAN2ADABackend):
 
 
 def test_training_labels_are_indices_into_the_sorted_classes(store, train_ref):
-    plan = jobs.plan_training(store, request_dict(train_ref))
+    plan = training_job.plan_training(store, request_dict(train_ref))
     assert plan.classes == CLASSES
-    dataset = jobs.load_training_images(store, plan.items, 16, plan.classes)
+    dataset = training_job.load_training_images(store, plan.items, 16, plan.classes)
     labels = [label for _, label in dataset]
     assert labels == [CLASSES.index(item.label) for item in plan.items]
     assert labels.count(0) == sum(i.label == "MEL" for i in plan.items) >= 2
@@ -130,9 +130,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def test_unconditional_backends_train_the_same_whatever_the_labels(store, train_ref, generator, overrides):
     """DDPM and unconditional StyleGAN2-ADA ignore labels: class indices (now) and item positions (before the
     fix) give bit-identical training states."""
-    plan = jobs.plan_training(store, {**request_dict(train_ref), "generator": generator,
+    plan = training_job.plan_training(store, {**request_dict(train_ref), "generator": generator,
                                       "config_json": json.dumps(overrides)})
-    dataset = jobs.load_training_images(store, plan.items, 16, plan.classes)
+    dataset = training_job.load_training_images(store, plan.items, 16, plan.classes)
     states = []
     for data in (dataset, [(image, index) for index, (image, _) in enumerate(dataset)]):
         backend = create_backend(generator, "tiny", overrides, device="cpu")
@@ -155,7 +155,7 @@ def test_a_num_classes_that_does_not_match_the_classes_is_refused_at_start_train
         assert f"num_classes={num_classes}" in error.value.details(), error.value.details()
     assert sorted(store.list("jobs/")) == jobs_before  # refused at the door: no job was recorded
     # num_classes 0 over two classes stays a legitimate request: one unconditional model over their union.
-    assert jobs.plan_training(store, request_dict(train_ref, num_classes=0)).classes == CLASSES
+    assert training_job.plan_training(store, request_dict(train_ref, num_classes=0)).classes == CLASSES
 
 
 # -- the service ----------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_generate_draws_the_requested_class_and_labels_it(service, store, traine
     # The backend got the class index from the record's sorted classes: MEL -> 0, NV -> 1.
     record = models.read_record(store, uri)
     backend = models.load_sampling_backend(store, record, device="cpu")
-    options = jobs.resolve_sampler(backend, jobs.sampler_options({}))
+    options = sampling_job.resolve_sampler(backend, sampling_job.sampler_options({}))
     for reply, index in ((mel, 0), (nv, 1)):
         expected = backend.sample([7, 8, 9], options, {"class": index})
         assert np.array_equal(np.stack([decode(i.png) for i in reply.images]), expected)
@@ -257,7 +257,7 @@ def test_transfer_between_conditional_models_needs_the_same_classes(service, sto
                                                           timeout=30).job_id, timeout_s=240)
     assert unconditional.state == SUCCEEDED, unconditional.error.message
     for init, classes, num_classes in ((source, ("BCC", "MEL"), 0), (model_uri(unconditional), ("BCC", "MEL"), 2)):
-        plan = jobs.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
+        plan = training_job.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
                                           "init_checkpoint": {"uri": init}})
         assert plan.init == {"uri": init} and plan.classes == ["BCC", "MEL"]
 

@@ -65,7 +65,7 @@ class StyleGAN2Config:
     resolution: int = 256  # a power of two
     # 0: unconditional; > 0: G embeds the class into w, D projects onto it (ADA's conditional models; projection
     # discriminator, Miyato & Koyama 2018). Through the generation service it must equal the number of requested
-    # classes, class i being the i-th in sorted order (services/generation/jobs.py).
+    # classes, class i being the i-th in sorted order (services/generation/training_job.py).
     num_classes: int = 0
 
     # Generator. cfg=auto below 512 px: 2 mapping layers, fmaps 0.5 -> channel_base 16384, at most 512.
