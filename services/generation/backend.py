@@ -101,6 +101,8 @@ class GeneratorBackend(abc.ABC):
     name: ClassVar[str]
     conditional: ClassVar[bool] = False  # True: needs ``conditions`` in training and ``conditioning`` to sample
     samplers: ClassVar[tuple[str, ...]] = ()
+    # Config fields that shape the networks: weights made under other values cannot be loaded.
+    model_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, device: str = "") -> None:
         validate = getattr(config, "validate", None)
@@ -183,6 +185,19 @@ class GeneratorBackend(abc.ABC):
     def config_json(self) -> str:
         """The backend name and its full config as JSON, stored beside weights and checkpoints."""
         return json.dumps({"backend": self.name, "config": dataclasses.asdict(self.config)}, sort_keys=True)
+
+    def check_init_config(self, saved: dict[str, Any], what: str = "init_checkpoint model") -> None:
+        """FAILED_PRECONDITION unless weights made under the config ``saved`` (a JSON dict) fit this backend's
+        networks; called before a transfer job starts, so a mismatch is refused instead of failing the job."""
+        self.check_config_fields(saved, self.model_fields, what)
+
+    def check_config_fields(self, saved: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
+        """FAILED_PRECONDITION naming every field of ``fields`` whose value in ``saved`` differs from this config."""
+        current = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples as lists, as stored
+        differences = [f"{name}: {what} {saved.get(name)!r}, now {current[name]!r}"
+                       for name in fields if saved.get(name) != current[name]]
+        if differences:
+            raise FailedPrecondition(f"{what} was made with a different {self.name} config: " + "; ".join(differences))
 
     def _require_built(self) -> None:
         if not self.built:

@@ -168,7 +168,7 @@ def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
     items = select_training_items(manifest, classes, uri)
     init = {k: v for k, v in (request.get("init_checkpoint") or {}).items() if k in ("uri", "sha256") and v}
     if init:
-        _check_init(store, init, config, classes)
+        _check_init(store, init, generator, profile, overrides, classes)
     name = str(request.get("name", ""))
     items_hash = sha256_bytes(canonical_json([item.to_dict() for item in items]).encode())
     identity = {"generator": generator, "config": dataclasses.asdict(config), "classes": classes,
@@ -189,11 +189,13 @@ def _local_folder(store: ObjectStore, uri: str) -> Path | None:
     return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
 
 
-def _check_init(store: ObjectStore, init: dict[str, str], config: Any, classes: list[str]) -> None:
-    """The initialisation exists and can mean what this run needs; ``config`` and ``classes`` are the new run's.
+def _check_init(store: ObjectStore, init: dict[str, str], generator: str, profile: str, overrides: dict[str, Any],
+                classes: list[str]) -> None:
+    """The initialisation exists and fits the new run (``generator``, ``profile``, ``overrides``, ``classes``): same
+    generator, same class order for a class-conditional run, and network-shaping fields equal.
 
     A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only), so
-    its class order cannot be checked here; the backend checks its shape-defining fields when it loads it.
+    it is checked only when the backend loads it (its shape-defining fields), in the job.
     """
     folder = _local_folder(store, init["uri"])
     if folder is not None:
@@ -205,7 +207,12 @@ def _check_init(store: ObjectStore, init: dict[str, str], config: Any, classes: 
     record = models.read_record(store, init["uri"], init.get("sha256", ""))
     if not record.complete:
         raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
-    check_init_classes(init["uri"], record, config, classes)
+    if record.generator != generator:
+        raise InvalidArgument(f"init_checkpoint {init['uri']} is a {record.generator} model; this run trains "
+                              f"{generator}", field="init_checkpoint", hint=f"start from a {generator} model")
+    unbuilt = create_backend(generator, profile, overrides)  # no weights: cheap; the same config the job builds
+    check_init_classes(init["uri"], record, unbuilt.config, classes)
+    unbuilt.check_init_config(record.config)  # shapes: refused now rather than failing the job later
 
 
 def check_init_classes(uri: str, record: models.ModelRecord, config: Any, classes: list[str]) -> None:

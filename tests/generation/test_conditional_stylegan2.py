@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from services.common.client import open_channel, watch_job
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.manifest import read_manifest
 from services.common.registry import config_from_dict
 from services.common.store import LocalFolderStore
@@ -251,15 +251,20 @@ def test_transfer_between_conditional_models_needs_the_same_classes(service, sto
     record = models.read_record(store, model_uri(job))
     assert record.classes == CLASSES and record.provenance["config"]["init"] == {"uri": source}
 
-    # Unconditional on either side: no class order to confuse, so this check lets it through (whether the
-    # weights fit a network of another num_classes is the backend's init_from check, not this one).
+    # Unconditional on either side: no class order to confuse, but the networks differ in shape (the class
+    # embedding and projection exist on one side only), so the transfer is refused before a job too.
     unconditional = watch_job(channel, stub.StartTraining(train_request(train_ref, ("MEL",), num_classes=0),
                                                           timeout=30).job_id, timeout_s=240)
     assert unconditional.state == SUCCEEDED, unconditional.error.message
     for init, classes, num_classes in ((source, ("BCC", "MEL"), 0), (model_uri(unconditional), ("BCC", "MEL"), 2)):
-        plan = training_job.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
-                                          "init_checkpoint": {"uri": init}})
-        assert plan.init == {"uri": init} and plan.classes == ["BCC", "MEL"]
+        with pytest.raises(FailedPrecondition, match="num_classes"):
+            training_job.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
+                                               "init_checkpoint": {"uri": init}})
+    # And a model of another generator is no initialisation at all.
+    dermgan = {**request_dict(train_ref), "generator": "dermgan", "config_json": "",
+               "init_checkpoint": {"uri": source}}
+    with pytest.raises(InvalidArgument, match="is a stylegan2_ada model; this run trains dermgan"):
+        training_job.plan_training(store, dermgan)
 
 
 def test_the_backend_takes_a_class_by_index_and_a_name_only_beside_it():

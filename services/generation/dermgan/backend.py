@@ -193,6 +193,7 @@ def _cpu_snapshot(value: Any) -> Any:
 
 class DermGANBackend(GeneratorBackend):
     name = "dermgan"
+    model_fields = _MODEL_FIELDS
     conditional = True
     samplers = SAMPLERS
 
@@ -296,7 +297,7 @@ class DermGANBackend(GeneratorBackend):
                                   "skingenbench_config.json)", field="init_from",
                                   hint="write one with DermGANBackend.save_pretrained")
         saved = json.loads(config_file.read_text())["config"]
-        self._check_fields(saved, _MODEL_FIELDS, "init_from folder")
+        self.check_config_fields(saved, _MODEL_FIELDS, "init_from folder")
         generator.load_state_dict(load_file(root / "generator.safetensors"))
         if discriminator is not None and (root / "discriminator.safetensors").is_file():
             discriminator.load_state_dict(load_file(root / "discriminator.safetensors"))
@@ -415,7 +416,7 @@ class DermGANBackend(GeneratorBackend):
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise FailedPrecondition(f"not a DermGAN checkpoint (format {found!r}, expected {STATE_FORMAT!r})")
-        self._check_fields(state["config"], _MODEL_FIELDS + (_TRAINING_FIELDS if self.trainable else ()), "checkpoint")
+        self.check_config_fields(state["config"], _MODEL_FIELDS + (_TRAINING_FIELDS if self.trainable else ()), "checkpoint")
         self.generator.load_state_dict(state["generator"])
         if self.trainable:
             if state["planned_steps"] != self._planned_steps:
@@ -429,12 +430,6 @@ class DermGANBackend(GeneratorBackend):
         self.conditions = ConditionDistribution.from_state(conditions) if conditions is not None else None
         self._step = int(state["step"])
 
-    def _check_fields(self, saved: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
-        current = _as_json(dataclasses.asdict(self.config))
-        differences = [f"{name}: {what} {saved.get(name)!r}, now {current[name]!r}"
-                       for name in fields if saved.get(name) != current[name]]
-        if differences:
-            raise FailedPrecondition(f"{what} was made with a different DermGAN config: " + "; ".join(differences))
 
     # -- sampling -----------------------------------------------------------------------------------------------------
     def resolve_conditioning(self, seeds: list[int], conditioning: Any = None) -> list[MapParams | None]:

@@ -216,6 +216,7 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 class StyleGAN2ADABackend(GeneratorBackend):
     name = "stylegan2_ada"
+    model_fields = _MODEL_FIELDS
     conditional = False  # class labels (not condition maps) drive the optional class conditioning
     samplers = SAMPLERS
 
@@ -313,7 +314,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
                                   hint="make one with StyleGAN2ADABackend.save_pretrained; NVIDIA pickles are not "
                                        "loaded (DESIGN.md rule 7)")
         saved = json.loads((root / CONFIG_FILE).read_text())["config"]
-        self._check_compatible(saved, _MODEL_FIELDS, "init_from folder")
+        self.check_config_fields(saved, _MODEL_FIELDS, "init_from folder")
         tensors = load_file(root / WEIGHTS_FILE)
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
@@ -497,7 +498,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise FailedPrecondition(f"not a StyleGAN2-ADA checkpoint (format {found!r}, expected {STATE_FORMAT!r})")
         fields = _MODEL_FIELDS + (_TRAINING_FIELDS if self.trainable else ())
-        self._check_compatible(state["config"], fields, "checkpoint")
+        self.check_config_fields(state["config"], fields, "checkpoint")
         self.G_ema.load_state_dict(state["G_ema"])
         if self.trainable:
             self.G.load_state_dict(state["G"])
@@ -514,12 +515,6 @@ class StyleGAN2ADABackend(GeneratorBackend):
                 self.generator.manual_seed(_derived_seed(int(state["seed"]), 2 + int(state["step"])))
         self._step, self._nimg = int(state["step"]), int(state["nimg"])
 
-    def _check_compatible(self, saved: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
-        current = _as_json(dataclasses.asdict(self.config))
-        differences = [f"{name}: {what} {saved.get(name)!r}, now {current[name]!r}"
-                       for name in fields if saved.get(name) != current[name]]
-        if differences:
-            raise FailedPrecondition(f"{what} was made with a different StyleGAN2-ADA config: " + "; ".join(differences))
 
     # -- sampling ------------------------------------------------------------------------------------------------
     def resolve_options(self, options: SamplerOptions | None) -> SamplerOptions:
