@@ -90,6 +90,27 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def as_json(value: Any) -> Any:
+    """Tuples to lists (as JSON would), so a config and its reloaded copy compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """An independent 63-bit seed per purpose (init, training noise, ...) from one user seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def cpu_snapshot(value: Any) -> Any:
+    """Deep copy of a nested state with every tensor copied to the CPU (a checkpoint, not live views)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [cpu_snapshot(v) for v in value]
+    return value
+
+
 class GeneratorBackend(abc.ABC):
     """A generative model behind one small interface (see the module docstring).
 
@@ -193,7 +214,7 @@ class GeneratorBackend(abc.ABC):
 
     def check_config_fields(self, saved: dict[str, Any], fields: tuple[str, ...], what: str) -> None:
         """FAILED_PRECONDITION naming every field of ``fields`` whose value in ``saved`` differs from this config."""
-        current = json.loads(json.dumps(dataclasses.asdict(self.config)))  # tuples as lists, as stored
+        current = as_json(dataclasses.asdict(self.config))
         differences = [f"{name}: {what} {saved.get(name)!r}, now {current[name]!r}"
                        for name in fields if saved.get(name) != current[name]]
         if differences:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,10 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.generation.backend import (
     GeneratorBackend,
     SamplerOptions,
+    as_json,
     check_seeds,
+    cpu_snapshot,
+    derived_seed,
     images_to_uint8,
     steps_for_epochs,
 )
@@ -297,27 +299,6 @@ _TRAINING_FIELDS = ("batch_size", "learning_rate", "lr_schedule", "lr_warmup_ste
                     "ema_power", "hflip_probability")
 
 
-def _as_json(value: Any) -> Any:
-    """Tuples to lists (as JSON would), so a config and its reloaded copy compare equal."""
-    return json.loads(json.dumps(value))
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed per purpose (init, training noise) from one user seed."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _cpu_snapshot(value: Any) -> Any:
-    """Deep copy of a nested state with every tensor copied to the CPU (a checkpoint, not live views)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_snapshot(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_cpu_snapshot(v) for v in value]
-    return value
-
-
 class DDPMBackend(GeneratorBackend):
     name = "ddpm"
     conditional = False
@@ -362,7 +343,7 @@ class DDPMBackend(GeneratorBackend):
         else:
             # Seed only the initialisation, without disturbing the caller's global RNG.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_derived_seed(seed, 0))
+                torch.manual_seed(derived_seed(seed, 0))
                 unet = UNet2DModel(**self.config.unet_kwargs())
         unet.to(self.device)
         if self.on_cuda:
@@ -394,7 +375,7 @@ class DDPMBackend(GeneratorBackend):
                                 inv_gamma=float(config.ema_inv_gamma), power=float(config.ema_power),
                                 foreach=True)
         self.noise_generator = torch.Generator(self.device)
-        self.noise_generator.manual_seed(_derived_seed(seed, 1))
+        self.noise_generator.manual_seed(derived_seed(seed, 1))
 
     def _load_pretrained(self, folder: str) -> UNet2DModel:
         """A local diffusers UNet folder (or a pipeline folder with ``unet/``) for transfer learning."""
@@ -408,8 +389,8 @@ class DDPMBackend(GeneratorBackend):
                                   "no unet/config.json)", field="init_from",
                                   hint="save one with UNet2DModel.save_pretrained or DDPMBackend.save_pretrained")
         unet = UNet2DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
-        expected = _as_json(self.config.unet_kwargs())
-        found = _as_json({key: unet.config.get(key) for key in expected})
+        expected = as_json(self.config.unet_kwargs())
+        found = as_json({key: unet.config.get(key) for key in expected})
         differences = [f"{key}: folder {found[key]!r}, config {expected[key]!r}"
                        for key in expected if found[key] != expected[key]]
         if differences:
@@ -487,9 +468,9 @@ class DDPMBackend(GeneratorBackend):
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         self._require_trainable()
-        return _cpu_snapshot({
+        return cpu_snapshot({
             "format": STATE_FORMAT,
-            "config": _as_json(dataclasses.asdict(self.config)),
+            "config": as_json(dataclasses.asdict(self.config)),
             "seed": self._seed,
             "step": self._step,
             "planned_steps": self._planned_steps,
@@ -519,7 +500,7 @@ class DDPMBackend(GeneratorBackend):
         self._ema_unet = None
 
     def _check_compatible(self, saved: dict[str, Any]) -> None:
-        current = _as_json(dataclasses.asdict(self.config))
+        current = as_json(dataclasses.asdict(self.config))
         fields = _MODEL_FIELDS + (_TRAINING_FIELDS if self.trainable else ())
         differences = [f"{name}: checkpoint {saved.get(name)!r}, now {current[name]!r}"
                        for name in fields if saved.get(name) != current[name]]
@@ -545,7 +526,7 @@ class DDPMBackend(GeneratorBackend):
         else:
             # Resuming on another device type (CPU <-> CUDA): generator states are not portable, so
             # continue with a fresh stream derived from (seed, step); still deterministic, not bit-exact.
-            self.noise_generator.manual_seed(_derived_seed(int(state["seed"]), 2 + int(state["step"])))
+            self.noise_generator.manual_seed(derived_seed(int(state["seed"]), 2 + int(state["step"])))
 
     # -- sampling -------------------------------------------------------------------------------------------------
     def _sampling_unet(self) -> UNet2DModel:

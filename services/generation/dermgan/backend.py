@@ -35,7 +35,10 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.generation.backend import (
     GeneratorBackend,
     SamplerOptions,
+    as_json,
     check_seeds,
+    cpu_snapshot,
+    derived_seed,
     images_to_uint8,
     steps_for_epochs,
 )
@@ -172,25 +175,6 @@ _TRAINING_FIELDS = ("gan_mode", "lambda_l1", "lesion_l1_weight", "batch_size", "
                     "adam_beta2", "lr_decay_start", "hflip_probability", "mixed_precision")
 
 
-def _as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed per purpose (init, training noise) from one user seed."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _cpu_snapshot(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_snapshot(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_cpu_snapshot(v) for v in value]
-    return value
-
-
 class DermGANBackend(GeneratorBackend):
     name = "dermgan"
     model_fields = _MODEL_FIELDS
@@ -228,7 +212,7 @@ class DermGANBackend(GeneratorBackend):
             raise InvalidArgument(f"total_steps must be an integer >= 0, got {total_steps!r}", field="total_steps")
         config = self.config
         with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-            torch.manual_seed(_derived_seed(seed, 0))
+            torch.manual_seed(derived_seed(seed, 0))
             generator = networks.UNetGenerator(self.layout.channels, 3, config.generator_width,
                                                config.generator_max_width, config.generator_levels,
                                                config.dropout, config.dropout_blocks)
@@ -251,7 +235,7 @@ class DermGANBackend(GeneratorBackend):
             betas = (config.adam_beta1, config.adam_beta2)
             self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=config.learning_rate, betas=betas)
             self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.learning_rate, betas=betas)
-            self.train_rng = torch.Generator("cpu").manual_seed(_derived_seed(seed, 1))
+            self.train_rng = torch.Generator("cpu").manual_seed(derived_seed(seed, 1))
         self.built = True
 
     def set_condition_distribution(self, distribution: ConditionDistribution | Sequence[ConditionRecord]) -> None:
@@ -397,9 +381,9 @@ class DermGANBackend(GeneratorBackend):
         self._require_built()
         if not self.trainable:
             raise FailedPrecondition("a sampling-only DermGAN backend has no training state")
-        return _cpu_snapshot({
+        return cpu_snapshot({
             "format": STATE_FORMAT,
-            "config": _as_json(dataclasses.asdict(self.config)),
+            "config": as_json(dataclasses.asdict(self.config)),
             "seed": self._seed,
             "step": self._step,
             "planned_steps": self._planned_steps,

@@ -36,7 +36,15 @@ import numpy as np
 import torch
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.generation.backend import GeneratorBackend, SamplerOptions, check_seeds, images_to_uint8
+from services.generation.backend import (
+    GeneratorBackend,
+    SamplerOptions,
+    as_json,
+    check_seeds,
+    cpu_snapshot,
+    derived_seed,
+    images_to_uint8,
+)
 from services.generation.stylegan2.augment import PRESETS, AdaptiveAugment, AugmentPipe
 from services.generation.stylegan2.discriminator import Discriminator
 from services.generation.stylegan2.losses import (
@@ -191,25 +199,6 @@ _TRAINING_FIELDS = ("w_avg_beta", "conv_clamp", "style_mixing_prob", "batch_size
                     "augment_transforms", "ada_target", "ada_interval", "ada_kimg")
 
 
-def _as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed per purpose (init, training randomness) from one user seed."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _cpu_snapshot(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_snapshot(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_cpu_snapshot(v) for v in value]
-    return value
-
-
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -269,7 +258,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
             raise InvalidArgument(f"total_steps must be an integer >= 0, got {total_steps!r}", field="total_steps")
         with torch.random.fork_rng(devices=[]):  # seed only the initialisation, not the caller's RNG
-            torch.manual_seed(_derived_seed(seed, 0))
+            torch.manual_seed(derived_seed(seed, 0))
             generator = self._new_generator()
             discriminator = self._new_discriminator() if total_steps > 0 else None
         ema = copy.deepcopy(generator).eval().requires_grad_(False)
@@ -301,7 +290,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
                                    adaptive=c.augment == "ada")
         self.path_length = PathLengthRegularizer(c.pl_decay, self.device)
         self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(_derived_seed(seed, 1))
+        self.generator.manual_seed(derived_seed(seed, 1))
 
     def _load_pretrained(self, folder: str, generator: Generator, discriminator: Discriminator | None,
                          ema: Generator) -> None:
@@ -474,9 +463,9 @@ class StyleGAN2ADABackend(GeneratorBackend):
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         self._require_trainable()
-        return _cpu_snapshot({
+        return cpu_snapshot({
             "format": STATE_FORMAT,
-            "config": _as_json(dataclasses.asdict(self.config)),
+            "config": as_json(dataclasses.asdict(self.config)),
             "seed": self._seed,
             "step": self._step,
             "nimg": self._nimg,
@@ -512,7 +501,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
             else:
                 # Generator states do not port between CPU and CUDA: continue with a fresh stream derived
                 # from (seed, step) — still deterministic, not bit-exact.
-                self.generator.manual_seed(_derived_seed(int(state["seed"]), 2 + int(state["step"])))
+                self.generator.manual_seed(derived_seed(int(state["seed"]), 2 + int(state["step"])))
         self._step, self._nimg = int(state["step"]), int(state["nimg"])
 
 
