@@ -164,3 +164,27 @@ def test_command_line_draws_what_is_asked_and_reports_controllability(service, m
     assert "8/8" in done.stderr  # progress: 1 class x 2 sizes x 2 tones x 2 default centres
     refused = _cli("controllability", "--model", model_uri, "--labels", "SCC", "--target", svc.target)
     assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
+
+
+def test_a_rerun_after_losing_the_reports_reuses_the_drawn_images(service, store, model_uri):
+    """Outputs are written images first, manifest last: a job that ended before its manifest (here: manifest,
+    reports and job record removed) is re-run on a fresh server from the PNGs already in the store, and
+    gives the same report."""
+    svc, _ = service
+    grid = {"labels": ["NV"], "lesion_area_fractions": (0.1,), "ita_degrees": (0.0, 30.0), "repeats": 1}
+    with GenerationClient(svc.target, timeout_s=30) as client:
+        first = client.controllability(model_uri, seed=300, timeout_s=600, **grid)
+    outputs = {o.name: store.key_from_uri(o.uri) for o in first.outputs}
+    prefix = outputs["manifest"].rsplit("/", 1)[0]
+    pngs = sorted(k for k in store.list(f"{prefix}/images/"))
+    assert len(pngs) == 4
+    written = {key: (store.root / key).stat().st_mtime_ns for key in pngs}
+    report = store.get_bytes(outputs["report_json"])
+    for key in (outputs["manifest"], outputs["report_json"], outputs["report_md"],
+                f"jobs/skingenbench.v1.Generation/{first.job_id}.json"):
+        store.delete(key)
+    with running("generation", store) as fresh, GenerationClient(fresh.target, timeout_s=30) as client:
+        again = client.controllability(model_uri, seed=300, timeout_s=600, **grid)
+    assert json.loads(again.result_json)["reused_output"] is False  # the job ran again ...
+    assert {key: (store.root / key).stat().st_mtime_ns for key in pngs} == written  # ... without redrawing
+    assert store.get_bytes(outputs["report_json"]) == report
