@@ -1,0 +1,196 @@
+"""The evaluation itself: a plan in, a report dict and the PNG files out.
+
+Features of every set in every space (the extractor's and, with a classifier checkpoint, the domain
+space) go through the feature cache; then the metrics of each synthetic set against the real set,
+class anchoring, the feature-space analysis, memorization and the sample grids, each only when the
+plan asks for it. Nothing here speaks gRPC, and the feature cache is the only thing written to the
+store: the report and the PNGs are returned, and the job in ``service.py`` stores them under a
+content-addressed prefix. Progress and cancellation come in as callables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.common.classes import CLASSES
+from services.common.device import describe_device, select_device
+from services.common.store import ObjectStore
+from services.common.version import code_version
+from services.evaluation import analysis, anchoring, memorization
+from services.evaluation.extractors import FEATURE_EXTRACTORS, Extractor, domain_extractor_from_checkpoint
+from services.evaluation.feature_cache import FeatureCache, FeatureKey
+from services.evaluation.image_set import ImageSet
+from services.evaluation.metrics import compute, frechet_distance, inception_score, library_versions
+from services.evaluation.model_files import read_ref
+from services.evaluation.plan import DOMAIN, PAIRWISE, EvaluationPlan
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]
+    files: dict[str, tuple[bytes, str]]  # output name -> (bytes, file name)
+
+
+class _Progress:
+    def __init__(self, emit: Callable[..., None], total: int) -> None:
+        self.emit, self.total, self.step = emit, total, 0
+
+    def advance(self, message: str, **metrics: float) -> None:
+        self.step += 1
+        self.emit(min(self.step, self.total), self.total, message, **metrics)
+
+
+def _features(cache: FeatureCache, extractor: Extractor, images: ImageSet, progress: _Progress,
+              check: Callable[[], None], timings: list[tuple[int, float]]) -> dict[str, Any]:
+    key = FeatureKey.of(images.content_hash(), extractor.name, extractor.weights_sha256, extractor.preprocessing())
+
+    def compute():
+        started = time.perf_counter()
+        out = extractor.extract(images, check=check, progress=lambda done, total: progress.emit(
+            progress.step, progress.total, f"{extractor.name} features of {images.spec.name}: {done}/{total}"))
+        timings.append((len(images), time.perf_counter() - started))
+        return out
+
+    features, hit = cache.get_or_compute(key, compute)
+    speed = {} if hit or timings[-1][1] <= 0 else {"images_per_s": timings[-1][0] / timings[-1][1]}
+    progress.advance(f"{extractor.name} features of {images.spec.name}" + (" (cached)" if hit else ""), **speed)
+    return features
+
+
+def _sizes(features: dict[str, Any]) -> dict[str, int]:
+    sizes = Counter(f"{w}x{h}" for h, w in features["image_hw"].tolist())
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None] = lambda *a, **k: None,
+             check: Callable[[], None] = lambda: None) -> Evaluation:
+    device = select_device()
+    weights = read_ref(store, plan.weights, "extractor weights") if plan.weights.get("uri") else None
+    overrides = dict(plan.extractor_overrides)
+    if plan.weights.get("sha256"):
+        overrides.setdefault("weights_sha256", plan.weights["sha256"])
+    extractor = FEATURE_EXTRACTORS.create(plan.extractor, plan.profile, overrides, weights=weights,
+                                          device=device) if plan.use_extractor else None
+    domain = None
+    if any(m in DOMAIN for m in plan.metrics):
+        domain = domain_extractor_from_checkpoint(read_ref(store, plan.checkpoint, "classifier checkpoint"), device,
+                                                  FEATURE_EXTRACTORS.config("domain", plan.profile).batch_size)
+    sets = [ImageSet(store, spec) for spec in [plan.real, *plan.synthetic]]
+    spaces = [e for e in (extractor, domain) if e is not None]
+    first = spaces[0]  # the space of memorization and of the image-size record: Inception's unless absent
+    progress = _Progress(emit, len(sets) * len(spaces) + len(plan.synthetic) + 4)
+    cache, timings = FeatureCache(store), []
+    features = {e.name: {s.spec.name: _features(cache, e, s, progress, check, timings) for s in sets} for e in spaces}
+    real_name = plan.real.name
+    main = features[first.name]
+    report: dict[str, Any] = {"sets": {}, "notes": list(plan.notes)}
+    if extractor is not None and not extractor.weights_upstream:
+        report["notes"].append(f"{extractor.name} weights {extractor.weights_sha256[:12]}… are not the published "
+                               "file: numbers are not comparable with published values")
+
+    real_entry: dict[str, Any] = {"count": len(sets[0]), "image_sizes": _sizes(main[real_name])}
+    if "isc" in plan.metrics:
+        real_entry["isc_mean"], real_entry["isc_std"] = inception_score(
+            main[real_name][extractor.layers["isc"]], plan.configs["isc"].splits, plan.seed)
+    if "fid" in plan.metrics and len(sets[0]) >= 4:
+        # The FID of two random halves of the real set: what sampling alone gives at this size.
+        order = np.random.default_rng(plan.seed).permutation(len(sets[0]))
+        real_fid = main[real_name][extractor.layers["fid"]]
+        half = len(order) // 2
+        real_entry["fid_real_halves"] = frechet_distance(real_fid[order[:half]], real_fid[order[half:2 * half]])
+    report["real"] = real_entry
+    files: dict[str, tuple[bytes, str]] = {}
+    for images in sets[1:]:
+        check()
+        name = images.spec.name
+        entry: dict[str, Any] = {"count": len(images), "intended_label": images.spec.intended_label,
+                                 "image_sizes": _sizes(main[name])}
+        for metric in (m for m in plan.metrics if m in PAIRWISE):
+            entry.update(compute(metric, plan.configs[metric], main[real_name], main[name], extractor.layers,
+                                 plan.seed))
+        for metric in (m for m in plan.metrics if m in ("domain_fid", "domain_kid")):
+            space = features["domain"]
+            entry.update(compute(metric, plan.configs[metric], space[real_name], space[name], domain.layers, plan.seed))
+        report["sets"][name] = entry
+        progress.advance(f"metrics of {name}")
+
+    if "class_anchoring" in plan.metrics:
+        classes = domain.extra.get("class_names") or list(CLASSES)
+        results = {s.spec.name: anchoring.anchoring_from_probabilities(
+            anchoring.softmax(features["domain"][s.spec.name]["logits"].numpy()), classes, s.spec.anchoring_labels)
+            for s in sets[1:]}
+        report["class_anchoring"] = results
+        for name, result in results.items():
+            report["sets"][name]["anchoring_share"] = result["share_intended"]
+            report["sets"][name]["anchoring_confidence_mean"] = result["confidence_mean"]
+        files["anchoring_confidence"] = (anchoring.confidence_histogram_png(results), "anchoring_confidence.png")
+    progress.advance("class anchoring")
+
+    if "feature_space" in plan.metrics:
+        report["feature_space"] = {}
+        for space in spaces:
+            layer = space.layers["fid"]
+            numbers, plots = analysis.feature_space_report(
+                features[space.name][real_name][layer].numpy(),
+                {s.spec.name: features[space.name][s.spec.name][layer].numpy() for s in sets[1:]},
+                _safe(space.name), plan.configs["feature_space"], plan.seed)
+            report["feature_space"][space.name] = numbers
+            files.update({Path(f).stem: (png, f) for f, png in plots.items()})
+    progress.advance("feature-space analysis")
+
+    if "memorization" in plan.metrics:
+        config = plan.configs["memorization"]
+        report["memorization"] = {}
+        layer = first.layers["fid"]
+        report["memorization_space"] = first.name
+        for images in sets[1:]:
+            check()
+            result = memorization.memorization_report(
+                main[images.spec.name][layer].numpy(), main[real_name][layer].numpy(), images.image, sets[0].image,
+                config, images.ids, sets[0].ids)
+            report["memorization"][images.spec.name] = result
+            report["sets"][images.spec.name]["memorized_share"] = result["share_flagged"]
+            pairs = memorization.closest_pairs(result, config.grid_pairs)
+            files[f"memorization_{_safe(images.spec.name)}"] = (memorization.closest_pairs_png(
+                pairs, images.image, sets[0].image), f"memorization_{_safe(images.spec.name)}.png")
+    progress.advance("memorization")
+
+    if plan.grid_images:
+        rng = np.random.default_rng(plan.seed)
+        for images in sets:
+            chosen = np.sort(rng.choice(len(images), min(plan.grid_images, len(images)), replace=False))
+            files[f"samples_{_safe(images.spec.name)}"] = (analysis.image_grid_png(
+                [images[int(i)] for i in chosen], title=f"{images.spec.name} ({len(images)} images)"),
+                f"samples_{_safe(images.spec.name)}.png")
+    progress.advance("sample grids")
+
+    extracted = sum(n for n, _ in timings)
+    seconds = sum(t for _, t in timings)
+    report["provenance"] = {
+        "extractor": extractor.provenance() if extractor else None,
+        "domain_extractor": domain.provenance() if domain else None,
+        "image_counts": {s.spec.name: len(s) for s in sets}, "libraries": library_versions(),
+        "device": describe_device(), "code_version": code_version(), "seed": plan.seed, "profile": plan.profile,
+        "metrics": plan.metrics, "configs": {m: dataclasses.asdict(c) for m, c in plan.configs.items()},
+        "real": {"manifest": plan.real.manifest_uri, "manifest_sha256": plan.real.manifest_sha256,
+                 **plan.real.selection, "set_hash": sets[0].content_hash()},
+        "synthetic": {s.spec.name: {"manifest": s.spec.manifest_uri, "manifest_sha256": s.spec.manifest_sha256,
+                                    "set_hash": s.content_hash()} for s in sets[1:]},
+        "feature_cache": {"hits": cache.hits, "misses": cache.misses},
+        "extraction": {"images": extracted, "seconds": seconds,
+                       "images_per_s": extracted / seconds if seconds > 0 else None},
+    }
+    return Evaluation(report, files)

@@ -1,0 +1,209 @@
+"""What an evaluation request means: metrics, options, image sets and weights, decided before a job starts.
+
+``plan_evaluation`` reads the manifests and checks everything that can be checked without extracting a
+feature, so every refusal (unknown metric or option, missing weights, empty or too small sets) comes
+from here and a bad request is answered at ``StartEvaluation`` instead of failing as a job. Defaults a
+small set cannot meet are lowered and noted in the plan; values the caller gave are checked strictly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.hashing import sha256_bytes
+from services.common.manifest import Item, read_manifest
+from services.common.servicer import parse_json_field
+from services.common.store import ObjectStore
+from services.evaluation.extractors import FEATURE_EXTRACTORS
+from services.evaluation.metrics import METRICS
+from services.evaluation.model_files import check_weights_present
+
+ALL_METRICS = ("fid", "kid", "isc", "prc", "domain_fid", "domain_kid", "feature_space", "memorization",
+               "class_anchoring")
+PAIRWISE = ("fid", "kid", "isc", "prc")
+DOMAIN = ("domain_fid", "domain_kid", "class_anchoring")
+GENERAL_OPTIONS = {"profile", "grid_images"}
+DEFAULT_EXTRACTOR = "inception-v3-compat"
+DEFAULT_LABEL = "MEL"
+
+
+@dataclass
+class SetSpec:
+    name: str
+    items: list[Item]
+    intended_label: str = ""
+    manifest_uri: str = ""
+    manifest_sha256: str = ""
+    selection: dict[str, list[str]] = field(default_factory=dict)  # the real set's splits and labels
+    per_item_labels: bool = False  # class anchoring against each item's own label (conditional sets)
+
+    @property
+    def anchoring_labels(self) -> str | list[str]:
+        return [item.label for item in self.items] if self.per_item_labels else self.intended_label
+
+
+@dataclass
+class EvaluationPlan:
+    real: SetSpec
+    synthetic: list[SetSpec]
+    metrics: list[str]
+    configs: dict[str, Any]
+    profile: str
+    extractor: str
+    extractor_overrides: dict[str, Any]
+    weights: dict[str, str]
+    checkpoint: dict[str, str]
+    grid_images: int
+    seed: int
+    notes: list[str] = field(default_factory=list)
+    use_extractor: bool = True  # False: only the domain space is evaluated (weights absent, or not needed)
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """(general, per-metric overrides, extractor overrides) from flat keys such as ``kid_subset_size``."""
+    general, per_metric, extractor = {}, {}, {}
+    prefixes = sorted(ALL_METRICS, key=len, reverse=True)
+    for key, value in options.items():
+        if key in GENERAL_OPTIONS:
+            general[key] = value
+        elif key.startswith("extractor_"):
+            extractor[key.removeprefix("extractor_")] = value
+        else:
+            metric = next((m for m in prefixes if key.startswith(f"{m}_")), None)
+            if metric is None:
+                raise InvalidArgument(f"unknown option {key!r} in options_json",
+                                      hint="options are profile, grid_images, extractor_<field> or <metric>_<field>, "
+                                           f"e.g. kid_subset_size, prc_k; metrics: {', '.join(ALL_METRICS)}")
+            per_metric.setdefault(metric, {})[key.removeprefix(f"{metric}_")] = value
+    return general, per_metric, extractor
+
+
+def _select_metrics(requested: list[str], has_checkpoint: bool, extractor: str) -> list[str]:
+    unknown = [m for m in requested if m not in ALL_METRICS]
+    if unknown:
+        raise InvalidArgument(f"unknown metric(s) {', '.join(unknown)}", hint=f"known: {', '.join(ALL_METRICS)}")
+    inception = FEATURE_EXTRACTORS.get(extractor).capabilities.get("inception_score") == "true"
+    if requested:
+        missing = [m for m in requested if m in DOMAIN]
+        if missing and not has_checkpoint:
+            raise InvalidArgument(f"{', '.join(missing)} need a classifier checkpoint",
+                                  hint="set classifier_checkpoint to a classification service checkpoint")
+        if "isc" in requested and not inception:
+            raise InvalidArgument(f"the Inception Score needs Inception logits; extractor {extractor!r} has none")
+        return [m for m in ALL_METRICS if m in requested]
+    return [m for m in ALL_METRICS if (m not in DOMAIN or has_checkpoint) and (m != "isc" or inception)]
+
+
+def _manifest_items(store: ObjectStore, ref: dict[str, Any], what: str) -> tuple[list[Item], str, str]:
+    uri = ref.get("uri", "")
+    if not uri:
+        raise InvalidArgument(f"{what} manifest is required")
+    key = store.key_from_uri(uri)
+    if not store.exists(key):
+        raise NotFound(f"{what} manifest not found: {uri}")
+    raw = store.get_bytes(key)
+    manifest = read_manifest(store, uri, ref.get("sha256", ""))
+    return manifest.items, store.uri(key), sha256_bytes(raw)
+
+
+def _adjust_sizes(plan_configs: dict[str, Any], explicit: dict[str, dict[str, Any]], smallest: int,
+                  notes: list[str]) -> None:
+    """Defaults that a small set cannot meet are lowered (and noted); explicit values are checked strictly."""
+    for metric in ("kid", "domain_kid"):
+        config = plan_configs.get(metric)
+        if config is None or config.subset_size <= smallest:
+            continue
+        if "subset_size" in explicit.get(metric, {}):
+            raise InvalidArgument(f"{metric} subset size {config.subset_size} is larger than the smallest set "
+                                  f"({smallest} images)", hint=f"set {metric}_subset_size to at most {smallest}")
+        notes.append(f"{metric}: subset size lowered from {config.subset_size} to {smallest} (the smallest set)")
+        plan_configs[metric] = dataclasses.replace(config, subset_size=smallest)
+    isc = plan_configs.get("isc")
+    if isc is not None and isc.splits > smallest:
+        if "splits" in explicit.get("isc", {}):
+            raise InvalidArgument(f"IS with {isc.splits} splits needs at least {isc.splits} images per set, the "
+                                  f"smallest has {smallest}", hint=f"set isc_splits to at most {smallest}")
+        notes.append(f"isc: splits lowered from {isc.splits} to {smallest}")
+        plan_configs["isc"] = dataclasses.replace(isc, splits=smallest)
+    prc = plan_configs.get("prc")
+    if prc is not None and prc.k >= smallest:
+        raise InvalidArgument(f"precision/recall with k={prc.k} needs more than {prc.k} images per set, the "
+                              f"smallest has {smallest}", hint=f"set prc_k below {smallest}")
+
+
+def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPlan:
+    """Validate a request (as a dict) and decide everything the job will do."""
+    options = parse_json_field(request.get("options_json", ""), "options_json")
+    general, per_metric, extractor_overrides = _split_options(options)
+    profile = str(general.get("profile") or "paper")
+    extractor = request.get("feature_extractor") or DEFAULT_EXTRACTOR
+    if extractor == "domain":
+        raise InvalidArgument("the domain feature space is requested as metrics domain_fid / domain_kid",
+                              hint="keep feature_extractor for torch-fidelity's networks and set classifier_checkpoint")
+    if extractor not in FEATURE_EXTRACTORS:
+        raise InvalidArgument(f"unknown feature extractor {extractor!r}",
+                              hint=f"one of: {', '.join(n for n in FEATURE_EXTRACTORS.names() if n != 'domain')}")
+    checkpoint = dict(request.get("classifier_checkpoint") or {})
+    metrics = _select_metrics(list(request.get("metrics") or []), bool(checkpoint.get("uri")), extractor)
+    stray = sorted(set(per_metric) - set(metrics))
+    if stray:
+        raise InvalidArgument(f"options given for metric(s) not evaluated: {', '.join(stray)}")
+    FEATURE_EXTRACTORS.config(extractor, profile, extractor_overrides)  # validates the overrides now
+    notes: list[str] = []
+    weights = dict(request.get("extractor_weights") or {})
+    # Named metrics that all live in the classifier's space (e.g. class anchoring alone) need no Inception.
+    use_extractor = not (request.get("metrics") and checkpoint.get("uri") and set(metrics) <= set(DOMAIN))
+    try:
+        if use_extractor:
+            check_weights_present(store, extractor, weights)
+    except FailedPrecondition as missing:
+        # "All that the given inputs allow": with no metric named and a classifier checkpoint given, the
+        # domain space is evaluated alone, and the report says what was skipped and why.
+        if request.get("metrics") or not checkpoint.get("uri"):
+            raise
+        use_extractor = False
+        metrics = [m for m in metrics if m not in PAIRWISE]
+        notes.append(f"FID, KID, IS and precision/recall skipped: {missing}")
+    configs = {m: METRICS.config(m, profile, per_metric.get(m)) for m in metrics}
+
+    synthetic_refs = list(request.get("synthetic") or [])
+    if not synthetic_refs:
+        raise InvalidArgument("at least one synthetic set is required")
+    synthetic = []
+    for index, entry in enumerate(synthetic_refs):
+        name = entry.get("name") or f"synthetic_{index}"
+        items, uri, sha = _manifest_items(store, entry.get("manifest") or {}, f"synthetic set {name!r}")
+        if not items:
+            raise InvalidArgument(f"synthetic set {name!r} is empty ({uri})")
+        synthetic.append(SetSpec(name, items, entry.get("intended_label") or DEFAULT_LABEL, uri, sha,
+                                 per_item_labels=bool(entry.get("per_item_labels"))))
+    names = [s.name for s in synthetic]
+    if len(set(names)) != len(names) or "real" in names:
+        raise InvalidArgument("synthetic set names must be unique and not 'real'", hint=f"got {names}")
+
+    items, uri, sha = _manifest_items(store, request.get("real") or {}, "real")
+    splits = list(request.get("real_splits") or ["train"])
+    wanted = {label for s in synthetic for label in
+              ({i.label for i in s.items} if s.per_item_labels else {s.intended_label})}
+    labels = list(request.get("real_labels") or sorted(wanted))
+    real_items = [i for i in items if i.split in splits and i.label in labels]
+    if not real_items:
+        raise FailedPrecondition(f"no real items with split in {splits} and label in {labels} ({uri})",
+                                 hint="check real_splits and real_labels against the manifest")
+    real = SetSpec("real", real_items, "", uri, sha, {"splits": splits, "labels": labels})
+
+    if "memorization" in metrics and splits != ["train"]:
+        notes.append(f"memorization compares with the real selection (splits {splits}), not only the training "
+                     "split the generators were trained on")
+    _adjust_sizes(configs, per_metric, min(len(s.items) for s in [real, *synthetic]), notes)
+    for metric in ("fid", "domain_fid"):
+        if metric in metrics and min(len(s.items) for s in [real, *synthetic]) < 2:
+            raise InvalidArgument(f"{metric} needs at least 2 images per set")
+    grid_images = int(general.get("grid_images", 16))
+    if not 0 <= grid_images <= 256:
+        raise InvalidArgument(f"grid_images must be in 0..256, got {grid_images}")
+    return EvaluationPlan(real, synthetic, metrics, configs, profile, extractor, extractor_overrides, weights,
+                          checkpoint, grid_images, int(request.get("seed", 0)), notes, use_extractor)
