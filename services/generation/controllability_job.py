@@ -191,7 +191,7 @@ def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
                   label=row["requested"]["label"], lesion_id=f"synthetic-{record.model_id}-{row['seed']}",
                   split="train", source=record.generator, image_id=f"{record.model_id}-ctrl-{row['seed']}",
                   meta={"synthetic": True, "seed": row["seed"], "conditioning": row["requested"],
-                        "measured": controllability._finite(row["measured"]), **settings,
+                        "measured": controllability.json_safe(row["measured"]), **settings,
                         "model_uri": model_uri, "checkpoint_uri": checkpoint_uri})
              for row in report.rows]
     provenance = Provenance(stage=f"{STAGE}:{record.generator}", stage_version=VERSION, seed=plan.seed,

@@ -114,16 +114,17 @@ class ControllabilityReport:
 
     def to_dict(self) -> dict:
         """JSON-ready, with undefined statistics (NaN) as null so that any JSON reader takes it."""
-        return _finite(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _finite(value):
+def json_safe(value):
+    """``value`` (nested dicts and lists) with NaN and infinities as None: strict JSON readers refuse NaN."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(entry) for key, entry in value.items()}
+        return {key: json_safe(entry) for key, entry in value.items()}
     if isinstance(value, list):
-        return [_finite(entry) for entry in value]
+        return [json_safe(entry) for entry in value]
     return value
 
 
