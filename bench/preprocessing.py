@@ -30,7 +30,7 @@ def _phantom_images(count: int, width: int, height: int, seed: int = 0) -> list:
 
 
 def per_core_throughput(count: int = 60) -> dict[str, Any]:
-    from services.preprocessing.pipelines import bench_pipeline
+    from services.preprocessing.throughput import bench_pipeline
 
     images = _phantom_images(count, 600, 450)
     return {name: {"images_per_s_per_core": round(bench_pipeline(name, images, "paper", augment=True, threads=1,

@@ -77,7 +77,7 @@ _worker_pipeline = None
 def _init_worker(name: str, profile: str, overrides: dict[str, Any]) -> None:
     import cv2
 
-    from services.preprocessing.pipelines import create_pipeline
+    from services.preprocessing.pipeline_registry import create_pipeline
 
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
     global _worker_pipeline
@@ -128,7 +128,7 @@ def preprocess_manifest(
     should_stop: Callable[[], None] | None = None,
 ) -> PreprocessOutcome:
     """Process every selected item of a manifest; returns the output manifest's reference."""
-    from services.preprocessing.pipelines import pipeline_config
+    from services.preprocessing.pipeline_registry import pipeline_config
 
     spec.validate()
     config = pipeline_config(spec.pipeline, spec.profile, **spec.overrides).to_dict()

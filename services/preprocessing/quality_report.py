@@ -54,7 +54,7 @@ def quality_report(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Aggregate quality over every phantom item with hair (and over all items for lesion Dice)."""
-    from services.preprocessing.pipelines import create_pipeline
+    from services.preprocessing.pipeline_registry import create_pipeline
     from services.preprocessing.quality import aggregate_quality
 
     manifest = read_manifest(store, manifest_uri, manifest_sha256)

@@ -14,24 +14,24 @@ from services.common.jobs_service import job_reply
 from services.common.server import ServiceContext
 from services.common.servicer import entry_from_description, parse_json_field, request_to_dict, service_info
 from services.data.operations import default_workers, import_source, split_sources
-from services.preprocessing import pipelines
+from services.preprocessing import pipeline_registry
 from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 from services.preprocessing.quality_report import quality_markdown, quality_report
 from skingenbench.v1 import common_pb2, preprocessing_pb2_grpc
 
 
 def _describe(name: str) -> dict[str, Any]:
-    for entry in pipelines.describe():
+    for entry in pipeline_registry.describe():
         if entry["name"] == name:
             return entry
-    raise NotFound(f"no preprocessing pipeline named {name!r}", hint=f"registered: {', '.join(pipelines.list_pipelines())}")
+    raise NotFound(f"no preprocessing pipeline named {name!r}", hint=f"registered: {', '.join(pipeline_registry.list_pipelines())}")
 
 
 def _check_pipeline(name: str, profile: str, config_json: str) -> dict[str, Any]:
     overrides = parse_json_field(config_json, "config_json")
-    if name not in pipelines.list_pipelines():
-        raise InvalidArgument(f"unknown pipeline {name!r}", hint=f"one of: {', '.join(pipelines.list_pipelines())}")
-    pipelines.pipeline_config(name, profile or "paper", **overrides)  # validates before a job starts
+    if name not in pipeline_registry.list_pipelines():
+        raise InvalidArgument(f"unknown pipeline {name!r}", hint=f"one of: {', '.join(pipeline_registry.list_pipelines())}")
+    pipeline_registry.pipeline_config(name, profile or "paper", **overrides)  # validates before a job starts
     return overrides
 
 
@@ -40,10 +40,10 @@ class PreprocessingServicer(preprocessing_pb2_grpc.PreprocessingServicer):
         self.ctx = ctx
 
     def GetServiceInfo(self, request, context):
-        return service_info(self.ctx, pipelines.list_pipelines(), device="cpu")
+        return service_info(self.ctx, pipeline_registry.list_pipelines(), device="cpu")
 
     def ListPipelines(self, request, context):
-        return common_pb2.ListRegistryResponse(entries=[entry_from_description(d) for d in pipelines.describe()])
+        return common_pb2.ListRegistryResponse(entries=[entry_from_description(d) for d in pipeline_registry.describe()])
 
     def DescribePipeline(self, request, context):
         return entry_from_description(_describe(request.name))

@@ -17,10 +17,8 @@ from services.preprocessing.geometry import (
     resize_image,
     resize_mask,
 )
-from services.preprocessing.pipelines import (
-    AdvancedConfig,
-    BasicConfig,
-    bench_pipeline,
+from services.preprocessing.pipeline_config import AdvancedConfig, BasicConfig
+from services.preprocessing.pipeline_registry import (
     create_pipeline,
     describe,
     get_pipeline,
@@ -29,6 +27,7 @@ from services.preprocessing.pipelines import (
     register_pipeline,
 )
 from services.preprocessing.quality import mask_dice, psnr_in_region
+from services.preprocessing.throughput import bench_pipeline
 
 SKIN = (224, 172, 140)
 MEASUREMENT_KEYS = {
