@@ -83,11 +83,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _flush_prefect_logs() -> None:
-    """Send buffered run logs to the API before the server they go to is stopped."""
+    """Send buffered run logs to the API before the server they go to is stopped; otherwise Prefect's log
+    worker tries at interpreter exit, finds no server and prints "Error logging to API"."""
     try:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=10)  # blocks until sent (no event loop runs here)
     except Exception:  # logging is best effort; the report is already written
         pass
 
