@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import tasks
 from flows.endpoints import EndpointPool, endpoints_from_env
-from flows.grid import GENERATOR_NUMBERS, PREPROCESSING_LETTERS, Grid, load_grid
+from flows.grid import GENERATOR_NUMBERS, PREPROCESSING_LETTERS, Grid, generator_pipeline, load_grid
 from flows.report import build_report, write_report
 from services.common.settings import SERVICES
 from services.common.store import store_from_uri
@@ -87,20 +87,20 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     trained, synthetic = {}, {}
     for prep in grid.preprocessing:
         for generator in generators:
-            name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[generator]}-{generator}"
+            name = generator_pipeline(prep, generator)
             trained[(prep, generator)] = tasks.train_generator.submit(
                 arms[prep]["train"]["manifest"], generator, grid.profile, grid.generator_config.get(generator, {}),
                 grid.synthetic_label, grid.split.seed, name)
     for (prep, generator), future in trained.items():
         model = future.result()
-        name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[generator]}-{generator}"
+        name = generator_pipeline(prep, generator)
         synthetic[(prep, generator)] = tasks.sample.submit(model["outputs"]["model"], synthetic_count,
                                                            grid.split.seed, name)
     synthetic = {key: future.result() for key, future in synthetic.items()}
     controls = {}
     if "dermgan" in generators:  # does DermGAN draw what it is asked for? (size, centre, skin tone)
         for prep in grid.preprocessing:
-            name = f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS['dermgan']}-dermgan"
+            name = generator_pipeline(prep, "dermgan")
             controls[prep] = tasks.controllability.submit(trained[(prep, "dermgan")].result()["outputs"]["model"],
                                                           grid.controllability, grid.split.seed, name)
         controls = {prep: future.result() for prep, future in controls.items()}
@@ -151,7 +151,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     evaluations, anchorings = {}, {}
     if "evaluation" in SERVICES and available["evaluation"] and synthetic:
         for prep in grid.preprocessing:
-            sets = {f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS[g]}-{g}": synthetic[(prep, g)]["manifest"]
+            sets = {generator_pipeline(prep, g): synthetic[(prep, g)]["manifest"]
                     for g in generators}
             baseline = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
             checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
@@ -161,7 +161,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
                 anchorings[prep] = tasks.class_anchoring.submit(
                     arms[prep]["train"]["manifest"], controls[prep]["manifest"],
                     str(grid.evaluation.get("profile", grid.profile)), checkpoint, grid.split.seed,
-                    f"{PREPROCESSING_LETTERS[prep]}{GENERATOR_NUMBERS['dermgan']}-dermgan-controllability")
+                    f"{generator_pipeline(prep, 'dermgan')}-controllability")
         evaluations = {k: f.result() for k, f in evaluations.items()}
         anchorings = {k: f.result() for k, f in anchorings.items()}
     elif synthetic:

@@ -25,6 +25,11 @@ DATA_SOURCES = ("phantom", "ham10000", "milk10k")
 CONTROLLABILITY_KEYS = ("labels", "lesion_area_fractions", "ita_degrees", "centres", "repeats")
 
 
+def generator_pipeline(preprocessing: str, generator: str) -> str:
+    """The name of a (preprocessing arm, generator) cell, e.g. ``A2-stylegan2_ada``, as runs and reports show it."""
+    return f"{PREPROCESSING_LETTERS[preprocessing]}{GENERATOR_NUMBERS[generator]}-{generator}"
+
+
 class GridError(ValueError):
     """A grid file that cannot run, with the field that is wrong."""
 

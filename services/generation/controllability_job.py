@@ -11,7 +11,7 @@ each image was asked to show.
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -23,7 +23,15 @@ from services.common.classes import CLASSES
 from services.common.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.common.hashing import content_address, output_prefix, sha256_bytes
 from services.common.jobs import JobContext
-from services.common.manifest import MANIFEST_NAME, Item, Manifest, ParentRef, Provenance, write_manifest
+from services.common.manifest import (
+    MANIFEST_NAME,
+    Item,
+    Manifest,
+    ManifestRef,
+    ParentRef,
+    Provenance,
+    write_manifest,
+)
 from services.common.store import ObjectStore
 from services.generation import models
 from services.generation.backend import SamplerOptions, check_seeds
@@ -32,6 +40,7 @@ from services.generation.dermgan.semantic_map import MapParams
 from services.generation.registry import GENERATORS
 from services.generation.sampling import to_png_bytes
 from services.generation.sampling_job import resolve_sampler, sampler_options
+from services.preprocessing.decoding import decode_image
 
 STAGE, VERSION = "controllability", "1"
 MAX_IMAGES = 10_000  # a grid beyond this is a mistake in the request, not a measurement
@@ -97,12 +106,6 @@ def plan_controllability(store: ObjectStore, request: dict[str, Any]) -> Control
     return ControllabilityPlan(record, requests, seed, sampler_options(request.get("sampler")), grid)
 
 
-def _decode(png: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
 def controllability_job(cache: models.BackendCache):
     """The ``controllability`` handler, sharing the servicer's cache of loaded models."""
 
@@ -112,8 +115,7 @@ def controllability_job(cache: models.BackendCache):
         record = plan.record
         backend = cache.get(record)
         options = resolve_sampler(backend, plan.options)
-        settings = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta,
-                    "truncation_psi": options.truncation_psi, "batch_size": options.batch_size}
+        settings = dataclasses.asdict(options)
         address = content_address(STAGE, VERSION, [record.checkpoint["sha256"]],
                                   {"requests": [p.to_dict() for p in plan.requests], "sampler": settings}, plan.seed)
         prefix = output_prefix(f"{STAGE}/{record.generator}", address)
@@ -121,21 +123,26 @@ def controllability_job(cache: models.BackendCache):
                 (("manifest", MANIFEST_NAME), ("report_json", "report.json"), ("report_md", "report.md"),
                  ("montage", "montage.png"))}
         if store.exists(keys["manifest"]):  # finished before: the outputs are what they were
+            hashes = {name: sha256_bytes(store.get_bytes(key)) for name, key in keys.items()}
+            _add_outputs(ctx, store, keys, hashes)
             report = json.loads(store.get_bytes(keys["report_json"]))
-            _add_outputs(ctx, store, keys)
             return _summary(report["attributes"], len(plan.requests), store.uri(record.key), True)
 
-        hashes: dict[int, str] = {}
+        image_hashes: dict[int, str] = {}
+        cells = _montage_cells(plan.requests, plan.seed)
+        tiles: dict[tuple[int, int], np.ndarray] = {}  # the few montage images, kept as they are drawn
 
         def render(seeds: list[int], params: list[MapParams]) -> np.ndarray:
             image_keys = [f"{prefix}/images/seed-{s}.png" for s in seeds]
             if all(store.exists(k) for k in image_keys):  # drawn before an interruption: same seeds, same bytes
                 pngs = [store.get_bytes(k) for k in image_keys]
-                hashes.update({s: sha256_bytes(png) for s, png in zip(seeds, pngs, strict=True)})
-                return np.stack([_decode(png) for png in pngs])
-            images = backend.sample(seeds, options, [p.to_dict() for p in params])
-            for s, key, image in zip(seeds, image_keys, images, strict=True):
-                hashes[s] = store.put_bytes(key, to_png_bytes(image), "image/png").sha256
+                image_hashes.update({s: sha256_bytes(png) for s, png in zip(seeds, pngs, strict=True)})
+                images = np.stack([decode_image(png) for png in pngs])
+            else:
+                images = backend.sample(seeds, options, [p.to_dict() for p in params])
+                for s, key, image in zip(seeds, image_keys, images, strict=True):
+                    image_hashes[s] = store.put_bytes(key, to_png_bytes(image), "image/png").sha256
+            tiles.update({cells[s]: image for s, image in zip(seeds, images, strict=True) if s in cells})
             return images
 
         def on_batch(done: int, total: int) -> None:
@@ -149,41 +156,46 @@ def controllability_job(cache: models.BackendCache):
         document = {**report.to_dict(), "grid": plan.grid, "sampler": settings, "seed": plan.seed,
                     "model_uri": store.uri(record.key), "by_requested_tone": controllability.by_requested_tone(report)}
         title = f"Controllability of {record.generator} `{record.name or record.model_id}`"
-        store.put_bytes(keys["report_json"], json.dumps(document, indent=1, sort_keys=True).encode(),
-                        "application/json")
-        store.put_bytes(keys["report_md"], controllability.report_markdown(report, title).encode(), "text/markdown")
-        store.put_bytes(keys["montage"], to_png_bytes(_montage(store, prefix, report.rows)), "image/png")
-        _write_manifest(store, keys["manifest"], plan, report, hashes, settings)
-        _add_outputs(ctx, store, keys)
+        written = {
+            "report_json": store.put_bytes(keys["report_json"], json.dumps(document, indent=1, sort_keys=True).encode(),
+                                           "application/json").sha256,
+            "report_md": store.put_bytes(keys["report_md"], controllability.report_markdown(report, title).encode(),
+                                         "text/markdown").sha256,
+            "montage": store.put_bytes(keys["montage"], to_png_bytes(_montage(tiles)), "image/png").sha256,
+        }
+        written["manifest"] = _write_manifest(store, keys["manifest"], plan, report, image_hashes, settings).sha256
+        _add_outputs(ctx, store, keys, written)
         return _summary(document["attributes"], len(plan.requests), store.uri(record.key), False)
 
     return handler
 
 
-def _montage(store: ObjectStore, prefix: str, rows: list[dict[str, Any]]) -> np.ndarray:
-    """One image per (requested tone, size) for the first class and centre: rows dark to light skin, columns
-    small to large lesions -- what the tables say, at a glance."""
-    first = rows[0]["requested"]
-    chosen = {}
-    for row in rows:
-        asked = row["requested"]
-        if (asked["label"], asked["center_x"], asked["center_y"]) == (first["label"], first["center_x"],
-                                                                      first["center_y"]):
-            chosen.setdefault((asked["ita_degrees"], asked["lesion_area_fraction"]), row["seed"])
+def _montage_cells(requests: list[MapParams], seed: int) -> dict[int, tuple[int, int]]:
+    """Seed -> (row, column) of the montage: one image per (requested tone, size) for the first class and centre,
+    rows dark to light skin, columns small to large lesions -- what the tables say, at a glance."""
+    first = requests[0]
+    chosen: dict[tuple[float, float], int] = {}
+    for index, asked in enumerate(requests):
+        if (asked.label, asked.center_x, asked.center_y) == (first.label, first.center_x, first.center_y):
+            chosen.setdefault((asked.ita_degrees, asked.lesion_area_fraction), seed + index)
     tones = sorted({tone for tone, _ in chosen})
     sizes = sorted({size for _, size in chosen})
-    images = {key: _decode(store.get_bytes(f"{prefix}/images/seed-{seed}.png")) for key, seed in chosen.items()}
-    side = next(iter(images.values())).shape[0]
-    canvas = np.full((len(tones) * (side + 2), len(sizes) * (side + 2), 3), 255, np.uint8)
-    for (tone, size), image in images.items():
-        top, left = tones.index(tone) * (side + 2), sizes.index(size) * (side + 2)
+    return {image_seed: (tones.index(tone), sizes.index(size)) for (tone, size), image_seed in chosen.items()}
+
+
+def _montage(tiles: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    rows, columns = (1 + max(cell[axis] for cell in tiles) for axis in (0, 1))
+    side = next(iter(tiles.values())).shape[0]
+    canvas = np.full((rows * (side + 2), columns * (side + 2), 3), 255, np.uint8)
+    for (row, column), image in tiles.items():
+        top, left = row * (side + 2), column * (side + 2)
         canvas[top:top + side, left:left + side] = image
     return canvas
 
 
 def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
                     report: controllability.ControllabilityReport, hashes: dict[int, str],
-                    settings: dict[str, Any]) -> None:
+                    settings: dict[str, Any]) -> ManifestRef:
     record = plan.record
     model_uri, checkpoint_uri = store.uri(record.key), store.uri(record.checkpoint["key"])
     prefix = key.rsplit("/", 1)[0]
@@ -197,13 +209,13 @@ def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
     provenance = Provenance(stage=f"{STAGE}:{record.generator}", stage_version=VERSION, seed=plan.seed,
                             config={"grid": plan.grid, "sampler": settings, "model_uri": model_uri},
                             parents=[ParentRef(model_uri, record.sha256)])
-    write_manifest(store, key, Manifest(items, provenance, name=f"controllability-{record.model_id}",
+    return write_manifest(store, key, Manifest(items, provenance, name=f"controllability-{record.model_id}",
                                         extra={"synthetic": True, "model_uri": model_uri}))
 
 
-def _add_outputs(ctx: JobContext, store: ObjectStore, keys: dict[str, str]) -> None:
+def _add_outputs(ctx: JobContext, store: ObjectStore, keys: dict[str, str], hashes: dict[str, str]) -> None:
     for name in ("report_json", "report_md", "montage", "manifest"):
-        ctx.add_output(name, store.uri(keys[name]), sha256_bytes(store.get_bytes(keys[name])))
+        ctx.add_output(name, store.uri(keys[name]), hashes[name])
 
 
 def _summary(attributes: dict[str, Any], count: int, model_uri: str, reused: bool) -> dict[str, Any]:

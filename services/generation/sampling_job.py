@@ -138,8 +138,7 @@ def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: Gen
         raise InvalidArgument(f"count must be >= 1, got {count}", field="count")
     options = resolve_sampler(backend, options)
     seeds = image_seeds(count, seed)
-    settings = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta,
-                "truncation_psi": options.truncation_psi, "batch_size": options.batch_size}
+    settings = dataclasses.asdict(options)
     address = content_address(SAMPLE_STAGE, SAMPLE_VERSION, [record.checkpoint["sha256"]],
                               {"count": count, "sampler": settings, "conditioning": conditioning or {}}, seed)
     label = (conditioning or {}).get("label") or record.label

@@ -24,7 +24,7 @@ from services.common.jobs_service import job_reply
 from services.common.server import ServiceContext
 from services.common.servicer import entry_from_description, list_response, request_to_dict, service_info
 from services.generation import controllability_job, models, sampling_job, training_job
-from services.generation.backend import check_seeds
+from services.generation.backend import GeneratorBackend, SamplerOptions, check_seeds
 from services.generation.registry import GENERATORS, backend_from_config_json
 from services.generation.sampling import image_seeds, to_png_bytes
 from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
@@ -144,8 +144,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             raise InvalidArgument(f"count must be >= 1, got {request.count}", field="count")
         data = request_to_dict(request)
         record = models.resolve_model(self.store, request.model_uri)
-        unbuilt = backend_from_config_json(self.store.get_bytes(f"{record.prefix}/config.json"))
-        sampling_job.resolve_sampler(unbuilt, sampling_job.sampler_options(data.get("sampler")))
+        unbuilt = self._check_sampler(record, sampling_job.sampler_options(data.get("sampler")))
         sampling_job.check_conditioning(unbuilt, record, data.get("conditioning"))
         check_seeds([int(request.seed), int(request.seed) + int(request.count) - 1])
         data["model_uri"] = self.store.uri(record.key)  # a name resolves now, not when the job runs
@@ -154,10 +153,16 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
     def StartControllability(self, request, context):
         data = request_to_dict(request)
         plan = controllability_job.plan_controllability(self.store, data)  # refusals with their status, now
-        unbuilt = backend_from_config_json(self.store.get_bytes(f"{plan.record.prefix}/config.json"))
-        sampling_job.resolve_sampler(unbuilt, plan.options)
+        self._check_sampler(plan.record, plan.options)
         data["model_uri"] = self.store.uri(plan.record.key)  # a name resolves now, not when the job runs
         return job_reply(self.ctx.runner, "controllability", data)
+
+    def _check_sampler(self, record: models.ModelRecord, options: SamplerOptions) -> GeneratorBackend:
+        """Refuse sampler options the model cannot honour before a job exists; returns the backend, unbuilt
+        (its config only: no weights are loaded for a check)."""
+        unbuilt = backend_from_config_json(self.store.get_bytes(f"{record.prefix}/config.json"))
+        sampling_job.resolve_sampler(unbuilt, options)
+        return unbuilt
 
     # -- synchronous generation -----------------------------------------------------------------------------
     def Generate(self, request, context):
