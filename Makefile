@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PROTOS := $(wildcard protos/skingenbench/v1/*.proto)
-STUBS := skingenbench/v1/common_pb2.py
+PROTOS := $(wildcard protos/skingenbench/api/v1/*.proto)
+STUBS := skingenbench/api/v1/common_pb2.py
 GRID ?= smoke
 # Tests and the demo never reach a model hub: weights come from local files or random init.
 export HF_HUB_OFFLINE := 1
@@ -57,4 +57,4 @@ status: setup
 	$(PY) -m skingenbench.cli status
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache skingenbench/v1/*_pb2*.py skingenbench/v1/*_pb2*.pyi
+	rm -rf $(VENV) .pytest_cache .ruff_cache skingenbench/api/v1/*_pb2*.py skingenbench/api/v1/*_pb2*.pyi

@@ -8,10 +8,9 @@ from typing import Any
 
 def run(quick: bool = False) -> dict[str, Any]:
     import torch
-
-    from services.classification.models import CLASSIFIERS
-    from services.classification.training import measure_training_speed
-    from services.common.device import describe_device
+    from skingenbench.services.classification.core.training import measure_training_speed
+    from skingenbench.services.core.classifiers.models import CLASSIFIERS
+    from skingenbench.services.core.device import describe_device
 
     profile = "paper" if torch.cuda.is_available() else "tiny"
     names = ["resnet18", "efficientnet_b0"] if quick else CLASSIFIERS.names()

@@ -17,8 +17,7 @@ from typing import Any
 
 def _phantoms(count: int, size: int, seed: int) -> list:
     import numpy as np
-
-    from services.data.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng = np.random.default_rng(seed)
     config = PhantomConfig(width=size, height=size)
@@ -27,9 +26,8 @@ def _phantoms(count: int, size: int, seed: int) -> list:
 
 def _weights(folder: Path) -> Path:
     import torch
+    from skingenbench.services.evaluation.core.extractors import UPSTREAM, default_weights_path
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    from services.evaluation.extractors import UPSTREAM, default_weights_path
 
     published = default_weights_path("inception-v3-compat")
     if published.is_file():
@@ -60,9 +58,9 @@ def extraction_speed(extractor, count: int, size: int) -> dict[str, Any]:
 
 
 def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5) -> dict[str, Any]:
-    from services.common.store import LocalFolderStore
-    from services.evaluation.feature_cache import FeatureCache, FeatureKey, image_set_hash
-    from services.evaluation.metrics import fid_statistics, kernel_distance
+    from skingenbench.services.evaluation.core.metrics import fid_statistics, kernel_distance
+    from skingenbench.services.evaluation.feature_cache import FeatureCache, FeatureKey, image_set_hash
+    from skingenbench.services.platform.store import LocalFolderStore
 
     real = _phantoms(real_count, 64, seed=1)
     synthetic = [_phantoms(synthetic_count, 64, seed=10 + i) for i in range(sets)]
@@ -99,8 +97,8 @@ def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from services.common.device import describe_device, select_device
-    from services.evaluation.extractors import FEATURE_EXTRACTORS
+    from skingenbench.services.core.device import describe_device, select_device
+    from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS
 
     with tempfile.TemporaryDirectory() as folder:
         weights = _weights(Path(folder))

@@ -21,10 +21,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     import dataclasses
 
     import torch
-
-    from services.common.device import describe_device
-    from services.generation.backend import SamplerOptions
-    from services.generation.registry import create_backend
+    from skingenbench.services.core.device import describe_device
+    from skingenbench.services.generation.core.backend import SamplerOptions
+    from skingenbench.services.generation.core.registry import create_backend
 
     gpu = torch.cuda.is_available()
     profile = "paper" if gpu else "tiny"
@@ -64,11 +63,14 @@ def _dermgan(profile: str, n: int, steps: int) -> dict[str, Any]:
     depend on what the images show), sampling from explicit parameters, and measuring generated images."""
     import numpy as np
     import torch
-
-    from services.common.classes import CLASSES
-    from services.generation.dermgan import controllability
-    from services.generation.dermgan.semantic_map import MapParams, map_from_params, paint_map
-    from services.generation.registry import create_backend
+    from skingenbench.services.core.classes import CLASSES
+    from skingenbench.services.generation.core.dermgan import controllability
+    from skingenbench.services.generation.core.dermgan.semantic_map import (
+        MapParams,
+        map_from_params,
+        paint_map,
+    )
+    from skingenbench.services.generation.core.registry import create_backend
 
     backend = create_backend("dermgan", profile)
     backend.build(0, total_steps=steps + 2)

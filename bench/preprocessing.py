@@ -20,8 +20,7 @@ from typing import Any
 
 def _phantom_images(count: int, width: int, height: int, seed: int = 0) -> list:
     import numpy as np
-
-    from services.data.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng = np.random.default_rng(seed)
     config = PhantomConfig(width=width, height=height)
@@ -30,7 +29,7 @@ def _phantom_images(count: int, width: int, height: int, seed: int = 0) -> list:
 
 
 def per_core_throughput(count: int = 60) -> dict[str, Any]:
-    from services.preprocessing.throughput import bench_pipeline
+    from skingenbench.services.preprocessing.core.throughput import bench_pipeline
 
     images = _phantom_images(count, 600, 450)
     return {name: {"images_per_s_per_core": round(bench_pipeline(name, images, "paper", augment=True, threads=1,
@@ -41,13 +40,14 @@ def per_core_throughput(count: int = 60) -> dict[str, Any]:
 
 def service_vs_in_process(count: int = 120) -> dict[str, Any]:
     """Same manifest, same pipeline, one worker: in-process core vs StartPreprocess over gRPC."""
-    from services.common.client import open_channel, watch_job
-    from services.common.server import start_service
-    from services.common.settings import ServiceSettings
-    from services.common.store import LocalFolderStore
-    from services.data.operations import import_source, split_sources
-    from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
-    from skingenbench.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
+    from skingenbench.services.data.operations import import_source, split_sources
+    from skingenbench.services.platform.client import open_channel, watch_job
+    from skingenbench.services.platform.server import start_service
+    from skingenbench.services.platform.settings import ServiceSettings
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+
+    from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 
     with tempfile.TemporaryDirectory() as folder:
         store = LocalFolderStore(folder)
@@ -81,8 +81,8 @@ def service_vs_in_process(count: int = 120) -> dict[str, Any]:
 
 _IMPORT_CHILD = """
 import sys
-from services.common.store import LocalFolderStore
-from services.data.operations import import_source
+from skingenbench.services.platform.store import LocalFolderStore
+from skingenbench.services.data.operations import import_source
 print(import_source(LocalFolderStore(sys.argv[1]), "phantom", {"count": int(sys.argv[2]), "width": 128,
                     "height": 96}, seed=3).ref.uri)
 """
@@ -90,8 +90,8 @@ print(import_source(LocalFolderStore(sys.argv[1]), "phantom", {"count": int(sys.
 # A fresh process that only preprocesses, so its peak RSS is the preprocessing run's own.
 _PREPROCESS_CHILD = """
 import json, resource, sys
-from services.common.store import LocalFolderStore
-from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+from skingenbench.services.platform.store import LocalFolderStore
+from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 preprocess_manifest(LocalFolderStore(sys.argv[1]), sys.argv[2], PreprocessSpec("advanced", "tiny"), workers=1)
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

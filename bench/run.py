@@ -17,8 +17,8 @@ from pathlib import Path
 
 
 def _machine() -> dict[str, str]:
-    from services.common.device import describe_device
-    from services.common.version import code_version
+    from skingenbench.services.core.device import describe_device
+    from skingenbench.services.core.version import code_version
 
     return {"host": platform.node(), "python": platform.python_version(), "cpus": str(os.cpu_count()),
             "device": describe_device(), "code_version": code_version(),

@@ -19,13 +19,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
-
-from flows import tasks
-from flows.endpoints import EndpointPool, endpoints_from_env
-from flows.grid import GENERATOR_NUMBERS, PREPROCESSING_LETTERS, Grid, generator_pipeline, load_grid
-from flows.report import build_report, write_report
-from services.common.settings import SERVICES
-from services.common.store import store_from_uri
+from skingenbench.flows import tasks
+from skingenbench.flows.endpoints import EndpointPool, endpoints_from_env
+from skingenbench.flows.grid import (
+    GENERATOR_NUMBERS,
+    PREPROCESSING_LETTERS,
+    Grid,
+    generator_pipeline,
+    load_grid,
+)
+from skingenbench.flows.report import build_report, write_report
+from skingenbench.services.platform.settings import SERVICES
+from skingenbench.services.platform.store import store_from_uri
 
 
 def _read_json(store, uri: str) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
-
-from services.common.client import open_channel
-from services.common.settings import SERVICES
+from skingenbench.services.platform.client import open_channel
+from skingenbench.services.platform.settings import SERVICES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from services.common.classes import CLASSES
+from skingenbench.services.core.classes import CLASSES
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 PREPROCESSING_LETTERS = {"basic": "A", "advanced": "B"}

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from skingenbench.flows.endpoints import EndpointPool
+from skingenbench.services.platform.client import watch_job
 
-from flows.endpoints import EndpointPool
-from services.common.client import watch_job
-from skingenbench.v1 import common_pb2
+from skingenbench.api.v1 import common_pb2
 
 
 class JobFailed(RuntimeError):

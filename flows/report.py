@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.store import ObjectStore
-from services.common.version import code_version
+from skingenbench.services.core.version import code_version
+from skingenbench.services.platform.store import ObjectStore
 
 
 @dataclass
@@ -200,7 +200,7 @@ def _controllability_section(store: ObjectStore, controls: dict[str, Any], table
 
 def _classifier_figures(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Melanoma ROC curves per arm and confusion matrices, for the first classifier and seed."""
-    from flows.figures import confusion_png, melanoma_roc_png
+    from skingenbench.flows.figures import confusion_png, melanoma_roc_png
 
     usable = {key: r for key, r in results.items() if "predictions" in r and "confusion_matrix" in r}
     if not usable:

@@ -16,10 +16,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
+from skingenbench.flows.endpoints import EndpointPool
+from skingenbench.flows.jobs import JobOutcome, run_job
 
-from flows.endpoints import EndpointPool
-from flows.jobs import JobOutcome, run_job
-from skingenbench.v1 import (
+from skingenbench.api.v1 import (
     classification_pb2,
     classification_pb2_grpc,
     common_pb2,

@@ -30,7 +30,7 @@ def moto_endpoint():
 
 
 def make_s3_store(endpoint: str, prefix: str = ""):
-    from services.common.store import S3Store
+    from skingenbench.services.platform.store import S3Store
 
     return S3Store(f"sgb-{uuid.uuid4().hex[:12]}", prefix, endpoint=endpoint, access_key="testing",
                    secret_key="testing", region="us-east-1", secure=False)
@@ -38,7 +38,7 @@ def make_s3_store(endpoint: str, prefix: str = ""):
 
 @pytest.fixture
 def folder_store(tmp_path):
-    from services.common.store import LocalFolderStore
+    from skingenbench.services.platform.store import LocalFolderStore
 
     return LocalFolderStore(tmp_path / "store")
 
@@ -52,7 +52,7 @@ def s3_store(moto_endpoint):
 def store(request, tmp_path):
     """Each store contract test runs against both backends."""
     if request.param == "folder":
-        from services.common.store import LocalFolderStore
+        from skingenbench.services.platform.store import LocalFolderStore
 
         return LocalFolderStore(tmp_path / "store")
     return make_s3_store(request.getfixturevalue("moto_endpoint"), prefix="scoped/root")

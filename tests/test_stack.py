@@ -9,9 +9,9 @@ import sys
 
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from skingenbench.services.platform.client import health_status, open_channel
+from skingenbench.services.platform.settings import SERVICES
 
-from services.common.client import health_status, open_channel
-from services.common.settings import SERVICES
 from tests.conftest import free_port
 
 

@@ -10,29 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.classification import data as data_core
-from services.classification.inference import item_names
-from services.classification.job_store import (
+from skingenbench.services.classification.core import data as data_core
+from skingenbench.services.classification.core.inference import item_names
+from skingenbench.services.classification.job_store import (
     STAGE_VERSION,
     finish_job,
     job_prefix,
     load_checkpoint,
     reuse_outputs,
 )
-from services.classification.request_checks import count_field, manifest_from_ref, split_name
-from services.common.classes import CLASSES
-from services.common.device import select_device
-from services.common.errors import FailedPrecondition
-from services.common.jobs import JobContext
-from services.common.manifest import Item, Manifest, ParentRef, Provenance, read_item, write_manifest
+from skingenbench.services.classification.request_checks import count_field, manifest_from_ref, split_name
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.device import select_device
+from skingenbench.services.core.errors import FailedPrecondition
+from skingenbench.services.core.manifest import Item, Manifest, ParentRef, Provenance
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import read_item, write_manifest
 
 DEFAULT_GRADCAM_COUNT = 8
 MAX_GRADCAM_COUNT = 256
 
 
 def gradcam_job(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from services.classification.gradcam import gradcam_overlays, target_layer
-    from services.preprocessing.decoding import decode_image
+    from skingenbench.services.classification.core.gradcam import gradcam_overlays, target_layer
+    from skingenbench.services.core.imaging.decoding import decode_image
 
     data = manifest_from_ref(ctx.store, request.get("data"), "data manifest")
     split = split_name(request.get("split", ""))

@@ -12,12 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from services.classification.inference import classifier_from_bytes
-from services.classification.request_checks import require_object
-from services.common.device import select_device
-from services.common.hashing import content_address, output_prefix, sha256_bytes
-from services.common.jobs import JobContext
-from services.common.store import ObjectStore
+from skingenbench.services.classification.request_checks import require_object
+from skingenbench.services.core.classifiers.checkpoint import classifier_from_bytes
+from skingenbench.services.core.device import select_device
+from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.platform.job_kind import ObjectRef
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import read_verified
+from skingenbench.services.platform.store import ObjectStore
 
 STAGE_VERSION = "1"
 # The study's class of interest: what generators synthesise, and the positive class of the one-vs-rest
@@ -64,6 +66,13 @@ def load_checkpoint(ctx: JobContext, uri: str):
     data = ctx.store.get_bytes(require_object(ctx.store, uri, "checkpoint"))
     model, config, metadata = classifier_from_bytes(data, select_device())
     return model, config, metadata, sha256_bytes(data)
+
+
+def load_pinned_checkpoint(ctx: JobContext, checkpoint: ObjectRef):
+    """(model, config, metadata) of the checkpoint a plan pinned; a file changed since is DATA_LOSS."""
+    data = read_verified(ctx.store, ctx.store.key_from_uri(checkpoint.uri), checkpoint.sha256)
+    model, config, metadata = classifier_from_bytes(data, select_device())
+    return model, config, metadata
 
 
 def predicting_progress(ctx: JobContext) -> Callable[[int, int], Any]:

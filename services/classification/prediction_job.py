@@ -7,52 +7,76 @@ tools (the evaluation service's class anchoring) get a trained classifier's pred
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-
-from services.classification.inference import predict_items
-from services.classification.job_store import (
-    finish_job,
-    job_prefix,
-    load_checkpoint,
+from skingenbench.services.classification.core.predictions_csv import write_predictions_csv
+from skingenbench.services.classification.job_store import (
+    STAGE_VERSION,
+    load_pinned_checkpoint,
     predicting_progress,
     put_bytes,
     put_json,
-    reuse_outputs,
 )
-from services.classification.predictions_csv import write_predictions_csv
-from services.classification.request_checks import count_field, manifest_from_ref
-from services.common.classes import CLASSES
-from services.common.device import select_device
-from services.common.errors import FailedPrecondition
-from services.common.jobs import JobContext
+from skingenbench.services.classification.manifest_images import predict_items
+from skingenbench.services.classification.request_checks import checkpoint_ref, pinned_manifest
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.device import select_device
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.platform.store import ObjectStore
+
+from skingenbench.api.v1 import classification_pb2
 
 MAX_BATCH = 4096
 
 
-def predict_job(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    data = manifest_from_ref(ctx.store, request.get("data"), "data manifest")
-    splits = sorted(set(request.get("splits", [])))
-    batch_size = count_field(request, "batch_size", MAX_BATCH)
-    model, config, meta, checkpoint_sha = load_checkpoint(ctx, request.get("checkpoint_uri", ""))
-    items = [item for item in data.items if not splits or item.split in splits]
-    if not items:
-        raise FailedPrecondition(f"no items in splits {splits} of the data manifest")
-    prefix = job_prefix("classifier-predict", [checkpoint_sha, data.content_hash()], {"splits": splits})
-    reused = reuse_outputs(ctx, prefix)
-    if reused is not None:
-        return reused
-    ids, labels, probs = predict_items(model, config, ctx.store, items, select_device(), batch_size,
-                                       on_batch=predicting_progress(ctx))
-    rows = [{"image_id": i, "key": item.key, "label": label, "split": item.split, "source": item.source,
-             "predicted": CLASSES[int(np.argmax(row))], "probs": [float(v) for v in row]}
-            for i, item, label, row in zip(ids, items, labels, probs, strict=True)]
-    document = {"classes": list(CLASSES), "classifier": meta["classifier"],
-                "run_name": meta.get("run_name", ""),
-                "checkpoint": {"uri": request["checkpoint_uri"], "sha256": checkpoint_sha},
-                "data": request["data"], "items": rows}
-    csv = write_predictions_csv(ids, probs, CLASSES).encode()
-    outputs = {"predictions_json": put_json(ctx.store, f"{prefix}/predictions.json", document),
-               "predictions_csv": put_bytes(ctx.store, f"{prefix}/predictions.csv", csv, "text/csv")}
-    return finish_job(ctx, prefix, outputs, {"n": len(ids), "splits": splits})
+@dataclass(frozen=True)
+class PredictPlan(JobPlan):
+    checkpoint: ObjectRef      # the file's sha256, as read at Start
+    data: ObjectRef            # as requested (the record of outputs says what the caller asked for)
+    data_sha256: str           # the manifest's bytes as read at Start: the run reads exactly these
+    splits: tuple[str, ...]
+    batch_size: int
+
+
+class PredictKind(JobKind[classification_pb2.PredictRequest, PredictPlan]):
+    name = "predict"
+    stage = "classifier-predict"
+    version = STAGE_VERSION
+    request_type = classification_pb2.PredictRequest
+    plan_type = PredictPlan
+
+    def plan(self, request: classification_pb2.PredictRequest, store: ObjectStore) -> PredictPlan:
+        if not 0 <= request.batch_size <= MAX_BATCH:
+            raise InvalidArgument(f"batch_size must be in 0..{MAX_BATCH}, got {request.batch_size}")
+        checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri)
+        manifest, data_sha256 = pinned_manifest(store, request.data, "data manifest")
+        splits = tuple(sorted(set(request.splits)))
+        if not any(not splits or item.split in splits for item in manifest.items):
+            raise FailedPrecondition(f"no items in splits {list(splits)} of the data manifest")
+        prefix = self.address([checkpoint.sha256, manifest.content_hash()], {"splits": list(splits)})
+        return PredictPlan(prefix, checkpoint, ObjectRef(request.data.uri, request.data.sha256), data_sha256, splits,
+                           request.batch_size)
+
+    def run(self, plan: PredictPlan, ctx: JobContext) -> JobOutputs:
+        data = read_manifest(ctx.store, plan.data.uri, plan.data_sha256)
+        items = [item for item in data.items if not plan.splits or item.split in plan.splits]
+        model, config, meta = load_pinned_checkpoint(ctx, plan.checkpoint)
+        ids, labels, probs = predict_items(model, config, ctx.store, items, select_device(), plan.batch_size,
+                                           on_batch=predicting_progress(ctx))
+        rows = [{"image_id": i, "key": item.key, "label": label, "split": item.split, "source": item.source,
+                 "predicted": CLASSES[int(np.argmax(row))], "probs": [float(v) for v in row]}
+                for i, item, label, row in zip(ids, items, labels, probs, strict=True)]
+        document = {"classes": list(CLASSES), "classifier": meta["classifier"],
+                    "run_name": meta.get("run_name", ""),
+                    "checkpoint": {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256},
+                    "data": plan.data.as_request(), "items": rows}
+        csv = write_predictions_csv(ids, probs, CLASSES).encode()
+        outputs = JobOutputs(summary={"n": len(ids), "splits": list(plan.splits)})
+        outputs.add("predictions_json", *put_json(ctx.store, f"{plan.output_prefix}/predictions.json", document))
+        outputs.add("predictions_csv", *put_bytes(ctx.store, f"{plan.output_prefix}/predictions.csv", csv,
+                                                  "text/csv"))
+        return outputs

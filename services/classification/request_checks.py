@@ -1,21 +1,23 @@
-"""The checks on a classification request, run twice: by the servicer before a job starts, and by the job
-on its persisted request.
+"""The checks on a classification request that the job kinds' plan steps share.
 
-The servicer runs them so that a bad request is an error with its status (DESIGN.md, rule 6), not a
-failed job. The job runs them again because it may start long after the request was accepted, or again
-after a restart, and by then the store may have changed. Requests are the dicts the job runner persists
-(proto field names; int64 values as JSON strings).
+They run once, at Start, so that a bad request is an error with its status (DESIGN.md, rule 6), not a
+failed job; what they find (a checkpoint's sha256, a manifest's bytes) is pinned in the plan, and the
+job checks it again when it reads the objects, so a store changed in between is DATA_LOSS, not a
+silently different result.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.classification.inference import read_metadata
-from services.common.classes import SPLITS
-from services.common.errors import InvalidArgument, NotFound
-from services.common.manifest import Manifest, read_manifest
-from services.common.store import ObjectStore
+from skingenbench.services.core.classes import SPLITS
+from skingenbench.services.core.classifiers.checkpoint import read_metadata
+from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.hashing import sha256_stream
+from skingenbench.services.core.manifest import Manifest
+from skingenbench.services.platform.job_kind import ObjectRef
+from skingenbench.services.platform.manifest_io import pin_manifest, read_manifest
+from skingenbench.services.platform.store import ObjectStore
 
 
 def require_object(store: ObjectStore, uri: str, what: str) -> str:
@@ -56,3 +58,16 @@ def checkpoint_metadata(store: ObjectStore, uri: str) -> dict[str, Any]:
     """A checkpoint's metadata, read from the head of the file: it is a checkpoint, without loading weights."""
     with store.open(require_object(store, uri, "checkpoint")) as stream:
         return read_metadata(stream)
+
+
+def checkpoint_ref(store: ObjectStore, uri: str) -> tuple[ObjectRef, dict[str, Any]]:
+    """A checkpoint pinned by the sha256 of its file, and its metadata (read from the file's head)."""
+    metadata = checkpoint_metadata(store, uri)
+    with store.open(store.key_from_uri(uri)) as stream:
+        return ObjectRef(uri, sha256_stream(stream)), metadata
+
+
+def pinned_manifest(store: ObjectStore, ref, what: str) -> tuple[Manifest, str]:
+    """The manifest a request's ManifestRef names (checked against its sha256) and the sha256 of its bytes."""
+    require_object(store, ref.uri, what)
+    return pin_manifest(store, ref.uri, ref.sha256)

@@ -12,10 +12,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.classification import data as data_core
-from services.classification.bootstrap import DEFAULT_RESAMPLES, evaluate_predictions
-from services.classification.inference import predict_items
-from services.classification.job_store import (
+from skingenbench.services.classification.core import data as data_core
+from skingenbench.services.classification.core.bootstrap import DEFAULT_RESAMPLES, evaluate_predictions
+from skingenbench.services.classification.core.paired_tests import compare_pipelines
+from skingenbench.services.classification.core.predictions_csv import write_predictions_csv
+from skingenbench.services.classification.core.report_tables import (
+    global_rows,
+    global_table,
+    melanoma_rows,
+    melanoma_table,
+)
+from skingenbench.services.classification.job_store import (
     POSITIVE,
     finish_job,
     job_prefix,
@@ -25,16 +32,19 @@ from services.classification.job_store import (
     put_json,
     reuse_outputs,
 )
-from services.classification.paired_tests import compare_pipelines
-from services.classification.predictions_csv import write_predictions_csv
-from services.classification.report_tables import global_rows, global_table, melanoma_rows, melanoma_table
-from services.classification.request_checks import count_field, manifest_from_ref, require_object, split_name
-from services.common.classes import CLASS_INDEX, CLASSES
-from services.common.device import select_device
-from services.common.errors import FailedPrecondition
-from services.common.hashing import sha256_bytes
-from services.common.jobs import JobContext
-from services.common.store import ObjectStore
+from skingenbench.services.classification.manifest_images import predict_items
+from skingenbench.services.classification.request_checks import (
+    count_field,
+    manifest_from_ref,
+    require_object,
+    split_name,
+)
+from skingenbench.services.core.classes import CLASS_INDEX, CLASSES
+from skingenbench.services.core.device import select_device
+from skingenbench.services.core.errors import FailedPrecondition
+from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.store import ObjectStore
 
 MAX_BOOTSTRAP = 100_000
 

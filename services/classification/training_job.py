@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from services.classification import data as data_core
-from services.classification.inference import classifier_to_bytes
-from services.classification.job_store import (
+from skingenbench.services.classification.core import data as data_core
+from skingenbench.services.classification.job_store import (
     POSITIVE,
     finish_job,
     job_prefix,
@@ -27,16 +25,23 @@ from services.classification.job_store import (
     put_json,
     reuse_outputs,
 )
-from services.classification.models import CLASSIFIERS, ClassifierConfig, build_classifier, config_dict
-from services.classification.request_checks import count_field, manifest_from_ref, require_object
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.classes import CLASSES
-from services.common.device import select_device
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.hashing import sha256_bytes
-from services.common.jobs import JobContext
-from services.common.servicer import parse_json_field
-from services.common.store import ObjectStore
+from skingenbench.services.classification.manifest_images import ManifestImages
+from skingenbench.services.classification.request_checks import count_field, manifest_from_ref, require_object
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.classifiers.checkpoint import classifier_to_bytes
+from skingenbench.services.core.classifiers.models import (
+    CLASSIFIERS,
+    ClassifierConfig,
+    build_classifier,
+    config_dict,
+)
+from skingenbench.services.core.device import select_device
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.servicer import parse_json_field
+from skingenbench.services.platform.store import ObjectStore
 
 
 @dataclass
@@ -134,7 +139,7 @@ def _build_model(ctx: JobContext, plan: TrainingPlan):
 
 
 def train_classifier_job(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from services.classification.training import train_classifier
+    from skingenbench.services.classification.core.training import train_classifier
 
     plan = plan_training(ctx.store, request)
     reused = reuse_outputs(ctx, plan.prefix)
@@ -151,8 +156,8 @@ def train_classifier_job(request: dict[str, Any], ctx: JobContext) -> dict[str, 
 
     state = ResumeState(ctx.store, plan.prefix)
     outcome = train_classifier(
-        model, config, data_core.ManifestImages(ctx.store, selection.train),
-        data_core.ManifestImages(ctx.store, selection.val), seed=plan.seed, device=device,
+        model, config, ManifestImages(ctx.store, selection.train),
+        ManifestImages(ctx.store, selection.val), seed=plan.seed, device=device,
         save_checkpoint=state.save, load_checkpoint=state.load, should_stop=lambda: ctx.should_stop,
         on_progress=progress, progress_every=max(1, len(selection.train) // config.batch_size // 10))
     if outcome.interrupted:

@@ -3,8 +3,8 @@
 Counts are per class × split × source; drops are grouped by the reason's category (the text before
 the first ``:``, e.g. ``excluded diagnosis``) and by source (the text before the first ``/`` of the
 reference). Duplicates and multi-label lesions come from the manifest's ``extra``, where
-:func:`~services.data.splitting.combine_manifests` and
-:func:`~services.data.splitting.split_by_lesion` record them.
+:func:`~skingenbench.services.data.core.splitting.combine_manifests` and
+:func:`~skingenbench.services.data.core.splitting.split_by_lesion` record them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from services.common.classes import CLASSES, REFERENCE_PROPORTIONS, SPLITS
-from services.common.manifest import Manifest, Skipped
-from services.common.store import ObjectStore
+from skingenbench.services.core.classes import CLASSES, REFERENCE_PROPORTIONS, SPLITS
+from skingenbench.services.core.manifest import Manifest, Skipped
+from skingenbench.services.platform.store import ObjectStore
 
 UNSPLIT = "unsplit"
 TOTAL = "total"

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound
-from services.common.hashing import canonical_json, content_address, sha256_bytes, sha256_stream
-from services.common.hashing import output_prefix as addressed_prefix
-from services.common.manifest import (
+from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.hashing import canonical_json, content_address, sha256_bytes, sha256_stream
+from skingenbench.services.core.hashing import output_prefix as addressed_prefix
+from skingenbench.services.core.manifest import (
     MANIFEST_NAME,
     Item,
     Manifest,
@@ -38,11 +38,15 @@ from services.common.manifest import (
     ObjectEntry,
     Provenance,
     Skipped,
-    write_manifest,
 )
-from services.common.store import ObjectStore, validate_key
-from services.data.curation_report import curation_report, write_curation_report
-from services.data.diagnosis_mapping import HAM10000_MAPPING, DiagnosisMapping, resolve_mapping
+from skingenbench.services.data.core.diagnosis_mapping import (
+    HAM10000_MAPPING,
+    DiagnosisMapping,
+    resolve_mapping,
+)
+from skingenbench.services.data.curation_report import curation_report, write_curation_report
+from skingenbench.services.platform.manifest_io import write_manifest
+from skingenbench.services.platform.store import ObjectStore, validate_key
 
 ProgressFn = Callable[[int, int, str], None]
 

@@ -22,11 +22,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound
-from services.common.manifest import Item, Manifest, Provenance, Skipped
-from services.common.store import ObjectStore
-from services.data.diagnosis_mapping import MILK10K_MAPPING, DiagnosisMapping, resolve_mapping
-from services.data.ham10000 import (
+from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.manifest import Item, Manifest, Provenance, Skipped
+from skingenbench.services.data.core.diagnosis_mapping import (
+    MILK10K_MAPPING,
+    DiagnosisMapping,
+    resolve_mapping,
+)
+from skingenbench.services.data.ham10000 import (
     DUPLICATE_ROW,
     MALFORMED,
     MISSING_IMAGE,
@@ -46,6 +49,7 @@ from services.data.ham10000 import (
     require_dir,
     resolve_prefix,
 )
+from skingenbench.services.platform.store import ObjectStore
 
 SOURCE = "milk10k"
 

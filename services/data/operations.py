@@ -14,17 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from services.common.errors import InvalidArgument
-from services.common.hashing import content_address, output_prefix, sha256_bytes
-from services.common.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ManifestRef,
-    ParentRef,
-    read_manifest,
-    write_manifest,
-)
-from services.common.store import ObjectStore
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.manifest import MANIFEST_NAME, Manifest, ManifestRef, ParentRef
+from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
+from skingenbench.services.platform.store import ObjectStore
 
 SOURCES = ("ham10000", "milk10k", "phantom")
 PHANTOM_OPTIONS = {"count", "width", "height"}
@@ -54,8 +48,8 @@ def local_path(uri: str) -> Path:
 def import_source(store: ObjectStore, source: str, source_uri: str = "", options: dict[str, Any] | None = None,
                   seed: int = 0, progress: Progress | None = None) -> DataOutcome:
     """Import HAM10000, MILK10K or a freshly generated phantom set into the store."""
-    from services.data.ham10000 import import_ham10000
-    from services.data.milk10k import import_milk10k
+    from skingenbench.services.data.ham10000 import import_ham10000
+    from skingenbench.services.data.milk10k import import_milk10k
 
     options = dict(options or {})
     if source not in SOURCES:
@@ -65,7 +59,7 @@ def import_source(store: ObjectStore, source: str, source_uri: str = "", options
         if unknown:
             raise InvalidArgument(f"unknown phantom option(s): {', '.join(sorted(unknown))}",
                                   hint=f"known: {', '.join(sorted(PHANTOM_OPTIONS))}")
-        from services.data.phantom_dataset import write_phantom_dataset
+        from skingenbench.services.data.core.phantom_dataset import write_phantom_dataset
 
         count = int(options.get("count", 200))
         if count < 1 or count > 1_000_000:
@@ -86,8 +80,12 @@ def import_source(store: ObjectStore, source: str, source_uri: str = "", options
 def split_sources(store: ObjectStore, inputs: list[tuple[str, str]], fractions: tuple[float, float, float],
                   seed: int = 0) -> DataOutcome:
     """Combine manifests (dropping duplicates) and split by lesion; idempotent by content address."""
-    from services.data.curation_report import curation_report, write_curation_report
-    from services.data.splitting import combine_manifests, split_by_lesion, validate_fractions
+    from skingenbench.services.data.core.splitting import (
+        combine_manifests,
+        split_by_lesion,
+        validate_fractions,
+    )
+    from skingenbench.services.data.curation_report import curation_report, write_curation_report
 
     if not inputs:
         raise InvalidArgument("split needs at least one input manifest")

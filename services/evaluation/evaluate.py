@@ -20,18 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from services.common.classes import CLASSES
-from services.common.device import describe_device, select_device
-from services.common.store import ObjectStore
-from services.common.version import code_version
-from services.evaluation import analysis, anchoring, memorization
-from services.evaluation.extractors import FEATURE_EXTRACTORS, Extractor, domain_extractor_from_checkpoint
-from services.evaluation.feature_cache import FeatureCache, FeatureKey
-from services.evaluation.image_set import ImageSet
-from services.evaluation.metrics import compute, frechet_distance, inception_score, library_versions
-from services.evaluation.model_files import read_ref
-from services.evaluation.plan import DOMAIN, PAIRWISE, EvaluationPlan
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.device import describe_device, select_device
+from skingenbench.services.core.version import code_version
+from skingenbench.services.evaluation.core import analysis, anchoring, memorization
+from skingenbench.services.evaluation.core.extractors import (
+    FEATURE_EXTRACTORS,
+    Extractor,
+    domain_extractor_from_checkpoint,
+)
+from skingenbench.services.evaluation.core.metrics import (
+    compute,
+    frechet_distance,
+    inception_score,
+    library_versions,
+)
+from skingenbench.services.evaluation.feature_cache import FeatureCache, FeatureKey
+from skingenbench.services.evaluation.image_set import ImageSet
+from skingenbench.services.evaluation.model_files import read_ref
+from skingenbench.services.evaluation.plan import DOMAIN, PAIRWISE, EvaluationPlan
+from skingenbench.services.platform.store import ObjectStore
 
 
 @dataclass

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from services.common.hashing import canonical_json, sha256_bytes
-from services.common.store import ObjectStore
+from skingenbench.services.core.hashing import canonical_json, sha256_bytes
+from skingenbench.services.platform.store import ObjectStore
 
 log = logging.getLogger(__name__)
 CACHE_PREFIX = "cache/features"

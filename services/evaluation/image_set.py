@@ -10,12 +10,11 @@ import functools
 import io
 
 import numpy as np
-
-from services.common.errors import InvalidArgument
-from services.common.manifest import read_item
-from services.common.store import ObjectStore
-from services.evaluation.feature_cache import image_set_hash
-from services.evaluation.plan import SetSpec
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.evaluation.feature_cache import image_set_hash
+from skingenbench.services.evaluation.plan import SetSpec
+from skingenbench.services.platform.manifest_io import read_item
+from skingenbench.services.platform.store import ObjectStore
 
 
 class ImageSet:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from services.common.errors import DataIntegrityError, FailedPrecondition
-from services.common.hashing import sha256_bytes
-from services.common.store import ObjectStore
-from services.evaluation.extractors import default_weights_path, missing_weights_error
+from skingenbench.services.core.errors import DataIntegrityError, FailedPrecondition
+from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.evaluation.core.extractors import default_weights_path, missing_weights_error
+from skingenbench.services.platform.store import ObjectStore
 
 
 def local_path(uri: str) -> Path | None:

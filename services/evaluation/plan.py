@@ -12,14 +12,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.hashing import sha256_bytes
-from services.common.manifest import Item, read_manifest
-from services.common.servicer import parse_json_field
-from services.common.store import ObjectStore
-from services.evaluation.extractors import FEATURE_EXTRACTORS
-from services.evaluation.metrics import METRICS
-from services.evaluation.model_files import check_weights_present
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.core.manifest import Item
+from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS
+from skingenbench.services.evaluation.core.metrics import METRICS
+from skingenbench.services.evaluation.model_files import check_weights_present
+from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.platform.servicer import parse_json_field
+from skingenbench.services.platform.store import ObjectStore
 
 ALL_METRICS = ("fid", "kid", "isc", "prc", "domain_fid", "domain_kid", "feature_space", "memorization",
                "class_anchoring")

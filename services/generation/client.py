@@ -1,6 +1,6 @@
 """A small Python client of the generation service, for the CLI and for other tools.
 
-    from services.generation.client import GenerationClient
+    from skingenbench.services.generation.client import GenerationClient
 
     with GenerationClient("127.0.0.1:50052") as client:
         images = client.generate("ddpm", count=8, seed=0, sampler="ddim", steps=50)  # PIL images
@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
+from skingenbench.services.platform.client import open_channel, watch_job
 
-from services.common.client import open_channel, watch_job
-from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50052"
 INLINE_MAX_IMAGES = 64  # the server's inline cap (Generate returns RESOURCE_EXHAUSTED above it)

@@ -18,29 +18,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from services.common.classes import CLASSES
-from services.common.errors import Cancelled, FailedPrecondition, InvalidArgument
-from services.common.hashing import content_address, output_prefix, sha256_bytes
-from services.common.jobs import JobContext
-from services.common.manifest import (
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import Cancelled, FailedPrecondition, InvalidArgument
+from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.imaging.decoding import decode_image
+from skingenbench.services.core.manifest import (
     MANIFEST_NAME,
     Item,
     Manifest,
     ManifestRef,
     ParentRef,
     Provenance,
-    write_manifest,
 )
-from services.common.store import ObjectStore
-from services.generation import models
-from services.generation.backend import SamplerOptions, check_seeds
-from services.generation.dermgan import controllability
-from services.generation.dermgan.semantic_map import MapParams
-from services.generation.registry import GENERATORS
-from services.generation.sampling import to_png_bytes
-from services.generation.sampling_job import resolve_sampler, sampler_options
-from services.preprocessing.decoding import decode_image
+from skingenbench.services.generation import models
+from skingenbench.services.generation.core.backend import SamplerOptions, check_seeds
+from skingenbench.services.generation.core.dermgan import controllability
+from skingenbench.services.generation.core.dermgan.semantic_map import MapParams
+from skingenbench.services.generation.core.registry import GENERATORS
+from skingenbench.services.generation.core.sampling import to_png_bytes
+from skingenbench.services.generation.sampling_job import resolve_sampler, sampler_options
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import write_manifest
+from skingenbench.services.platform.store import ObjectStore
 
 STAGE, VERSION = "controllability", "1"
 MAX_IMAGES = 10_000  # a grid beyond this is a mistake in the request, not a measurement

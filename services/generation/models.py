@@ -23,13 +23,18 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.errors import DataIntegrityError, FailedPrecondition, InvalidArgument, NotFound
-from services.common.hashing import sha256_bytes
-from services.common.manifest import read_verified
-from services.common.store import ObjectStore
-from services.generation.backend import GeneratorBackend
-from services.generation.registry import GENERATORS, backend_from_config_json
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.generation.core.backend import GeneratorBackend
+from skingenbench.services.generation.core.registry import GENERATORS, backend_from_config_json
+from skingenbench.services.platform.manifest_io import read_verified
+from skingenbench.services.platform.store import ObjectStore
 
 RECORD_FORMAT = "skingenbench.generation.model/1"
 CHECKPOINT_FORMAT = "skingenbench.generation.checkpoint/1"

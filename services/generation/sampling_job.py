@@ -13,27 +13,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from services.common.errors import (
+from skingenbench.services.core.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
 )
-from services.common.hashing import content_address, output_prefix, sha256_bytes
-from services.common.jobs import JobContext
-from services.common.manifest import (
+from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.manifest import (
     MANIFEST_NAME,
     Item,
     Manifest,
     ManifestRef,
     ParentRef,
     Provenance,
-    write_manifest,
 )
-from services.common.store import ObjectStore
-from services.generation import models
-from services.generation.backend import GeneratorBackend, SamplerOptions
-from services.generation.sampling import image_seeds, to_png_bytes
-from services.generation.training_job import class_count
+from skingenbench.services.generation import models
+from skingenbench.services.generation.core.backend import GeneratorBackend, SamplerOptions
+from skingenbench.services.generation.core.sampling import image_seeds, to_png_bytes
+from skingenbench.services.generation.training_job import class_count
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import write_manifest
+from skingenbench.services.platform.store import ObjectStore
 
 SAMPLE_STAGE, SAMPLE_VERSION = "sample", "1"
 

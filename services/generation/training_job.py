@@ -34,30 +34,23 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-
-from services.common.classes import CLASSES
-from services.common.errors import (
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import (
     DataIntegrityError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
-from services.common.hashing import canonical_json, content_address, output_prefix, sha256_bytes
-from services.common.jobs import JobContext, JobInterrupted
-from services.common.manifest import (
-    Item,
-    Manifest,
-    ParentRef,
-    Provenance,
-    read_item,
-    read_verified,
-)
-from services.common.servicer import parse_json_field
-from services.common.store import ObjectStore
-from services.generation import models
-from services.generation.backend import GeneratorBackend, check_seeds
-from services.generation.registry import GENERATORS, create_backend
-from services.generation.training import train
+from skingenbench.services.core.hashing import canonical_json, content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.manifest import Item, Manifest, ParentRef, Provenance
+from skingenbench.services.generation import models
+from skingenbench.services.generation.core.backend import GeneratorBackend, check_seeds
+from skingenbench.services.generation.core.registry import GENERATORS, create_backend
+from skingenbench.services.generation.core.training import train
+from skingenbench.services.platform.jobs import JobContext, JobInterrupted
+from skingenbench.services.platform.manifest_io import read_item, read_verified
+from skingenbench.services.platform.servicer import parse_json_field
+from skingenbench.services.platform.store import ObjectStore
 
 TRAIN_STAGE, TRAIN_VERSION = "train_generator", "1"
 DEFAULT_CLASSES = ("MEL",)
@@ -270,8 +263,7 @@ def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
     The index is what a class-conditional backend embeds, so it must name the item's class, not its position.
     """
     import cv2
-
-    from services.preprocessing.decoding import decode_image
+    from skingenbench.services.core.imaging.decoding import decode_image
 
     index_of = {label: index for index, label in enumerate(classes)}
     dataset = []
@@ -297,7 +289,7 @@ def conditional_training_set(store: ObjectStore, backend: GeneratorBackend, item
                              dataset: list[tuple[np.ndarray, int]]) -> list[tuple[Any, ...]]:
     """A conditional backend (DermGAN) trains on (image, class, semantic map): the map comes from the
     item's lesion mask and skin tone, which the preprocessing service measured."""
-    from services.preprocessing.decoding import decode_mask
+    from skingenbench.services.core.imaging.decoding import decode_mask
 
     examples = []
     for (image, _), item in zip(dataset, items, strict=True):

@@ -20,9 +20,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import DataIntegrityError, FailedPrecondition, InvalidArgument, NotFound
-from services.common.hashing import content_address, output_prefix, sha256_bytes
-from services.common.manifest import (
+from skingenbench.services.core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.manifest import (
     MANIFEST_NAME,
     Item,
     Manifest,
@@ -31,11 +36,9 @@ from services.common.manifest import (
     ParentRef,
     Provenance,
     Skipped,
-    read_item,
-    read_manifest,
-    write_manifest,
 )
-from services.common.store import ObjectStore
+from skingenbench.services.platform.manifest_io import read_item, read_manifest, write_manifest
+from skingenbench.services.platform.store import ObjectStore
 
 STAGE = "preprocess"
 STAGE_VERSION = "1"
@@ -76,8 +79,7 @@ _worker_pipeline = None
 
 def _init_worker(name: str, profile: str, overrides: dict[str, Any]) -> None:
     import cv2
-
-    from services.preprocessing.pipeline_registry import create_pipeline
+    from skingenbench.services.preprocessing.core.pipeline_registry import create_pipeline
 
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
     global _worker_pipeline
@@ -86,7 +88,12 @@ def _init_worker(name: str, profile: str, overrides: dict[str, Any]) -> None:
 
 def process_one(data: bytes, seeds: list[tuple[int, bool]]) -> list[tuple[bytes, bytes, dict[str, Any]]] | str:
     """Decode and run the pipeline for each (seed, augment) variant; a string is a skip reason."""
-    from services.preprocessing.decoding import ImageDecodeError, decode_image, encode_mask_png, encode_png
+    from skingenbench.services.core.imaging.decoding import (
+        ImageDecodeError,
+        decode_image,
+        encode_mask_png,
+        encode_png,
+    )
 
     try:
         rgb = decode_image(data)
@@ -101,7 +108,7 @@ def process_one(data: bytes, seeds: list[tuple[int, bool]]) -> list[tuple[bytes,
 
 # -- the parent side ---------------------------------------------------------------------------------
 def _variants(spec: PreprocessSpec, index: int) -> list[tuple[int, bool]]:
-    from services.preprocessing.geometry import image_seed
+    from skingenbench.services.preprocessing.core.geometry import image_seed
 
     base = [(image_seed(spec.seed, index), False)]
     return base + [(image_seed(spec.seed + 1 + copy, index), True) for copy in range(spec.augment_copies)]
@@ -128,7 +135,7 @@ def preprocess_manifest(
     should_stop: Callable[[], None] | None = None,
 ) -> PreprocessOutcome:
     """Process every selected item of a manifest; returns the output manifest's reference."""
-    from services.preprocessing.pipeline_registry import pipeline_config
+    from skingenbench.services.preprocessing.core.pipeline_registry import pipeline_config
 
     spec.validate()
     config = pipeline_config(spec.pipeline, spec.profile, **spec.overrides).to_dict()

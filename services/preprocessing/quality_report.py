@@ -2,7 +2,7 @@
 
 For each phantom item (image, clean image, hair and lesion masks) the pipeline runs without
 augmentation; the untouched image, the clean image and the true masks are brought to the same
-geometry, and :func:`services.preprocessing.quality.hair_removal_quality` measures PSNR/SSIM inside
+geometry, and :func:`skingenbench.services.preprocessing.core.quality.hair_removal_quality` measures PSNR/SSIM inside
 and outside the true hair, hair-mask IoU and lesion-mask Dice. The reference study removed hair
 without measuring what it removed; this is that measurement.
 """
@@ -12,17 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from services.common.errors import FailedPrecondition
-from services.common.manifest import Item, read_manifest, read_verified
-from services.common.store import ObjectStore
+from skingenbench.services.core.errors import FailedPrecondition
+from skingenbench.services.core.manifest import Item
+from skingenbench.services.platform.manifest_io import read_manifest, read_verified
+from skingenbench.services.platform.store import ObjectStore
 
 REQUIRED_OBJECTS = ("clean", "mask_hair", "mask_lesion")
 
 
 def item_quality(store: ObjectStore, item: Item, pipeline: Any) -> dict[str, float | None]:
-    from services.preprocessing.decoding import decode_image, decode_mask
-    from services.preprocessing.geometry import resize_image, resize_mask
-    from services.preprocessing.quality import hair_removal_quality
+    from skingenbench.services.core.imaging.decoding import decode_image, decode_mask
+    from skingenbench.services.preprocessing.core.geometry import resize_image, resize_mask
+    from skingenbench.services.preprocessing.core.quality import hair_removal_quality
 
     def load(name: str, mask: bool = False):
         entry = item.objects[name]
@@ -54,8 +55,8 @@ def quality_report(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Aggregate quality over every phantom item with hair (and over all items for lesion Dice)."""
-    from services.preprocessing.pipeline_registry import create_pipeline
-    from services.preprocessing.quality import aggregate_quality
+    from skingenbench.services.preprocessing.core.pipeline_registry import create_pipeline
+    from skingenbench.services.preprocessing.core.quality import aggregate_quality
 
     manifest = read_manifest(store, manifest_uri, manifest_sha256)
     items = [item for item in manifest.items if all(name in item.objects for name in REQUIRED_OBJECTS)]
@@ -88,7 +89,7 @@ def quality_report(
 
 
 def quality_markdown(report: dict[str, Any]) -> str:
-    from services.preprocessing.quality import format_quality_markdown
+    from skingenbench.services.preprocessing.core.quality import format_quality_markdown
 
     header = (f"Pipeline `{report['pipeline']}` ({report['profile']}), {report['images']} phantom images, "
               f"{report['images_with_hair']} with hair.\n\n")

@@ -5,15 +5,14 @@ import time
 
 import numpy as np
 import pytest
-
-from services.classification.bootstrap import (
+from skingenbench.services.classification.core.bootstrap import (
     bootstrap_replicates,
     evaluate_predictions,
     percentile_interval,
     resample_counts,
 )
-from services.classification.metrics import GLOBAL_METRICS, ONE_VS_REST_METRICS
-from services.classification.report_tables import (
+from skingenbench.services.classification.core.metrics import GLOBAL_METRICS, ONE_VS_REST_METRICS
+from skingenbench.services.classification.core.report_tables import (
     GLOBAL_COLUMNS,
     MELANOMA_COLUMNS,
     format_cell,
@@ -22,8 +21,8 @@ from services.classification.report_tables import (
     melanoma_rows,
     melanoma_table,
 )
-from services.common.classes import CLASSES, REFERENCE_PROPORTIONS
-from services.common.errors import InvalidArgument
+from skingenbench.services.core.classes import CLASSES, REFERENCE_PROPORTIONS
+from skingenbench.services.core.errors import InvalidArgument
 
 C = len(CLASSES)
 

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn import metrics as sk
-
-from services.classification.bootstrap import evaluate_predictions
-from services.classification.metrics import (
+from skingenbench.services.classification.core.bootstrap import evaluate_predictions
+from skingenbench.services.classification.core.metrics import (
     average_precision,
     batched_metrics,
     brier_score,
@@ -23,8 +21,9 @@ from services.classification.metrics import (
     roc_auc,
     validate_predictions,
 )
-from services.common.classes import CLASSES
-from services.common.errors import InvalidArgument
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import InvalidArgument
+from sklearn import metrics as sk
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEL = CLASSES.index("MEL")

@@ -11,18 +11,26 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-
-from services.classification.gradcam import gradcam_overlays
-from services.classification.inference import classifier_from_bytes, classifier_to_bytes, read_metadata
-from services.classification.models import (
+from skingenbench.services.classification.core.gradcam import gradcam_overlays
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.classifiers.checkpoint import (
+    classifier_from_bytes,
+    classifier_to_bytes,
+    read_metadata,
+)
+from skingenbench.services.core.classifiers.models import (
     CLASSIFIERS,
     WEIGHTS_DIR_ENV,
     build_classifier,
     create_classifier,
 )
-from services.common.classes import CLASSES
-from services.common.errors import DataIntegrityError, FailedPrecondition, InvalidArgument, NotFound
-from services.common.hashing import sha256_bytes
+from skingenbench.services.core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from skingenbench.services.core.hashing import sha256_bytes
 
 torch.set_num_threads(1)
 FIVE = ("efficientnet_b0", "resnet18", "resnet50", "vgg16", "vit_base_patch16_224")

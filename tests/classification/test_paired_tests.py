@@ -7,11 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
-from sklearn.metrics import roc_auc_score
-
-from services.classification.bootstrap import resample_counts
-from services.classification.metrics import roc_auc
-from services.classification.paired_tests import (
+from skingenbench.services.classification.core.bootstrap import resample_counts
+from skingenbench.services.classification.core.metrics import roc_auc
+from skingenbench.services.classification.core.paired_tests import (
     compare_pipelines,
     delong_covariance,
     delong_test,
@@ -19,8 +17,9 @@ from services.classification.paired_tests import (
     paired_bootstrap,
     require_same_images,
 )
-from services.common.classes import CLASSES
-from services.common.errors import InvalidArgument
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import InvalidArgument
+from sklearn.metrics import roc_auc_score
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 C = len(CLASSES)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from services.classification.bootstrap import evaluate_predictions
-from services.classification.predictions_csv import read_predictions_csv, write_predictions_csv
-from services.common.classes import CLASSES
-from services.common.errors import InvalidArgument
+from skingenbench.services.classification.core.bootstrap import evaluate_predictions
+from skingenbench.services.classification.core.predictions_csv import (
+    read_predictions_csv,
+    write_predictions_csv,
+)
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import InvalidArgument
 
 ids_strategy = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
                         .filter(lambda s: s.strip()), min_size=1, max_size=20, unique=True)

@@ -11,11 +11,12 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from skingenbench.services.classification.core.predictions_csv import read_predictions_csv
+from skingenbench.services.core.manifest import Manifest, Provenance
+from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest, write_manifest
 
-from services.classification.predictions_csv import read_predictions_csv
-from services.common.client import open_channel, watch_job
-from services.common.manifest import Manifest, Provenance, read_manifest, verify_manifest, write_manifest
-from skingenbench.v1 import classification_pb2, classification_pb2_grpc, common_pb2
+from skingenbench.api.v1 import classification_pb2, classification_pb2_grpc, common_pb2
 from tests.common.service_helpers import running
 
 torch.set_num_threads(1)
@@ -29,9 +30,9 @@ def _ref(ref) -> common_pb2.ManifestRef:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A store with phantom data (split, preprocessed), augmented copies and a fake DDPM set; a server."""
-    from services.common.store import LocalFolderStore
-    from services.data.operations import import_source, split_sources
-    from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+    from skingenbench.services.data.operations import import_source, split_sources
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 
     store = LocalFolderStore(tmp_path_factory.mktemp("store"))
     imported = import_source(store, "phantom", options={"count": 150, "width": 96, "height": 72}, seed=1)
@@ -284,10 +285,12 @@ def test_bad_test_gradcam_predict_and_comparison_requests(world, trained):
         baseline_result_uri=world["data"].uri, candidate_result_uri=world["data"].uri)))
     assert not_results.state == common_pb2.JOB_STATE_FAILED
     assert not_results.error.code == "FAILED_PRECONDITION"
-    empty_split = _run(world, stub.StartPredict(classification_pb2.PredictRequest(
-        checkpoint_uri=checkpoint, data=world["data"], splits=["nowhere"])))
-    assert empty_split.state == common_pb2.JOB_STATE_FAILED
-    assert empty_split.error.code == "FAILED_PRECONDITION"
+    # Refused at Start by the plan step, not accepted and then failed as a job.
+    with pytest.raises(grpc.RpcError) as empty_split:
+        stub.StartPredict(classification_pb2.PredictRequest(
+            checkpoint_uri=checkpoint, data=world["data"], splits=["nowhere"]), timeout=30)
+    assert empty_split.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no items in splits" in empty_split.value.details()
     assert stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=10).service  # still serving
 
 
@@ -310,6 +313,6 @@ def test_training_resumes_after_a_restart(world):
 
 
 def common_pb2_grpc_jobs(channel):
-    from skingenbench.v1 import common_pb2_grpc
+    from skingenbench.api.v1 import common_pb2_grpc
 
     return common_pb2_grpc.JobsStub(channel)

@@ -8,9 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from services.classification.data import (
-    ManifestImages,
+from skingenbench.services.classification.core.data import (
     check_no_leakage,
     crop_box,
     eval_transform,
@@ -18,19 +16,20 @@ from services.classification.data import (
     split_items,
     train_transform,
 )
-from services.classification.inference import predict_items
-from services.classification.metrics import global_metrics
-from services.classification.models import CLASSIFIERS, create_classifier
-from services.classification.training import (
+from skingenbench.services.classification.core.metrics import global_metrics
+from skingenbench.services.classification.core.training import (
     class_weights,
     epoch_batches,
     measure_training_speed,
     train_classifier,
 )
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.classes import CLASS_INDEX, CLASSES
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.manifest import Item, Manifest, Provenance, read_manifest
+from skingenbench.services.classification.manifest_images import ManifestImages, predict_items
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.classes import CLASS_INDEX, CLASSES
+from skingenbench.services.core.classifiers.models import CLASSIFIERS, create_classifier
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.manifest import Item, Manifest, Provenance
+from skingenbench.services.platform.manifest_io import read_manifest
 
 torch.set_num_threads(1)
 # The tiny profile is for plumbing (three epochs); learning in seconds from random init wants a few more
@@ -42,9 +41,9 @@ LEARNING = {"epochs": 6, "batch_size": 32, "lr": 3e-3, "crop_scale": [0.9, 1.0],
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     """~300 phantom images, split by lesion, preprocessed to 64x64 PNGs: (store, split manifest)."""
-    from services.common.store import LocalFolderStore
-    from services.data.operations import import_source, split_sources
-    from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+    from skingenbench.services.data.operations import import_source, split_sources
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 
     store = LocalFolderStore(tmp_path_factory.mktemp("store"))
     imported = import_source(store, "phantom", options={"count": 300, "width": 96, "height": 72}, seed=0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from services.data.operations import import_source, split_sources
-from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
-from skingenbench.v1 import common_pb2
+from skingenbench.services.data.operations import import_source, split_sources
+from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+
+from skingenbench.api.v1 import common_pb2
 
 
 def phantom_manifests(store, count: int = 160, width: int = 80, height: int = 64, seed: int = 11,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from services.common.server import ServiceContext, start_service
-from services.common.settings import ServiceSettings
+from skingenbench.services.platform.server import ServiceContext, start_service
+from skingenbench.services.platform.settings import ServiceSettings
 
 
 @contextlib.contextmanager
@@ -46,5 +46,5 @@ def failing_job(request: dict, ctx) -> dict:
 
 
 def add_test_jobs(ctx: ServiceContext) -> None:
-    ctx.runner.register("count", counting_job())
-    ctx.runner.register("fail", failing_job)
+    ctx.runner.register_handler("count", counting_job())
+    ctx.runner.register_handler("fail", failing_job)

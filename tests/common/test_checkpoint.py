@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from services.common.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
 
 
 def test_model_and_optimizer_state_round_trip_exactly():

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from services.common.errors import DataIntegrityError, InvalidArgument, NotFound
-from services.common.hashing import content_address, sha256_bytes
-from services.common.manifest import (
-    Item,
-    Manifest,
-    ObjectEntry,
-    Provenance,
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument, NotFound
+from skingenbench.services.core.hashing import content_address, sha256_bytes
+from skingenbench.services.core.manifest import Item, Manifest, ObjectEntry, Provenance
+from skingenbench.services.platform.manifest_io import (
     read_item,
     read_manifest,
     verify_manifest,

@@ -8,10 +8,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from skingenbench.services.platform.client import error_detail, open_channel, watch_job
+from skingenbench.services.platform.settings import SERVICES
 
-from services.common.client import error_detail, open_channel, watch_job
-from services.common.settings import SERVICES
-from skingenbench.v1 import common_pb2, common_pb2_grpc, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, common_pb2_grpc, generation_pb2_grpc
 from tests.common.service_helpers import add_test_jobs, running
 
 

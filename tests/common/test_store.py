@@ -7,9 +7,8 @@ import io
 import time
 
 import pytest
-
-from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.store import LocalFolderStore, S3Store, store_from_uri
+from skingenbench.services.core.errors import InvalidArgument, NotFound, Unavailable
+from skingenbench.services.platform.store import LocalFolderStore, S3Store, store_from_uri
 
 BAD_KEYS = ["", "../escape", "/absolute", "a/../b", "a//b", "a/./b", "nul\x00byte", "back\\slash", "x/.."]
 

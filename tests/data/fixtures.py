@@ -15,9 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from services.common.classes import CLASSES, REFERENCE_PROPORTIONS
-from services.common.manifest import Item, Manifest, Provenance
+from skingenbench.services.core.classes import CLASSES, REFERENCE_PROPORTIONS
+from skingenbench.services.core.manifest import Item, Manifest, Provenance
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (24, 18)) -> Path:

@@ -4,13 +4,13 @@ import json
 from collections import Counter
 
 import pytest
+from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.data.core.diagnosis_mapping import HAM10000_MAPPING, DiagnosisMapping
+from skingenbench.services.data.curation_report import describe_manifest
+from skingenbench.services.data.ham10000 import import_ham10000
+from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.errors import InvalidArgument, NotFound
-from services.common.manifest import read_manifest, verify_manifest
-from services.common.store import LocalFolderStore
-from services.data.curation_report import describe_manifest
-from services.data.diagnosis_mapping import HAM10000_MAPPING, DiagnosisMapping
-from services.data.ham10000 import import_ham10000
 from tests.data.fixtures import HAM_HEADER, build_ham10000, build_phantom_like, write_csv, write_image
 
 
@@ -204,7 +204,7 @@ def test_source_is_phantom_by_columns_or_side_folders(tmp_path, store):
 
 
 def test_reads_what_the_phantom_generator_writes(tmp_path, store):
-    phantom_dataset = pytest.importorskip("services.data.phantom_dataset")
+    phantom_dataset = pytest.importorskip("skingenbench.services.data.core.phantom_dataset")
     phantom_dataset.write_phantom_dataset(tmp_path / "phantom", 20, width=48, height=36, seed=0)
     result = import_ham10000(tmp_path / "phantom", store)
     assert result.manifest.name == "phantom" and not result.manifest.skipped

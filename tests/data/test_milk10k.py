@@ -3,12 +3,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.data.core.diagnosis_mapping import MILK10K_MAPPING
+from skingenbench.services.data.milk10k import Milk10kLayout, import_milk10k
+from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.errors import InvalidArgument, NotFound
-from services.common.manifest import read_manifest, verify_manifest
-from services.common.store import LocalFolderStore
-from services.data.diagnosis_mapping import MILK10K_MAPPING
-from services.data.milk10k import Milk10kLayout, import_milk10k
 from tests.data.fixtures import MILK_DIAGNOSES, build_milk10k, one_hot, write_csv, write_image
 
 

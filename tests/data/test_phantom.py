@@ -15,17 +15,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from services.common.classes import CLASSES, REFERENCE_PROPORTIONS
-from services.data.phantom import (
+from skingenbench.services.core.classes import CLASSES, REFERENCE_PROPORTIONS
+from skingenbench.services.core.imaging.skin_tone import ita_from_lab, lightness_for_ita
+from skingenbench.services.data.core.phantom import (
     ARTIFACTS,
     PhantomConfig,
-    individual_typology_angle,
-    lightness_for_ita,
     render_phantom,
     sample_lesion_params,
 )
-from services.data.phantom_dataset import (
+from skingenbench.services.data.core.phantom_dataset import (
     CLEAN_DIR,
     COLUMNS,
     IMAGE_DIRS,
@@ -138,7 +136,7 @@ def test_lesion_mask_is_a_sensible_region_that_differs_from_the_skin(label):
 def test_ita_inversion_round_trips(ita):
     lightness, b_star = lightness_for_ita(ita, 16.0)
     assert 15.0 <= lightness <= 92.0 and b_star > 0
-    assert individual_typology_angle(lightness, b_star) == pytest.approx(ita)
+    assert float(ita_from_lab(lightness, b_star)) == pytest.approx(ita)
 
 
 @pytest.mark.parametrize("ita", [-30.0, 0.0, 30.0, 55.0])
@@ -148,7 +146,7 @@ def test_rendered_skin_has_the_requested_ita(ita):
     assert sample.ita == ita
     skin = ~cv2.dilate(sample.lesion.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
     lab = cv2.cvtColor(sample.clean.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[skin]
-    measured = individual_typology_angle(float(np.median(lab[:, 0])), float(np.median(lab[:, 2])))
+    measured = float(ita_from_lab(float(np.median(lab[:, 0])), float(np.median(lab[:, 2]))))
     assert measured == pytest.approx(ita, abs=3.0)
 
 

@@ -6,14 +6,22 @@ from collections import Counter, defaultdict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from skingenbench.services.core.classes import CLASSES, SPLITS
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument
+from skingenbench.services.data.core.splitting import (
+    assert_no_lesion_leak,
+    combine_manifests,
+    split_by_lesion,
+)
+from skingenbench.services.data.curation_report import (
+    curation_report,
+    describe_manifest,
+    format_report_markdown,
+)
+from skingenbench.services.data.ham10000 import import_ham10000
+from skingenbench.services.data.milk10k import import_milk10k
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.classes import CLASSES, SPLITS
-from services.common.errors import DataIntegrityError, InvalidArgument
-from services.common.store import LocalFolderStore
-from services.data.curation_report import curation_report, describe_manifest, format_report_markdown
-from services.data.ham10000 import import_ham10000
-from services.data.milk10k import import_milk10k
-from services.data.splitting import assert_no_lesion_leak, combine_manifests, split_by_lesion
 from tests.data.fixtures import build_ham10000, build_milk10k, make_item, manifest_of, synthetic_manifest
 
 # database=None: no .hypothesis/ folder in the checkout; the examples are cheap to regenerate.

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
-
-from services.common.settings import SERVICES
+from skingenbench.services.platform.settings import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 

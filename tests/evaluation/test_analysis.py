@@ -8,9 +8,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from services.common.errors import InvalidArgument
-from services.evaluation.analysis import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.evaluation.core.analysis import (
     FeatureSpaceConfig,
     centroid_summary,
     dispersion,
@@ -19,6 +18,7 @@ from services.evaluation.analysis import (
     pca_embedding,
     tsne_embedding,
 )
+
 from tests.evaluation.test_extractors import (
     one_blas_thread,  # noqa: F401 - autouse
     phantom_images,

@@ -7,9 +7,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from services.common.errors import InvalidArgument
-from services.evaluation.anchoring import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.evaluation.core.anchoring import (
     anchoring_from_probabilities,
     class_anchoring,
     confidence_histogram_png,

@@ -11,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from services.common.errors import DataIntegrityError, FailedPrecondition, InvalidArgument, NotFound
-from services.evaluation.extractors import (
+from skingenbench.services.core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from skingenbench.services.evaluation.core.extractors import (
     FEATURE_EXTRACTORS,
     UPSTREAM,
     ClassifierPreprocess,
@@ -52,7 +56,7 @@ def write_random_inception_weights(folder: Path, seed: int = 0) -> Path:
 
 
 def phantom_images(count: int, seed: int = 0, size: int = 64, label: str = "MEL") -> list[np.ndarray]:
-    from services.data.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng = np.random.default_rng(seed)
     config = PhantomConfig(width=size, height=size)
@@ -214,9 +218,9 @@ def test_classifier_preprocess_resizes_the_shorter_side_then_crops_the_centre():
 
 
 def test_a_classification_checkpoint_becomes_a_domain_extractor():
-    inference = pytest.importorskip("services.classification.inference")
-    from services.classification import models
-    from services.evaluation.extractors import domain_extractor_from_checkpoint
+    inference = pytest.importorskip("skingenbench.services.core.classifiers.checkpoint")
+    from skingenbench.services.core.classifiers import models
+    from skingenbench.services.evaluation.core.extractors import domain_extractor_from_checkpoint
 
     config = models.CLASSIFIERS.config("resnet18", "tiny", {"pretrained": "none"})
     model, _ = models.build_classifier("resnet18", config)
@@ -226,7 +230,7 @@ def test_a_classification_checkpoint_becomes_a_domain_extractor():
     images = phantom_images(3, seed=5, size=64)
     features = extractor.extract(images)
     # The classification service's own evaluation transform and model give the same penultimate layer.
-    from services.classification.data import eval_transform
+    from skingenbench.services.classification.core.data import eval_transform
 
     batch = torch.stack([eval_transform(image, config) for image in images])
     with torch.no_grad():

@@ -4,10 +4,10 @@ changes with anything that changes the features; bad entries are recomputed, nev
 from __future__ import annotations
 
 import torch
+from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS, ClassifierPreprocess
+from skingenbench.services.evaluation.core.metrics import frechet_distance
+from skingenbench.services.evaluation.feature_cache import FeatureCache, FeatureKey, image_set_hash
 
-from services.evaluation.extractors import FEATURE_EXTRACTORS, ClassifierPreprocess
-from services.evaluation.feature_cache import FeatureCache, FeatureKey, image_set_hash
-from services.evaluation.metrics import frechet_distance
 from tests.evaluation.test_extractors import TinyClassifier, noised, phantom_images, tiny_domain_extractor
 
 

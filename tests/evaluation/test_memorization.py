@@ -8,9 +8,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from services.common.errors import InvalidArgument
-from services.evaluation.memorization import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.evaluation.core.memorization import (
     MemorizationConfig,
     closest_pairs,
     closest_pairs_png,
@@ -18,6 +17,7 @@ from services.evaluation.memorization import (
     nearest_neighbours,
     pair_ssim,
 )
+
 from tests.evaluation.test_extractors import (
     one_blas_thread,  # noqa: F401 - autouse
     phantom_images,

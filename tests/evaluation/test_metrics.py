@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import linalg
-
-from services.common.errors import InvalidArgument
-from services.evaluation.extractors import FEATURE_EXTRACTORS, UInt8Images
-from services.evaluation.metrics import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS, UInt8Images
+from skingenbench.services.evaluation.core.metrics import (
     METRICS,
     compute,
     fid_statistics,
@@ -21,6 +20,7 @@ from services.evaluation.metrics import (
     library_versions,
     precision_recall,
 )
+
 from tests.evaluation.test_extractors import (
     noised,
     one_blas_thread,  # noqa: F401 - autouse

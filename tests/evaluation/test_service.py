@@ -13,11 +13,12 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from skingenbench.services.core.manifest import Item, Manifest, Provenance
+from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.client import open_channel, watch_job
-from services.common.manifest import Item, Manifest, Provenance, read_manifest, write_manifest
-from services.common.store import LocalFolderStore
-from skingenbench.v1 import common_pb2, evaluation_pb2, evaluation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, evaluation_pb2, evaluation_pb2_grpc
 from tests.common.service_helpers import running
 from tests.evaluation.test_extractors import (
     noised,
@@ -53,8 +54,8 @@ def _synthetic_manifest(store, name: str, images: list[np.ndarray],
 def _checkpoint(store) -> common_pb2.ObjectRef | None:
     """A tiny resnet18 checkpoint written by the classification service's own code (random weights)."""
     try:
-        from services.classification import models
-        from services.classification.inference import classifier_to_bytes
+        from skingenbench.services.core.classifiers import models
+        from skingenbench.services.core.classifiers.checkpoint import classifier_to_bytes
     except ImportError:
         return None
     config = models.CLASSIFIERS.config("resnet18", "tiny", {"pretrained": "none"})
@@ -66,7 +67,7 @@ def _checkpoint(store) -> common_pb2.ObjectRef | None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from services.data.operations import import_source, split_sources
+    from skingenbench.services.data.operations import import_source, split_sources
 
     store = LocalFolderStore(tmp_path_factory.mktemp("store"))
     weights = write_random_inception_weights(tmp_path_factory.mktemp("weights"))

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import yaml
+from skingenbench.services.platform.settings import SERVICES
 
-from services.common.settings import SERVICES
 from tests.common.service_helpers import running
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ GRID = {
 def stack(tmp_path_factory):
     import contextlib
 
-    from services.common.store import LocalFolderStore
+    from skingenbench.services.platform.store import LocalFolderStore
 
     store = LocalFolderStore(tmp_path_factory.mktemp("flow") / "store")
     with contextlib.ExitStack() as stack:
@@ -49,8 +49,7 @@ def _jobs(services) -> dict[str, list]:
 
 def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_path, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
-
-    from flows.benchmark import benchmark
+    from skingenbench.flows.benchmark import benchmark
 
     store, services = stack
     monkeypatch.setenv("SKINGENBENCH_STORE", store.root_uri)
@@ -98,7 +97,7 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
 _FLOW_PROCESS = """
 import sys
 from prefect.testing.utilities import prefect_test_harness
-from flows.benchmark import benchmark
+from skingenbench.flows.benchmark import benchmark
 with prefect_test_harness(server_startup_timeout=120):
     benchmark(grid_spec=sys.argv[1], run_id="killed", runs_dir=sys.argv[2])
 """
@@ -114,9 +113,8 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
     import time
 
     from prefect.testing.utilities import prefect_test_harness
-
-    from flows.benchmark import benchmark
-    from services.common.store import LocalFolderStore
+    from skingenbench.flows.benchmark import benchmark
+    from skingenbench.services.platform.store import LocalFolderStore
 
     store = LocalFolderStore(tmp_path / "store")
     grid = dict(GRID, classifiers=["resnet18"], generators=["ddpm"], name="killed")

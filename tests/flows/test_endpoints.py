@@ -7,10 +7,10 @@ import time
 
 import grpc
 import pytest
+from skingenbench.flows.endpoints import Endpoint, EndpointPool, endpoints_from_env, parse_endpoints
+from skingenbench.flows.jobs import JobFailed, run_job
 
-from flows.endpoints import Endpoint, EndpointPool, endpoints_from_env, parse_endpoints
-from flows.jobs import JobFailed, run_job
-from skingenbench.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
+from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 from tests.common.service_helpers import add_test_jobs, running
 
 

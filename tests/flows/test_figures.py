@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+from skingenbench.flows.figures import confusion_png, melanoma_roc_png, roc_curve
 from sklearn.metrics import auc
 from sklearn.metrics import roc_curve as sklearn_roc
-
-from flows.figures import confusion_png, melanoma_roc_png, roc_curve
 
 
 def test_roc_curve_matches_scikit_learn_with_ties():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from flows.grid import GRIDS_DIR, GridError, load_grid, parse_grid
+from skingenbench.flows.grid import GRIDS_DIR, GridError, load_grid, parse_grid
 
 
 def test_shipped_grids_load_with_every_axis():

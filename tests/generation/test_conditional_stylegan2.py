@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.registry import config_from_dict
+from skingenbench.services.generation import models, sampling_job, training_job
+from skingenbench.services.generation.core.registry import create_backend
+from skingenbench.services.generation.core.stylegan2.backend import TINY, StyleGAN2ADABackend, StyleGAN2Config
+from skingenbench.services.generation.core.training import DataOrder, train
+from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.client import open_channel, watch_job
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.manifest import read_manifest
-from services.common.registry import config_from_dict
-from services.common.store import LocalFolderStore
-from services.generation import models, sampling_job, training_job
-from services.generation.registry import create_backend
-from services.generation.stylegan2.backend import TINY, StyleGAN2ADABackend, StyleGAN2Config
-from services.generation.training import DataOrder, train
-from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 

@@ -16,12 +16,12 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from skingenbench.services.generation.client import GenerationClient
+from skingenbench.services.platform.client import open_channel
+from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.client import open_channel
-from services.common.manifest import read_manifest
-from services.common.store import LocalFolderStore
-from services.generation.client import GenerationClient
-from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
@@ -138,7 +138,7 @@ def test_unconditional_and_missing_models_are_refused(service, train_manifest):
 
 
 def _cli(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skingenbench.cli_generate", *arguments], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "skingenbench.cli.generate", *arguments], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

@@ -11,13 +11,21 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 from PIL import Image
-
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.generation.backend import SamplerOptions
-from services.generation.ddpm import DDPMBackend
-from services.generation.registry import GENERATORS, backend_from_config_json, create_backend
-from services.generation.sampling import bench_sampling, image_seeds, sample_images, to_png_bytes
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.generation.core.backend import SamplerOptions
+from skingenbench.services.generation.core.ddpm import DDPMBackend
+from skingenbench.services.generation.core.registry import (
+    GENERATORS,
+    backend_from_config_json,
+    create_backend,
+)
+from skingenbench.services.generation.core.sampling import (
+    bench_sampling,
+    image_seeds,
+    sample_images,
+    to_png_bytes,
+)
 
 # 16x16 images and a 50-step diffusion keep the full DDPM chain to a fraction of a second per batch.
 SMALL = {"resolution": 16, "num_train_timesteps": 50, "default_ddim_steps": 5, "sample_batch_size": 4,

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.classes import CLASSES
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.registry import config_from_dict
-from services.generation.backend import SamplerOptions
-from services.generation.dermgan import (
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.classes import CLASSES
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.imaging.skin_tone import estimate_ita, skin_type_from_ita
+from skingenbench.services.core.registry import config_from_dict
+from skingenbench.services.generation.core.backend import SamplerOptions
+from skingenbench.services.generation.core.dermgan import (
     ITA_BINS,
     PROFILES,
     ConditionDistribution,
@@ -27,16 +27,20 @@ from services.generation.dermgan import (
     MapLayout,
     MapParams,
 )
-from services.generation.dermgan.conditioning import draw_params
-from services.generation.dermgan.controllability import (
+from skingenbench.services.generation.core.dermgan.conditioning import draw_params
+from skingenbench.services.generation.core.dermgan.controllability import (
     agreement,
     backend_renderer,
     grid,
     measure_controllability,
 )
-from services.generation.dermgan.losses import discriminator_loss, generator_loss, lesion_weighted_l1
-from services.generation.dermgan.networks import PatchDiscriminator, UNetGenerator
-from services.generation.dermgan.semantic_map import (
+from skingenbench.services.generation.core.dermgan.losses import (
+    discriminator_loss,
+    generator_loss,
+    lesion_weighted_l1,
+)
+from skingenbench.services.generation.core.dermgan.networks import PatchDiscriminator, UNetGenerator
+from skingenbench.services.generation.core.dermgan.semantic_map import (
     lesion_mask,
     map_from_mask,
     map_from_params,
@@ -44,9 +48,8 @@ from services.generation.dermgan.semantic_map import (
     read_map,
     skin_colour,
 )
-from services.generation.sampling import sample_images
-from services.generation.training import train
-from services.preprocessing.skin_tone import estimate_ita, skin_type_from_ita
+from skingenbench.services.generation.core.sampling import sample_images
+from skingenbench.services.generation.core.training import train
 
 LAYOUT = MapLayout()
 MEL_REQUEST = {"label": "MEL", "lesion_area_fraction": 0.15, "center_x": 0.5, "center_y": 0.5, "ita_degrees": 30.0}
@@ -75,10 +78,10 @@ def painted_examples(count: int, size: int = 32, seed: int = 0) -> list[tuple[np
 @pytest.fixture(scope="module")
 def phantom_examples():
     """48 phantom dermoscopy images, preprocessed ('basic', tiny: 64 px) with lesion masks and ITA."""
-    from services.common.manifest import read_manifest
-    from services.common.store import LocalFolderStore
-    from services.data.operations import import_source
-    from services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+    from skingenbench.services.data.operations import import_source
+    from skingenbench.services.platform.manifest_io import read_manifest
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 
     with tempfile.TemporaryDirectory() as root:
         store = LocalFolderStore(root)

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 import torch
+from skingenbench.services.generation import models
+from skingenbench.services.platform.client import iter_events, open_channel, watch_job
+from skingenbench.services.platform.jobs import JobRecord
+from skingenbench.services.platform.server import start_service
+from skingenbench.services.platform.settings import ServiceSettings
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.client import iter_events, open_channel, watch_job
-from services.common.jobs import JobRecord
-from services.common.server import start_service
-from services.common.settings import ServiceSettings
-from services.common.store import LocalFolderStore
-from services.generation import models
-from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 

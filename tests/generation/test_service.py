@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skingenbench.services.generation import models
+from skingenbench.services.generation.client import GenerationClient
+from skingenbench.services.platform.client import iter_events, open_channel, watch_job
+from skingenbench.services.platform.jobs import JobRecord
+from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.platform.server import start_service
+from skingenbench.services.platform.settings import ServiceSettings
+from skingenbench.services.platform.store import LocalFolderStore
 
-from services.common.client import iter_events, open_channel, watch_job
-from services.common.jobs import JobRecord
-from services.common.manifest import read_manifest
-from services.common.server import start_service
-from services.common.settings import ServiceSettings
-from services.common.store import LocalFolderStore
-from services.generation import models
-from services.generation.client import GenerationClient
-from skingenbench.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
@@ -204,7 +204,7 @@ def test_sampling_is_deterministic_and_writes_a_manifest_with_provenance(service
 def test_generate_from_another_process_writes_deterministic_files(service, trained, tmp_path):
     svc, stub, channel = service
     out = tmp_path / "synthetic"
-    command = [sys.executable, "-m", "skingenbench.cli_generate", "--model", "ddpm", "--count", "5",
+    command = [sys.executable, "-m", "skingenbench.cli.generate", "--model", "ddpm", "--count", "5",
                "--seed", "7", "--out", str(out), "--sampler", "ddim", "--steps", "10", "--target", svc.target]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.registry import Registry, config_from_dict
-from services.generation.backend import SamplerOptions
-from services.generation.stylegan2 import augment as ada
-from services.generation.stylegan2.augment import AdaptiveAugment, AugmentPipe
-from services.generation.stylegan2.backend import (
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.registry import Registry, config_from_dict
+from skingenbench.services.generation.core.backend import SamplerOptions
+from skingenbench.services.generation.core.stylegan2 import augment as ada
+from skingenbench.services.generation.core.stylegan2.augment import AdaptiveAugment, AugmentPipe
+from skingenbench.services.generation.core.stylegan2.backend import (
     PAPER,
     PROFILES,
     TINY,
@@ -23,15 +22,15 @@ from services.generation.stylegan2.backend import (
     StyleGAN2Config,
     parameter_count,
 )
-from services.generation.stylegan2.discriminator import minibatch_stddev
-from services.generation.stylegan2.losses import (
+from skingenbench.services.generation.core.stylegan2.discriminator import minibatch_stddev
+from skingenbench.services.generation.core.stylegan2.losses import (
     PathLengthRegularizer,
     discriminator_loss,
     generator_loss,
     r1_penalty,
 )
-from services.generation.stylegan2.synthesis import ModulatedConv2d, upsample_2x
-from services.generation.training import train
+from skingenbench.services.generation.core.stylegan2.synthesis import ModulatedConv2d, upsample_2x
+from skingenbench.services.generation.core.training import train
 
 # 16x16 keeps a full G + D + regulariser step to ~0.1 s on one CPU thread.
 SMALL = {"resolution": 16, "batch_size": 4, "checkpoint_every_steps": 0, "sample_batch_size": 4}
@@ -170,7 +169,7 @@ def test_truncation_psi_zero_gives_the_mean_image_and_one_does_not():
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
-    from services.generation.backend import images_to_uint8
+    from skingenbench.services.generation.core.backend import images_to_uint8
 
     return images_to_uint8(images)
 
@@ -342,8 +341,7 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_a_tiny_run_on_phantom_melanomas_learns():
     from PIL import Image
-
-    from services.data.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng, phantom = np.random.default_rng(0), PhantomConfig(width=64, height=64)
     data = [(np.array(Image.fromarray(render_phantom("MEL", rng, phantom).image).resize((16, 16), Image.BILINEAR)), 0)

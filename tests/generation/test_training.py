@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from services.common.checkpoint import state_from_bytes, state_to_bytes
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.generation.registry import create_backend
-from services.generation.training import DataOrder, make_batch, to_training_tensor, train
+from skingenbench.services.core.checkpoint import state_from_bytes, state_to_bytes
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.generation.core.registry import create_backend
+from skingenbench.services.generation.core.training import DataOrder, make_batch, to_training_tensor, train
 
 SMALL = {"resolution": 16, "num_train_timesteps": 50, "batch_size": 8, "learning_rate": 2e-3,
          "lr_warmup_steps": 2, "ema_max_decay": 0.9, "checkpoint_every_steps": 0}

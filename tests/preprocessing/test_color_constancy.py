@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.color_constancy import estimate_illuminant, shades_of_gray
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.color_constancy import estimate_illuminant, shades_of_gray
 
 CAST = np.array([1.15, 1.0, 0.7])  # a warm (yellow-orange) illuminant
 

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.decoding import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.decoding import (
     ImageDecodeError,
     decode_image,
     decode_mask,

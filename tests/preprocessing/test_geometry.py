@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.geometry import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.geometry import (
     GeometricAugmentation,
     apply_augmentation,
     image_seed,

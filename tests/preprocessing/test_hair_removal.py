@@ -3,10 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cv2 import INTER_CUBIC, INTER_NEAREST, LINE_AA, GaussianBlur, ellipse, polylines, resize
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.hair_removal import detect_hair, inpaint, line_kernel, remove_hair
-from services.preprocessing.quality import mask_iou, psnr_in_region
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.hair_removal import (
+    detect_hair,
+    inpaint,
+    line_kernel,
+    remove_hair,
+)
+from skingenbench.services.preprocessing.core.quality import mask_iou, psnr_in_region
 
 SKIN, LESION, HAIR = (224, 172, 140), (110, 70, 50), (55, 40, 30)
 

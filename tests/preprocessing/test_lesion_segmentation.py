@@ -3,14 +3,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from services.preprocessing.lesion_segmentation import (
+from skingenbench.services.core.imaging.lesion_segmentation import (
     area_fraction,
     central_component,
     fill_holes,
     segment_lesion,
 )
-from services.preprocessing.quality import mask_dice
+from skingenbench.services.preprocessing.core.quality import mask_dice
 
 SKIN = (224, 172, 140)
 

@@ -3,10 +3,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.mark_removal import detect_ink, detect_ruler, remove_marks, straight_runs
-from services.preprocessing.quality import mask_iou, psnr_in_region
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.mark_removal import (
+    detect_ink,
+    detect_ruler,
+    remove_marks,
+    straight_runs,
+)
+from skingenbench.services.preprocessing.core.quality import mask_iou, psnr_in_region
 
 SKIN, LESION = (224, 172, 140), (110, 70, 50)
 

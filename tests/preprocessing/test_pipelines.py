@@ -8,17 +8,16 @@ import cv2
 import numpy as np
 import pytest
 from skimage.color import rgb2lab
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.geometry import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.geometry import (
     GeometricAugmentation,
     apply_augmentation,
     image_seed,
     resize_image,
     resize_mask,
 )
-from services.preprocessing.pipeline_config import AdvancedConfig, BasicConfig
-from services.preprocessing.pipeline_registry import (
+from skingenbench.services.preprocessing.core.pipeline_config import AdvancedConfig, BasicConfig
+from skingenbench.services.preprocessing.core.pipeline_registry import (
     create_pipeline,
     describe,
     get_pipeline,
@@ -26,8 +25,8 @@ from services.preprocessing.pipeline_registry import (
     pipeline_config,
     register_pipeline,
 )
-from services.preprocessing.quality import mask_dice, psnr_in_region
-from services.preprocessing.throughput import bench_pipeline
+from skingenbench.services.preprocessing.core.quality import mask_dice, psnr_in_region
+from skingenbench.services.preprocessing.core.throughput import bench_pipeline
 
 SKIN = (224, 172, 140)
 MEASUREMENT_KEYS = {

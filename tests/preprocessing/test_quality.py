@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.quality import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.quality import (
     PSNR_CAP_DB,
     aggregate_quality,
     format_quality_markdown,

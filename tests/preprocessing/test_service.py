@@ -11,17 +11,11 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from skingenbench.services.core.manifest import Item, Manifest, Provenance
+from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest, write_manifest
 
-from services.common.client import open_channel, watch_job
-from services.common.manifest import (
-    Item,
-    Manifest,
-    Provenance,
-    read_manifest,
-    verify_manifest,
-    write_manifest,
-)
-from skingenbench.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
+from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 from tests.common.service_helpers import running
 from tests.preprocessing.test_decoding import png_claiming_size
 

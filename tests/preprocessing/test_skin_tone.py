@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 from skimage.color import rgb2lab
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.skin_tone import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.skin_tone import (
     estimate_ita,
     ita_from_lab,
     rgb_to_cielab,

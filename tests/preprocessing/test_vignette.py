@@ -3,10 +3,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from services.common.errors import InvalidArgument
-from services.preprocessing.quality import mask_iou
-from services.preprocessing.vignette import (
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.preprocessing.core.quality import mask_iou
+from skingenbench.services.preprocessing.core.vignette import (
     detect_dark_field,
     largest_inscribed_rectangle,
     remove_vignette,

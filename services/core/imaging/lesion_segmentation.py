@@ -1,0 +1,88 @@
+"""A classical lesion mask: colour distance to the surrounding skin, Otsu, the central component.
+
+No learned model: this mask serves measurements (lesion area, excluding the lesion from skin-tone
+estimation) and DermGAN-style semantic maps, where a clear, explainable failure mode is worth more
+than the last points of Dice. The steps, and why:
+
+1. Median blur (kernel ~2% of the image side) -- erases hair and ruler ticks a few pixels wide that
+   would otherwise be as far from skin as the lesion, while keeping the lesion's border sharp.
+2. CIELAB distance (Delta E 1976) to the skin reference, the median colour of a border band --
+   pink and amelanotic lesions differ from skin in a* and b*, not only in lightness.
+3. Otsu's threshold on that distance over the valid pixels (Otsu 1979), floored at
+   ``min_delta_e`` so that a lesion-free image yields an empty mask rather than noise.
+4. Opening, then the component with the largest area x centrality (dermoscopy centres the lesion;
+   dark corners and border-touching shadows score low), then holes filled.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.filters import threshold_otsu
+from skingenbench.services.core.imaging.regions import border_band, scaled_pixels
+from skingenbench.services.core.imaging.skin_tone import rgb_to_cielab
+
+
+def area_fraction(mask: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Fraction of the ``valid`` pixels (all when None) that ``mask`` covers."""
+    mask = mask.astype(bool)
+    if valid is None:
+        return float(mask.mean()) if mask.size else 0.0
+    valid = valid.astype(bool)
+    return float((mask & valid).sum() / valid.sum()) if valid.any() else 0.0
+
+
+def skin_reference_colour(lab: np.ndarray, valid: np.ndarray, border_fraction: float) -> np.ndarray:
+    ring = border_band(lab.shape, border_fraction) & valid
+    source = lab[ring] if ring.sum() >= 16 else lab[valid]
+    return np.median(source, axis=0)
+
+
+def central_component(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected component with the largest area x centrality (1 at the centre, 0.05 at a corner)."""
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(mask.shape, bool)
+    height, width = mask.shape
+    offsets = (centroids[1:] - np.array([(width - 1) / 2, (height - 1) / 2])) / np.array(
+        [width / 2, height / 2]
+    )
+    centrality = np.clip(1.0 - np.linalg.norm(offsets, axis=1) / np.sqrt(2.0), 0.05, 1.0)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA] * centrality))
+    return labels == best
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every background region that does not reach the border filled in."""
+    outside = np.pad(~mask.astype(bool), 1, constant_values=True).astype(np.uint8)
+    cv2.floodFill(outside, None, (0, 0), 2)  # the padding ring connects every border region
+    return mask.astype(bool) | (outside[1:-1, 1:-1] == 1)
+
+
+def segment_lesion(
+    rgb: np.ndarray,
+    exclude: np.ndarray | None = None,
+    blur_fraction: float = 0.02,
+    min_delta_e: float = 8.0,
+    border_fraction: float = 0.1,
+    opening_fraction: float = 0.01,
+    min_area_fraction: float = 0.002,
+) -> np.ndarray:
+    """Boolean lesion mask (H, W) of a uint8 RGB image; ``exclude`` (e.g. the dark field) is never
+    part of the lesion or of the skin reference."""
+    valid = np.ones(rgb.shape[:2], bool) if exclude is None else ~exclude.astype(bool)
+    if valid.sum() < 16:
+        return np.zeros(rgb.shape[:2], bool)
+    kernel = scaled_pixels(rgb.shape, blur_fraction, minimum=3) | 1
+    lab = rgb_to_cielab(cv2.medianBlur(rgb, kernel))
+    distance = np.linalg.norm(lab - skin_reference_colour(lab, valid, border_fraction), axis=2)
+    values = distance[valid]
+    threshold = max(float(threshold_otsu(values)) if np.ptp(values) > 0 else 0.0, min_delta_e)
+    candidates = (distance > threshold) & valid
+    radius = scaled_pixels(rgb.shape, opening_fraction, minimum=1)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    candidates = cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_OPEN, disk) > 0
+    lesion = central_component(candidates)
+    if lesion.sum() < min_area_fraction * lesion.size:
+        return np.zeros(rgb.shape[:2], bool)
+    return fill_holes(lesion)

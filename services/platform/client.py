@@ -1,0 +1,92 @@
+"""Client side of the runtime: channels with auth and message limits, health checks, job watching.
+
+The flow and the CLI use these; a user's own tool can too, or call the services from any language
+with the .proto files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from skingenbench.services.platform.server import grpc_options
+from skingenbench.services.platform.status import ERROR_METADATA_KEY
+
+from skingenbench.api.v1 import common_pb2, common_pb2_grpc
+
+FINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call (call credentials need TLS; this does not)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, base, metadata):
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
+def open_channel(target: str, token: str | None = None, max_message_mb: int = 64) -> grpc.Channel:
+    """An insecure channel (inside a cluster or on loopback) with the token from the env by default."""
+    token = os.environ.get("SKINGENBENCH_AUTH_TOKEN", "") if token is None else token
+    channel = grpc.insecure_channel(target, options=grpc_options(max_message_mb))
+    if token:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
+
+
+def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """``SERVING``, ``NOT_SERVING``, ``UNKNOWN`` or ``UNREACHABLE``."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return "UNKNOWN"
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def error_detail(exc: grpc.RpcError) -> common_pb2.ErrorDetail | None:
+    """The ErrorDetail a SkinGenBench server attached to a failed call, if any."""
+    for key, value in (exc.trailing_metadata() or ()):
+        if key == ERROR_METADATA_KEY:
+            return common_pb2.ErrorDetail.FromString(value)
+    return None
+
+
+def watch_job(channel: grpc.Channel, job_id: str,
+              on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+              timeout_s: float | None = None) -> common_pb2.Job:
+    """Follow a job's progress stream to its end and return the final job."""
+    jobs = common_pb2_grpc.JobsStub(channel)
+    for event in jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s):
+        if on_event is not None:
+            on_event(event)
+    return jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))
+
+
+def iter_events(channel: grpc.Channel, job_id: str, after: int = 0) -> Iterator[common_pb2.ProgressEvent]:
+    jobs = common_pb2_grpc.JobsStub(channel)
+    yield from jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id, after_sequence=after))

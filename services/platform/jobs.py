@@ -1,0 +1,380 @@
+"""The job runner: long work as jobs whose state lives in the object store (DESIGN.md, rule 4).
+
+A job is identified by a hash of (service, kind, request): submitting the same request again returns
+the existing job instead of starting a second one, which makes a grid that died resumable. The
+runner persists each job's record (state, last progress, outputs, error, request) under
+``jobs/<service>/<job_id>.json``, so ``GetJob``/``WatchJob`` answer after a restart, and jobs that
+were queued or running when the server stopped are started again on the next start; their handlers
+resume from the checkpoints they wrote (training) or find their content-addressed outputs (the rest).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from skingenbench.services.core.errors import Cancelled, FailedPrecondition, NotFound, SkinGenBenchError
+from skingenbench.services.core.hashing import canonical_json, sha256_bytes
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, finished_outputs, mark_finished
+from skingenbench.services.platform.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+_EVENTS_KEPT = 1000            # per job, in memory, for WatchJob replay
+_PERSIST_INTERVAL_S = 1.0      # progress is persisted at most this often; state changes always
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    kind: str
+    service: str
+    request: dict[str, Any]
+    state: str = QUEUED
+    created: str = field(default_factory=_now)
+    started: str = ""
+    finished: str = ""
+    last_progress: dict[str, Any] = field(default_factory=dict)
+    outputs: list[dict[str, str]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    reused: bool = False
+    # The typed plan of a framework job kind, as JSON (``JobKind.plan``): what a resumed job runs from.
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> JobRecord:
+        return cls(**json.loads(raw))
+
+
+class JobInterrupted(Exception):
+    """Raised inside a handler when the server shuts down: the job resumes on the next start."""
+
+
+class JobContext:
+    """What a handler sees of its job: progress reporting, outputs, and cancellation checks."""
+
+    def __init__(self, runner: JobRunner, record: JobRecord, cancel: threading.Event) -> None:
+        self._runner = runner
+        self.record = record
+        self._cancel = cancel
+        self.store = runner.store
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    @property
+    def should_stop(self) -> bool:
+        """True when the job is cancelled or the server is stopping: checkpoint, then return."""
+        return self._cancel.is_set() or self._runner.stopping.is_set()
+
+    def check_cancelled(self) -> None:
+        """Call between units of work. Raises once the job must stop."""
+        if self._runner.stopping.is_set():
+            raise JobInterrupted("server is shutting down")
+        if self._cancel.is_set():
+            raise Cancelled("job was cancelled")
+
+    def progress(self, step: int, total: int = 0, message: str = "", **metrics: float) -> None:
+        self._runner._emit(self.record, step=step, total=total, message=message, metrics=metrics)
+
+    def add_output(self, name: str, uri: str, sha256: str = "") -> None:
+        self.record.outputs = [o for o in self.record.outputs if o["name"] != name]
+        self.record.outputs.append({"name": name, "uri": uri, "sha256": sha256})
+
+
+Handler = Callable[[dict[str, Any], JobContext], dict[str, Any] | None]
+
+
+@dataclass
+class _Live:
+    """In-memory state of a job this process runs or ran."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_EVENTS_KEPT))
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    sequence: int = 0
+    last_persist: float = 0.0
+
+
+class JobRunner:
+    """Runs registered job kinds on a bounded thread pool and persists their records."""
+
+    def __init__(self, store: ObjectStore, service: str, slots: int = 1) -> None:
+        self.store = store
+        self.service = service
+        self.slots = max(1, int(slots))
+        self._handlers: dict[str, Handler] = {}
+        self._kinds: dict[str, JobKind] = {}
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"job-{service.split('.')[-1]}")
+        self.stopping = threading.Event()
+
+    # -- registration ----------------------------------------------------------------------------
+    def register(self, kind: JobKind) -> None:
+        """Register a job kind under its name; ``submit(kind.name, request)`` then plans and queues it."""
+        self._kinds[kind.name] = kind
+
+    def register_handler(self, kind: str, handler: Handler) -> None:
+        """A bare handler without a plan step (the runtime's own tests use one)."""
+        self._handlers[kind] = handler
+
+    def _key(self, job_id: str) -> str:
+        return f"jobs/{self.service}/{job_id}.json"
+
+    @staticmethod
+    def job_id_for(service: str, kind: str, request: dict[str, Any]) -> str:
+        return sha256_bytes(canonical_json({"service": service, "kind": kind, "request": request}).encode())[:24]
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(self, kind: str, request: Message | dict[str, Any]) -> JobRecord:
+        """Plan a job and start it, or return the existing one for an identical request.
+
+        The plan step runs here, before anything is queued: a request it refuses is answered with its
+        status and leaves no job behind. A succeeded, queued or running job is returned as it is
+        (``reused``); a failed or cancelled one is started again.
+        """
+        if kind not in self._handlers and kind not in self._kinds:
+            raise NotFound(f"no job kind {kind!r} on {self.service}")
+        if self.stopping.is_set():
+            raise FailedPrecondition("server is shutting down; submit the job again after it restarts")
+        plan: dict[str, Any] = {}
+        if isinstance(request, Message):
+            message, request = request, json_format.MessageToDict(request, preserving_proto_field_name=True)
+            job_kind = self._kinds.get(kind)
+            if job_kind is not None:
+                plan = job_kind.plan(message, self.store).to_json()
+        # The job id hashes the request as the client sent it, so a repeated request finds its job.
+        job_id = self.job_id_for(self.service, kind, request)
+        with self._lock:
+            existing = self._load(job_id)
+            if existing is not None:
+                active = job_id in self._live and existing.state not in FINAL_STATES
+                if existing.state == SUCCEEDED or active:
+                    existing.reused = True
+                    return existing
+            record = JobRecord(job_id=job_id, kind=kind, service=self.service, request=request, plan=plan)
+            if existing is not None:
+                record.attempts = existing.attempts
+                record.created = existing.created
+            self._start(record)
+            return record
+
+    def _start(self, record: JobRecord) -> None:
+        live = _Live()
+        self._live[record.job_id] = live
+        record.state = QUEUED
+        record.error, record.result, record.finished = {}, {}, ""
+        self._emit(record, step=0, total=0, message="queued", metrics={}, force=True)
+        self._pool.submit(self._run, record, live)
+
+    def resume_interrupted(self) -> list[str]:
+        """Start again every job that was queued or running when this service last stopped."""
+        resumed = []
+        for key in self.store.list(f"jobs/{self.service}/"):
+            try:
+                record = JobRecord.from_json(self.store.get_bytes(key))
+            except (ValueError, TypeError) as exc:
+                log.warning("unreadable job record %s: %s", key, exc)
+                continue
+            if record.state in (QUEUED, RUNNING) and record.job_id not in self._live:
+                if record.kind not in self._handlers and record.kind not in self._kinds:
+                    continue
+                log.info("resuming interrupted job %s (%s)", record.job_id, record.kind)
+                with self._lock:
+                    self._start(record)
+                resumed.append(record.job_id)
+        return resumed
+
+    # -- running ---------------------------------------------------------------------------------
+    def _run(self, record: JobRecord, live: _Live) -> None:
+        if live.cancel.is_set():
+            self._finish(record, CANCELLED, message="cancelled before it started")
+            return
+        if self.stopping.is_set():
+            return  # stays QUEUED in the store: resumed on the next start
+        record.state = RUNNING
+        record.started = _now()
+        record.attempts += 1
+        self._emit(record, step=0, total=0, message="started", metrics={}, force=True)
+        context = JobContext(self, record, live.cancel)
+        try:
+            if record.kind in self._kinds:
+                result = self._run_kind(self._kinds[record.kind], record, context)
+            else:
+                result = self._handlers[record.kind](record.request, context)
+        except JobInterrupted:
+            record.state = QUEUED
+            self._emit(record, step=record.last_progress.get("step", 0), total=record.last_progress.get("total", 0),
+                       message="interrupted by shutdown; resumes when the service restarts", metrics={}, force=True)
+            return
+        except Cancelled:
+            self._finish(record, CANCELLED, message="cancelled")
+            return
+        except Exception as exc:  # a handler's failure is the job's failure, never the server's
+            from skingenbench.services.platform.status import error_detail_dict
+
+            detail = error_detail_dict(exc)
+            if not isinstance(exc, SkinGenBenchError):
+                log.exception("job %s (%s) failed", record.job_id, record.kind)
+            record.error = detail
+            self._finish(record, FAILED, message=f"{detail['code']}: {detail['message']}")
+            return
+        record.result = dict(result or {})
+        self._finish(record, SUCCEEDED, message="done")
+
+    def _run_kind(self, kind: JobKind, record: JobRecord, context: JobContext) -> dict[str, Any]:
+        """Run a framework job from its persisted plan; reattach an identical finished job's outputs."""
+        if record.plan:
+            plan = kind.plan_from_json(record.plan)
+        else:  # a record written before its kind kept plans: plan it now, once, and keep the plan
+            plan = kind.plan(json_format.ParseDict(record.request, kind.request_type()), self.store)
+            record.plan = plan.to_json()
+        outputs = finished_outputs(self.store, plan)
+        reused = outputs is not None
+        if outputs is None:
+            outputs = kind.run(plan, context)
+            if not isinstance(outputs, JobOutputs):
+                raise TypeError(f"job kind {kind.name!r} returned {type(outputs).__name__}, not JobOutputs")
+            mark_finished(self.store, plan, outputs)  # last: every output it names is stored
+        for name, ref in outputs.files.items():
+            context.add_output(name, ref.uri, ref.sha256)
+        return {**outputs.summary, "reused_output": True} if reused else dict(outputs.summary)
+
+    def _finish(self, record: JobRecord, state: str, message: str) -> None:
+        record.state = state
+        record.finished = _now()
+        last = record.last_progress
+        self._emit(record, step=last.get("step", 0), total=last.get("total", 0), message=message,
+                   metrics=last.get("metrics", {}), force=True)
+
+    def _emit(self, record: JobRecord, *, step: int, total: int, message: str, metrics: dict[str, float],
+              force: bool = False) -> None:
+        live = self._live.get(record.job_id)
+        sequence = (live.sequence + 1) if live else record.last_progress.get("sequence", 0) + 1
+        event = {
+            "job_id": record.job_id,
+            "sequence": sequence,
+            "state": record.state,
+            "step": int(step),
+            "total": int(total),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "message": message,
+            "time": _now(),
+        }
+        record.last_progress = event
+        # Persist before telling watchers: a client that sees the final event and then calls GetJob
+        # must find the final state in the store.
+        now = time.monotonic()
+        if force or live is None or now - live.last_persist >= _PERSIST_INTERVAL_S:
+            self.store.put_bytes(self._key(record.job_id), record.to_json(), "application/json")
+            if live is not None:
+                live.last_persist = now
+        if live is not None:
+            with live.changed:
+                live.sequence = sequence
+                live.events.append(event)
+                live.changed.notify_all()
+
+    # -- queries ---------------------------------------------------------------------------------
+    def _load(self, job_id: str) -> JobRecord | None:
+        if not job_id or "/" in job_id or not self.store.exists(self._key(job_id)):
+            return None
+        return JobRecord.from_json(self.store.get_bytes(self._key(job_id)))
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self._load(job_id)
+        if record is None:
+            raise NotFound(f"no job {job_id!r} on {self.service}", hint="job ids are returned by the Start* calls")
+        return record
+
+    def watch(self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True,
+              poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Progress events after ``after_sequence`` until the job reaches a final state."""
+        record = self.get(job_id)
+        live = self._live.get(job_id)
+        if live is None:
+            # Not run by this process (finished before a restart): its last event is all there is.
+            if record.last_progress.get("sequence", 0) > after_sequence:
+                yield record.last_progress
+            return
+        seen = after_sequence
+        while is_active():
+            with live.changed:
+                pending = [e for e in live.events if e["sequence"] > seen]
+                if not pending:
+                    live.changed.wait(poll_s)
+                    continue
+            for event in pending:
+                seen = event["sequence"]
+                yield event
+                if event["state"] in FINAL_STATES:
+                    return
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record.state in FINAL_STATES:
+            return record
+        live = self._live.get(job_id)
+        if live is None:
+            # Queued or running in a process that no longer exists, and not resumed: cancel in place.
+            record.state = CANCELLED
+            record.finished = _now()
+            self.store.put_bytes(self._key(job_id), record.to_json(), "application/json")
+            return record
+        live.cancel.set()
+        return self.get(job_id)
+
+    def list(self, kind: str = "", state: str = "", limit: int = 100) -> list[JobRecord]:
+        records = []
+        for key in self.store.list(f"jobs/{self.service}/"):
+            try:
+                record = JobRecord.from_json(self.store.get_bytes(key))
+            except (ValueError, TypeError):
+                continue
+            if (not kind or record.kind == kind) and (not state or record.state == state):
+                records.append(record)
+        records.sort(key=lambda r: r.created, reverse=True)
+        return records[: limit or 100]
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobRecord:
+        """Block until a job this process runs is final (used by tests and the CLI)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for _ in self.watch(job_id, is_active=lambda: deadline is None or time.monotonic() < deadline):
+            pass
+        return self.get(job_id)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def shutdown(self, grace_s: float = 30.0) -> None:
+        """Ask running jobs to checkpoint and stop; they resume on the next start."""
+        self.stopping.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
+        for job_id, live in list(self._live.items()):
+            record = self._load(job_id)
+            while record and record.state == RUNNING and time.monotonic() < deadline:
+                with live.changed:
+                    live.changed.wait(0.2)
+                record = self._load(job_id)

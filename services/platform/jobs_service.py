@@ -1,0 +1,85 @@
+"""The ``skingenbench.v1.Jobs`` servicer every server registers, and record <-> proto conversion."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from skingenbench.services.platform.jobs import JobRecord, JobRunner
+
+from skingenbench.api.v1 import common_pb2, common_pb2_grpc
+
+
+def _timestamp(iso: str) -> Timestamp | None:
+    if not iso:
+        return None
+    stamp = Timestamp()
+    stamp.FromJsonString(iso.replace("+00:00", "Z"))
+    return stamp
+
+
+def event_to_proto(event: dict[str, Any]) -> common_pb2.ProgressEvent:
+    if not event:
+        return common_pb2.ProgressEvent()
+    proto = common_pb2.ProgressEvent(
+        job_id=event["job_id"],
+        sequence=event["sequence"],
+        state=common_pb2.JobState.Value(f"JOB_STATE_{event['state']}"),
+        step=event["step"],
+        total=event["total"],
+        metrics=event.get("metrics", {}),
+        message=event.get("message", ""),
+    )
+    stamp = _timestamp(event.get("time", ""))
+    if stamp is not None:
+        proto.time.CopyFrom(stamp)
+    return proto
+
+
+def record_to_proto(record: JobRecord) -> common_pb2.Job:
+    job = common_pb2.Job(
+        job_id=record.job_id,
+        kind=record.kind,
+        service=record.service,
+        state=common_pb2.JobState.Value(f"JOB_STATE_{record.state}"),
+        last_progress=event_to_proto(record.last_progress),
+        outputs=[common_pb2.NamedRef(**o) for o in record.outputs],
+        result_json=json.dumps(record.result, sort_keys=True) if record.result else "",
+        request_json=json.dumps(record.request, sort_keys=True),
+        reused=record.reused,
+    )
+    if record.error:
+        job.error.CopyFrom(common_pb2.ErrorDetail(**record.error))
+    for name in ("created", "started", "finished"):
+        stamp = _timestamp(getattr(record, name))
+        if stamp is not None:
+            getattr(job, name).CopyFrom(stamp)
+    return job
+
+
+class JobsServicer(common_pb2_grpc.JobsServicer):
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def GetJob(self, request, context):
+        return record_to_proto(self.runner.get(request.job_id))
+
+    def WatchJob(self, request, context):
+        for event in self.runner.watch(request.job_id, request.after_sequence, is_active=context.is_active):
+            yield event_to_proto(event)
+
+    def CancelJob(self, request, context):
+        return record_to_proto(self.runner.cancel(request.job_id))
+
+    def ListJobs(self, request, context):
+        state = ""
+        if request.state:
+            state = common_pb2.JobState.Name(request.state).removeprefix("JOB_STATE_")
+        records = self.runner.list(request.kind, state, request.limit or 100)
+        return common_pb2.ListJobsResponse(jobs=[record_to_proto(r) for r in records])
+
+
+def job_reply(runner: JobRunner, kind: str, request: dict[str, Any]) -> common_pb2.Job:
+    """Start (or find) a job for a servicer's ``Start*`` call and answer with the Job message."""
+    return record_to_proto(runner.submit(kind, request))

@@ -1,0 +1,136 @@
+"""The service runtime: one bootstrap for every stage's gRPC server.
+
+It wires what all services share — the object store, the job runner, grpc.health.v1 per service
+name, server reflection, raised message limits, the auth/logging/error interceptors — and leaves
+one thing to each stage: a ``setup(ctx)`` function in ``services/<stage>/service.py`` that adds its
+servicer and job handlers. SIGTERM drains: health turns NOT_SERVING, running jobs checkpoint and stay
+queued for the next start, in-flight RPCs get the grace period to finish.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from skingenbench.services.platform.interceptors import (
+    AuthInterceptor,
+    ErrorMappingInterceptor,
+    LoggingInterceptor,
+)
+from skingenbench.services.platform.jobs import JobRunner
+from skingenbench.services.platform.jobs_service import JobsServicer
+from skingenbench.services.platform.settings import ServiceSettings
+from skingenbench.services.platform.store import ObjectStore, store_from_uri
+
+from skingenbench.api.v1 import common_pb2, common_pb2_grpc
+
+log = logging.getLogger(__name__)
+JOBS_SERVICE = common_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name
+
+
+@dataclass
+class ServiceContext:
+    """What a stage's ``setup`` gets to build its servicer from."""
+
+    settings: ServiceSettings
+    store: ObjectStore
+    runner: JobRunner
+    server: grpc.Server
+
+
+@dataclass
+class RunningService:
+    settings: ServiceSettings
+    server: grpc.Server
+    health: health.HealthServicer
+    runner: JobRunner
+    store: ObjectStore
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: refuse new work, let jobs checkpoint, drain in-flight calls."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self.health.enter_graceful_shutdown()
+        self.runner.shutdown(grace)
+        self.server.stop(grace).wait()
+
+
+def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
+    limit = max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.so_reuseport", 0),  # two servers must never share a port by accident
+    ]
+
+
+def start_service(
+    stage: str,
+    settings: ServiceSettings | None = None,
+    store: ObjectStore | None = None,
+    extra_setup: Callable[[ServiceContext], None] | None = None,
+) -> RunningService:
+    """Build and start a stage's server. ``extra_setup`` lets embedders (and tests) add job kinds."""
+    settings = settings or ServiceSettings.from_env(stage)
+    store = store or store_from_uri(settings.store_uri or None)
+    runner = JobRunner(store, settings.service_name, settings.job_slots)
+    interceptors: list[grpc.ServerInterceptor] = []
+    if settings.auth_token:
+        interceptors.append(AuthInterceptor(settings.auth_token))
+    interceptors += [LoggingInterceptor(), ErrorMappingInterceptor()]
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=settings.rpc_workers, thread_name_prefix=f"rpc-{stage}"),
+        interceptors=interceptors,
+        options=grpc_options(settings.max_message_mb),
+    )
+    context = ServiceContext(settings, store, runner, server)
+    importlib.import_module(f"skingenbench.services.{stage}.servicer").setup(context)
+    if extra_setup is not None:
+        extra_setup(context)
+    common_pb2_grpc.add_JobsServicer_to_server(JobsServicer(runner), server)
+
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [settings.service_name, JOBS_SERVICE]
+    reflection.enable_server_reflection(
+        names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    try:
+        port = server.add_insecure_port(settings.address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {settings.address}: {exc} (is the port in use?)") from exc
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.address} (is the port in use?)")
+    server.start()
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.resume_jobs:
+        resumed = runner.resume_interrupted()
+        if resumed:
+            log.info("resumed %d interrupted job(s)", len(resumed))
+    log.info("%s serving on %s:%d, store %s", settings.service_name, settings.host, port, store.root_uri)
+    return RunningService(settings, server, health_servicer, runner, store, port)
+
+
+def serve(stage: str) -> None:
+    """Run a stage's server until SIGTERM/SIGINT, then stop gracefully."""
+    service = start_service(stage)
+    print(f"{service.settings.service_name} listening on {service.target}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping %s", service.settings.service_name)
+    service.stop()

@@ -1,0 +1,110 @@
+"""Removal of ruler marks and surgical-ink marks: detect each as a mask, then inpaint.
+
+* **Ink** (gentian violet, blue and purple skin markers) is the one thing in a dermoscopic image
+  that is both strongly saturated and blue-to-purple; skin and melanin are orange-to-brown. The
+  mask is a hue window in HSV with a saturation floor. The floor matters: the blue-white veil and
+  blue nevi are blue too, but greyish (low saturation) -- keep it high enough not to erase them.
+* **Ruler marks** are thin, dark and *straight*, and lie near the image border where the ruler
+  sits. The candidates are the same morphological black-hat DullRazor uses for hair (Lee et al.
+  1997); a grayscale opening of that candidate mask with long lines in several directions keeps
+  only pixels on a straight run at least ``min_length_fraction`` long, and a whole candidate
+  component is kept when it contains such a run (so a tick keeps its rounded ends).
+
+Both masks are dilated a little and inpainted (Telea 2004 by default), as for hair.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.regions import border_band, scaled_pixels
+from skingenbench.services.preprocessing.core.hair_removal import (
+    dark_line_response,
+    dilate,
+    inpaint,
+    line_kernel,
+)
+
+
+def detect_ink(
+    rgb: np.ndarray,
+    hue_range_degrees: tuple[float, float] = (200.0, 340.0),
+    min_saturation: float = 0.3,
+    min_value: float = 0.15,
+    min_area_fraction: float = 0.0005,
+) -> np.ndarray:
+    """Boolean mask of saturated blue-to-purple pixels, in components of a meaningful size."""
+    low, high = hue_range_degrees
+    if not 0.0 <= low < high <= 360.0:
+        raise InvalidArgument(
+            f"hue_range_degrees must satisfy 0 <= low < high <= 360, got {hue_range_degrees}"
+        )
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # 8-bit: H in [0, 180) = degrees / 2; S, V in [0, 255]
+    hue, saturation, value = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
+    mask = (
+        (hue >= low / 2)
+        & (hue <= high / 2)
+        & (saturation >= min_saturation * 255)
+        & (value >= min_value * 255)
+    )
+    min_area = max(1, round(min_area_fraction * mask.size))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    return keep[labels]
+
+
+def straight_runs(mask: np.ndarray, length: int, orientations: int) -> np.ndarray:
+    """Pixels of ``mask`` that lie on a straight run of at least ``length`` pixels (union of openings
+    with line structuring elements in ``orientations`` directions)."""
+    source = mask.astype(np.uint8)
+    runs = np.zeros_like(source)
+    for index in range(orientations):
+        kernel = line_kernel(length, 180.0 * index / orientations)
+        np.maximum(runs, cv2.morphologyEx(source, cv2.MORPH_OPEN, kernel), out=runs)
+    return runs > 0
+
+
+def detect_ruler(
+    rgb: np.ndarray,
+    kernel_fraction: float = 0.06,
+    threshold: float = 15.0,
+    band_fraction: float = 0.2,
+    min_length_fraction: float = 0.05,
+    orientations: int = 8,
+) -> np.ndarray:
+    """Boolean mask of thin dark straight structures in the border band of the image."""
+    gray = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    length = scaled_pixels(rgb.shape, kernel_fraction, minimum=3)
+    candidates = (dark_line_response(gray, length, orientations=4) > threshold) & border_band(
+        rgb.shape, band_fraction
+    )
+    straight = straight_runs(
+        candidates, scaled_pixels(rgb.shape, min_length_fraction, minimum=3), orientations
+    )
+    count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[straight])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def remove_marks(
+    rgb: np.ndarray,
+    remove_ink: bool = True,
+    remove_ruler: bool = True,
+    ink_min_saturation: float = 0.3,
+    ruler_threshold: float = 15.0,
+    ruler_band_fraction: float = 0.2,
+    dilation_fraction: float = 0.004,
+    inpaint_method: str = "telea",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image with the marks inpainted, boolean mask of the detected marks)."""
+    marks = np.zeros(rgb.shape[:2], bool)
+    if remove_ink:
+        marks |= detect_ink(rgb, min_saturation=ink_min_saturation)
+    if remove_ruler:
+        marks |= detect_ruler(rgb, threshold=ruler_threshold, band_fraction=ruler_band_fraction)
+    region = dilate(marks, scaled_pixels(rgb.shape, dilation_fraction, minimum=0))
+    return inpaint(rgb, region, inpaint_method), marks

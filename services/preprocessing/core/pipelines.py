@@ -1,0 +1,186 @@
+"""The preprocessing pipelines: ``basic`` (geometry and measurements) and ``advanced`` (plus cleaning).
+
+A pipeline is built from its config and called per image: ``pipeline(rgb, seed, augment=False) ->
+PreprocessResult``. The reference study (SkinGenBench, arXiv 2512.17585) describes *basic* as random
+rotations, horizontal and vertical flips and a resize to 256x256, and *advanced* as basic plus
+DullRazor hair and ruler-mark removal. Build them by name through
+``skingenbench.services.preprocessing.core.pipeline_registry.create_pipeline``; this module does not know the names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.lesion_segmentation import area_fraction, segment_lesion
+from skingenbench.services.core.imaging.skin_tone import estimate_ita, skin_type_from_ita
+from skingenbench.services.preprocessing.core.color_constancy import shades_of_gray
+from skingenbench.services.preprocessing.core.geometry import (
+    apply_augmentation,
+    resize_image,
+    resize_longest_side,
+    resize_mask,
+    sample_augmentation,
+)
+from skingenbench.services.preprocessing.core.hair_removal import detect_hair, remove_hair
+from skingenbench.services.preprocessing.core.mark_removal import remove_marks
+from skingenbench.services.preprocessing.core.pipeline_config import AdvancedConfig, BasicConfig
+from skingenbench.services.preprocessing.core.vignette import detect_dark_field, remove_vignette
+
+
+@dataclass
+class PreprocessResult:
+    image: np.ndarray  # uint8 RGB (size, size, 3)
+    lesion_mask: np.ndarray  # bool (size, size); all False when segmentation is off
+    hair_mask: np.ndarray  # bool (size, size); detected (basic) or removed (advanced) hair
+    measurements: dict[str, Any]  # JSON-serialisable
+
+
+@dataclass
+class _Cleaned:
+    """Working-resolution state handed from the cleaning steps to resizing and measuring."""
+
+    image: np.ndarray
+    tone_image: np.ndarray  # before colour constancy, which would pull skin towards grey
+    hair: np.ndarray
+    dark: np.ndarray  # in the geometry of ``image``
+    marks: np.ndarray
+    dark_fraction: float  # of the working image, before any crop
+
+
+class BasicPipeline:
+    """Resize to a square (aspect kept), optional flips and rotations; masks and measurements."""
+
+    name = "basic"
+
+    def __init__(self, config: BasicConfig) -> None:
+        self.config = config
+
+    def __call__(self, rgb: np.ndarray, seed: int | None = None, augment: bool = False) -> PreprocessResult:
+        """Preprocess one uint8 RGB image. ``seed`` drives augmentation only; pass
+        ``geometry.image_seed(base_seed, index)`` so a set's results do not depend on order."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
+            raise InvalidArgument(
+                f"expected uint8 RGB (H, W, 3) of at least 8x8, got {rgb.dtype} {rgb.shape}"
+            )
+        config, steps = self.config, []
+        working = resize_longest_side(rgb, config.working_max_side)
+        if working.shape != rgb.shape:
+            steps.append("downscale")
+        cleaned = self._clean(working, steps)
+        measure = config.measurements
+        size, fit = config.size, config.fit
+        image = resize_image(cleaned.image, size, fit)
+        tone_image = (
+            image if cleaned.tone_image is cleaned.image else resize_image(cleaned.tone_image, size, fit)
+        )
+        hair, marks = resize_mask(cleaned.hair, size, fit), resize_mask(cleaned.marks, size, fit)
+        dark = resize_mask(cleaned.dark, size, fit)
+        if fit == "pad":  # the black frame padding adds is no more skin than the dark field is
+            dark |= ~resize_mask(np.ones(cleaned.dark.shape, bool), size, fit)
+        steps.append("resize")
+        lesion = np.zeros((size, size), bool)
+        if measure.segment_lesion:
+            lesion = segment_lesion(image, exclude=dark)
+            steps.append("segment_lesion")
+        ita = estimate_ita(tone_image, lesion, hair, dark, marks) if measure.skin_tone else None
+        if measure.skin_tone:
+            steps.append("skin_tone")
+        measurements: dict[str, Any] = {
+            "lesion_area_fraction": area_fraction(lesion, ~dark) if measure.segment_lesion else None,
+            "ita_degrees": None if ita is None else round(ita, 3),
+            "skin_type": None if ita is None else skin_type_from_ita(ita),
+            "hair_fraction": area_fraction(cleaned.hair, ~cleaned.dark),
+            "dark_field_fraction": cleaned.dark_fraction,
+            "mark_fraction": area_fraction(cleaned.marks, ~cleaned.dark),
+            "augmentation": None,
+        }
+        if augment:
+            drawn = sample_augmentation(np.random.default_rng(seed), **config.augmentation.to_dict())
+            image, lesion, hair = (apply_augmentation(a, drawn) for a in (image, lesion, hair))
+            measurements["augmentation"] = drawn.as_dict()
+            steps.append("augment")
+        measurements["steps"] = steps
+        return PreprocessResult(image, lesion, hair, measurements)
+
+    def _clean(self, working: np.ndarray, steps: list[str]) -> _Cleaned:
+        """Basic changes no pixel: it only finds hair and the dark field, for the measurements."""
+        measure, empty = self.config.measurements, np.zeros(working.shape[:2], bool)
+        dark = detect_dark_field(working) if measure.detect_dark_field else empty
+        hair = detect_hair(working) if measure.detect_hair else empty
+        steps += [
+            name
+            for name, ran in (
+                ("detect_dark_field", measure.detect_dark_field),
+                ("detect_hair", measure.detect_hair),
+            )
+            if ran
+        ]
+        return _Cleaned(working, working, hair, dark, empty, float(dark.mean()))
+
+
+class AdvancedPipeline(BasicPipeline):
+    """Basic plus artifact removal: DullRazor hair and ruler marks; dark field, ink, colour optional."""
+
+    name = "advanced"  # also set by registration; here so the class reads right unregistered
+    config: AdvancedConfig
+
+    def _clean(self, working: np.ndarray, steps: list[str]) -> _Cleaned:
+        config, image = self.config, working
+        if config.vignette.enabled:
+            vignette = remove_vignette(
+                image,
+                config.vignette.mode,
+                config.vignette.relative_threshold,
+                config.vignette.min_crop_fraction,
+            )
+            image, dark, dark_fraction = vignette.image, vignette.dark_mask, vignette.dark_fraction
+            steps.append(f"vignette_{vignette.mode_used}")
+        elif config.measurements.detect_dark_field:
+            dark = detect_dark_field(image, config.vignette.relative_threshold)
+            dark_fraction = float(dark.mean())
+            steps.append("detect_dark_field")
+        else:
+            dark, dark_fraction = np.zeros(image.shape[:2], bool), 0.0
+
+        hair_config = config.hair_removal
+        detection = {
+            key: getattr(hair_config, key)
+            for key in ("kernel_fraction", "orientations", "threshold", "min_length_fraction")
+        }
+        if hair_config.enabled:
+            image, hair = remove_hair(
+                image,
+                **detection,
+                dilation_fraction=hair_config.dilation_fraction,
+                inpaint_method=hair_config.inpaint_method,
+                inpaint_radius_fraction=hair_config.inpaint_radius_fraction,
+            )
+            steps.append("remove_hair")
+        elif config.measurements.detect_hair:
+            hair = detect_hair(image, **detection)
+            steps.append("detect_hair")
+        else:
+            hair = np.zeros(image.shape[:2], bool)
+
+        marks_config, marks = config.mark_removal, np.zeros(image.shape[:2], bool)
+        if marks_config.enabled and (marks_config.remove_ruler or marks_config.remove_ink):
+            image, marks = remove_marks(
+                image,
+                remove_ink=marks_config.remove_ink,
+                remove_ruler=marks_config.remove_ruler,
+                ink_min_saturation=marks_config.ink_min_saturation,
+                ruler_threshold=marks_config.ruler_threshold,
+                ruler_band_fraction=marks_config.ruler_band_fraction,
+                dilation_fraction=hair_config.dilation_fraction,
+                inpaint_method=hair_config.inpaint_method,
+            )
+            steps.append("remove_marks")
+
+        tone_image = image
+        if config.color_constancy.enabled:
+            image = shades_of_gray(image, config.color_constancy.power, mask=~dark)
+            steps.append("color_constancy")
+        return _Cleaned(image, tone_image, hair, dark, marks, dark_fraction)

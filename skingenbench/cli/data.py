@@ -1,0 +1,178 @@
+"""``skingenbench data …`` and ``skingenbench preprocess …``: the data and preprocessing cores,
+run in this process on the configured store (no services needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from skingenbench.services.core.classes import REFERENCE_PROPORTIONS
+
+
+def _store(args: argparse.Namespace):
+    from skingenbench.services.platform.store import store_from_uri
+
+    return store_from_uri(args.store or None)
+
+
+def _progress(label: str):
+    state = {"last": -1}
+
+    def report(done: int, total: int, message: str = "") -> None:
+        percent = int(100 * done / total) if total else 0
+        if percent != state["last"]:
+            state["last"] = percent
+            print(f"\r{label}: {done}/{total} ({percent}%) {message[:40]:40s}", end="", file=sys.stderr, flush=True)
+            if done >= total:
+                print(file=sys.stderr)
+
+    return report
+
+
+def _print_outcome(outcome) -> None:
+    print(f"manifest: {outcome.ref.uri}\nsha256:   {outcome.ref.sha256}\nitems:    {outcome.ref.item_count}")
+    if outcome.report_keys[1]:
+        print(f"report:   {outcome.report_keys[1]} (in the store)")
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from skingenbench.services.data.core.phantom_dataset import write_phantom_dataset
+
+    width, height = _size(args.size)
+    progress = _progress("phantom")
+    info = write_phantom_dataset(args.out, args.count, width=width, height=height, seed=args.seed,
+                                 progress=lambda d, t: progress(d, t))
+    print(f"wrote {info.image_count} images of {info.lesion_count} lesions ({width}x{height}) to {info.out_dir}")
+    print("classes: " + ", ".join(f"{k} {v}" for k, v in info.class_counts.items()))
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height or width)
+    except ValueError:
+        raise SystemExit(f"--size must be N or WxH, got {text!r}") from None
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from skingenbench.services.data.operations import import_source
+
+    options = {"mapping": json.loads(args.mapping)} if args.mapping else {}
+    outcome = import_source(_store(args), args.source, args.path, options, progress=_progress(f"import {args.source}"))
+    _print_outcome(outcome)
+    dropped = outcome.report.get("dropped", {})
+    if dropped:
+        print("dropped: " + json.dumps(dropped, sort_keys=True)[:400])
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from skingenbench.services.data.curation_report import describe_manifest
+    from skingenbench.services.data.operations import split_sources
+    from skingenbench.services.platform.manifest_io import read_manifest
+
+    store = _store(args)
+    outcome = split_sources(store, [(uri, "") for uri in args.manifests], tuple(args.fractions), args.seed)
+    _print_outcome(outcome)
+    print(describe_manifest(read_manifest(store, outcome.ref.uri, outcome.ref.sha256)))
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from skingenbench.services.data.curation_report import describe_manifest
+    from skingenbench.services.platform.manifest_io import read_manifest
+
+    print(describe_manifest(read_manifest(_store(args), args.manifest)))
+    return 0
+
+
+def _cmd_preprocess_run(args: argparse.Namespace) -> int:
+    from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+
+    spec = PreprocessSpec(args.pipeline, args.profile, json.loads(args.config or "{}"), args.seed,
+                          args.augment_copies, tuple(args.splits or ()), args.max_failure_fraction)
+    progress = _progress(f"preprocess {args.pipeline}")
+    outcome = preprocess_manifest(_store(args), args.manifest, spec, workers=args.workers,
+                                  progress=lambda d, t, m: progress(d, t, f"{m.get('images_per_s', 0):.1f} img/s"))
+    print(f"manifest: {outcome.ref.uri}\nitems:    {outcome.processed}  skipped: {outcome.skipped}"
+          f"{'  (existing output reused)' if outcome.reused else ''}")
+    return 0
+
+
+def _cmd_preprocess_evaluate(args: argparse.Namespace) -> int:
+    from skingenbench.services.preprocessing.quality_report import quality_markdown, quality_report
+
+    report = quality_report(_store(args), args.manifest, args.pipeline, args.profile,
+                            json.loads(args.config or "{}"), args.limit, progress=_progress("quality"))
+    markdown = quality_markdown(report)
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "quality.json").write_text(json.dumps(report, indent=1))
+        (out / "quality.md").write_text(markdown)
+        print(f"wrote {out / 'quality.json'} and {out / 'quality.md'}")
+    print(markdown)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    store_help = "store URI (default: $SKINGENBENCH_STORE or ./.skingenbench/store)"
+    data = commands.add_parser("data", help="make, import, split and describe data sets").add_subparsers(
+        dest="data_command", required=True)
+
+    phantom = data.add_parser("phantom", help="write a phantom data set in the HAM10000 layout")
+    phantom.add_argument("--out", required=True)
+    phantom.add_argument("--count", type=int, default=500)
+    phantom.add_argument("--size", default="600x450", help="N or WxH (default 600x450, as HAM10000)")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.set_defaults(func=_cmd_phantom)
+    proportions = ", ".join(f"{k} {v:.1%}" for k, v in REFERENCE_PROPORTIONS.items())
+    phantom.description = f"Class proportions follow the reference study: {proportions}."
+
+    for source in ("ham10000", "milk10k"):
+        importer = data.add_parser(f"import-{source}", help=f"import a {source.upper()} folder into the store")
+        importer.add_argument("path", help="the folder as distributed (docs/data.md)")
+        importer.add_argument("--mapping", default="", help='JSON diagnosis mapping, e.g. {"akiec": "SCC"}')
+        importer.add_argument("--store", default="", help=store_help)
+        importer.set_defaults(func=_cmd_import, source=source)
+
+    split = data.add_parser("split", help="combine manifests and split by lesion (stratified)")
+    split.add_argument("manifests", nargs="+", help="manifest URIs or keys")
+    split.add_argument("--fractions", type=float, nargs=3, default=[0.70, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--store", default="", help=store_help)
+    split.set_defaults(func=_cmd_split)
+
+    describe = data.add_parser("describe", help="print the counts table of a manifest")
+    describe.add_argument("manifest")
+    describe.add_argument("--store", default="", help=store_help)
+    describe.set_defaults(func=_cmd_describe)
+
+    preprocess = commands.add_parser("preprocess", help="run or evaluate preprocessing pipelines").add_subparsers(
+        dest="preprocess_command", required=True)
+    run = preprocess.add_parser("run", help="run a pipeline over a manifest")
+    run.add_argument("manifest")
+    run.add_argument("--pipeline", default="advanced", choices=["basic", "advanced"])
+    run.add_argument("--profile", default="paper", choices=["tiny", "paper"])
+    run.add_argument("--config", default="", help="JSON overrides of the profile's config")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--augment-copies", type=int, default=0)
+    run.add_argument("--splits", nargs="*")
+    run.add_argument("--max-failure-fraction", type=float, default=0.05)
+    run.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
+    run.add_argument("--store", default="", help=store_help)
+    run.set_defaults(func=_cmd_preprocess_run)
+
+    evaluate = preprocess.add_parser("evaluate", help="artifact-removal quality on a phantom manifest")
+    evaluate.add_argument("manifest", help="a phantom import manifest (clean images and masks)")
+    evaluate.add_argument("--pipeline", default="advanced", choices=["basic", "advanced"])
+    evaluate.add_argument("--profile", default="paper", choices=["tiny", "paper"])
+    evaluate.add_argument("--config", default="")
+    evaluate.add_argument("--limit", type=int, default=0)
+    evaluate.add_argument("--out", default="", help="folder for quality.json and quality.md")
+    evaluate.add_argument("--store", default="", help=store_help)
+    evaluate.set_defaults(func=_cmd_preprocess_evaluate)

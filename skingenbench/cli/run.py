@@ -1,0 +1,121 @@
+"""``skingenbench run`` and ``skingenbench report``: the benchmark grid through Prefect.
+
+``run`` brings up what is missing — the local service stack (unless endpoints are configured) and
+a local Prefect server (unless ``PREFECT_API_URL`` is set), so the run can be watched in the UI —
+runs the flow, prints the report's path, and stops what it started (``--keep`` leaves it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
+    port = next(p for p in [4200, *range(4201, 4300)] if _port_free(p))
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = open(home / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 (lives as long as the server)
+    process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the Prefect server exited; see {home / 'logs' / 'prefect-server.log'}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise SystemExit("the Prefect server did not become healthy within 120 s")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from skingenbench.cli import stack
+
+    home = stack.home()
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SKINGENBENCH_STORE", (home / "store").as_uri())
+    for spec in args.endpoints or []:
+        stage, _, targets = spec.partition("=")
+        os.environ[f"SKINGENBENCH_{stage.upper()}_ENDPOINTS"] = targets
+    started_stack = False
+    if not any(k.endswith("_ENDPOINTS") and k.startswith("SKINGENBENCH_") for k in os.environ):
+        members_before = stack._load()
+        if stack.up() != 0:
+            return 1
+        started_stack = not members_before
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server, url = _start_prefect_server(home)
+        os.environ["PREFECT_API_URL"] = f"{url}/api"
+        print(f"Prefect UI: {url}  (watch the run there)", flush=True)
+    try:
+        from skingenbench.flows.benchmark import benchmark
+
+        folder = benchmark(grid_spec=args.grid, run_id=args.run_id, runs_dir=args.runs_dir)
+        print(f"\nreport: {Path(folder) / 'report.md'}\n        {Path(folder) / 'report.html'}")
+        return 0
+    finally:
+        _flush_prefect_logs()
+        if not args.keep:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+            if started_stack:
+                stack.down()
+        else:
+            print("left running: the local stack and the Prefect server (`skingenbench down` stops the stack)")
+
+
+def _flush_prefect_logs() -> None:
+    """Send buffered run logs to the API before the server they go to is stopped; otherwise Prefect's log
+    worker tries at interpreter exit, finds no server and prints "Error logging to API"."""
+    try:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)  # blocks until sent (no event loop runs here)
+    except Exception:  # logging is best effort; the report is already written
+        pass
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    folder = Path(args.runs_dir) / args.run
+    report = folder / "report.md"
+    if not report.exists():
+        known = sorted(p.name for p in Path(args.runs_dir).glob("*") if p.is_dir())
+        print(f"no report for run {args.run!r} in {args.runs_dir}/ (runs: {', '.join(known) or 'none'})",
+              file=sys.stderr)
+        return 1
+    print(report.read_text())
+    print(f"\n(HTML: {folder / 'report.html'})")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run a benchmark grid through Prefect")
+    run.add_argument("--grid", default="smoke", help="a shipped grid (smoke, paper) or a YAML file")
+    run.add_argument("--endpoints", nargs="*", metavar="STAGE=HOST:PORT[*SLOTS],...",
+                     help="service endpoints per stage (default: the local stack)")
+    run.add_argument("--run-id", default="", help="default: <grid>-<timestamp>")
+    run.add_argument("--runs-dir", default="runs")
+    run.add_argument("--keep", action="store_true", help="leave the stack and the Prefect server running")
+    run.set_defaults(func=_cmd_run)
+    report = commands.add_parser("report", help="print a finished run's report")
+    report.add_argument("run")
+    report.add_argument("--runs-dir", default="runs")
+    report.set_defaults(func=_cmd_report)

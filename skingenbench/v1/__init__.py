@@ -1,1 +1,0 @@
-# Generated gRPC stubs of protos/skingenbench/v1 live here (`make protos`); they are not committed.
