@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from skingenbench.services.classification.core.predictions_csv import write_predictions_csv
-from skingenbench.services.classification.job_store import (
+from skingenbench.services.classification.job_io import (
     STAGE_VERSION,
     load_pinned_checkpoint,
     predicting_progress,
@@ -19,13 +19,16 @@ from skingenbench.services.classification.job_store import (
     put_json,
 )
 from skingenbench.services.classification.manifest_images import predict_items
-from skingenbench.services.classification.request_checks import checkpoint_ref, pinned_manifest
+from skingenbench.services.classification.request_checks import (
+    RequestedManifest,
+    checkpoint_ref,
+    requested_manifest,
+)
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.device import select_device
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext
-from skingenbench.services.platform.manifest_io import read_manifest
 from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import classification_pb2
@@ -36,8 +39,7 @@ MAX_BATCH = 4096
 @dataclass(frozen=True)
 class PredictPlan(JobPlan):
     checkpoint: ObjectRef      # the file's sha256, as read at Start
-    data: ObjectRef            # as requested (the record of outputs says what the caller asked for)
-    data_sha256: str           # the manifest's bytes as read at Start: the run reads exactly these
+    data: RequestedManifest    # as requested (the document records it) and pinned: the run reads those bytes
     splits: tuple[str, ...]
     batch_size: int
 
@@ -53,16 +55,15 @@ class PredictKind(JobKind[classification_pb2.PredictRequest, PredictPlan]):
         if not 0 <= request.batch_size <= MAX_BATCH:
             raise InvalidArgument(f"batch_size must be in 0..{MAX_BATCH}, got {request.batch_size}")
         checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri)
-        manifest, data_sha256 = pinned_manifest(store, request.data, "data manifest")
+        manifest, data = requested_manifest(store, request.data, "data manifest")
         splits = tuple(sorted(set(request.splits)))
         if not any(not splits or item.split in splits for item in manifest.items):
             raise FailedPrecondition(f"no items in splits {list(splits)} of the data manifest")
         prefix = self.address([checkpoint.sha256, manifest.content_hash()], {"splits": list(splits)})
-        return PredictPlan(prefix, checkpoint, ObjectRef(request.data.uri, request.data.sha256), data_sha256, splits,
-                           request.batch_size)
+        return PredictPlan(prefix, checkpoint, data, splits, request.batch_size)
 
     def run(self, plan: PredictPlan, ctx: JobContext) -> JobOutputs:
-        data = read_manifest(ctx.store, plan.data.uri, plan.data_sha256)
+        data = plan.data.read(ctx.store)
         items = [item for item in data.items if not plan.splits or item.split in plan.splits]
         model, config, meta = load_pinned_checkpoint(ctx, plan.checkpoint)
         ids, labels, probs = predict_items(model, config, ctx.store, items, select_device(), plan.batch_size,

@@ -8,9 +8,11 @@ silently different result.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from skingenbench.services.core.classes import SPLITS
+from skingenbench.services.core.classes import CLASSES, SPLITS
 from skingenbench.services.core.classifiers.checkpoint import read_metadata
 from skingenbench.services.core.errors import InvalidArgument, NotFound
 from skingenbench.services.core.hashing import sha256_stream
@@ -18,6 +20,8 @@ from skingenbench.services.core.manifest import Manifest
 from skingenbench.services.platform.job_kind import ObjectRef
 from skingenbench.services.platform.manifest_io import pin_manifest, read_manifest
 from skingenbench.services.platform.store import ObjectStore
+
+from skingenbench.api.v1 import common_pb2
 
 
 def require_object(store: ObjectStore, uri: str, what: str) -> str:
@@ -30,13 +34,6 @@ def require_object(store: ObjectStore, uri: str, what: str) -> str:
     return key
 
 
-def manifest_from_ref(store: ObjectStore, ref: dict[str, Any] | None, what: str) -> Manifest:
-    """The manifest an object reference (``{"uri", "sha256"}``) names, checked against its sha256."""
-    ref = ref or {}
-    require_object(store, ref.get("uri", ""), what)
-    return read_manifest(store, ref["uri"], ref.get("sha256", ""))
-
-
 def split_name(value: str) -> str:
     """A split field; empty means the test split."""
     split = value or "test"
@@ -45,13 +42,21 @@ def split_name(value: str) -> str:
     return split
 
 
-def count_field(request: dict[str, Any], name: str, maximum: int | None = None) -> int:
-    """A non-negative integer field (int64 fields arrive as JSON strings)."""
-    value = int(request.get(name, 0) or 0)
+def count_field(value: int, name: str, maximum: int | None = None) -> int:
+    """A non-negative integer field of a request, at most ``maximum``."""
     if value < 0 or (maximum is not None and value > maximum):
         top = "" if maximum is None else maximum
         raise InvalidArgument(f"{name} must be in 0..{top}, got {value}")
-    return value
+    return int(value)
+
+
+def class_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    """A request's class labels, sorted; none given means every class."""
+    given = set(labels)
+    unknown = sorted(given - set(CLASSES))
+    if unknown:
+        raise InvalidArgument(f"unknown labels {unknown}", hint=f"classes: {', '.join(CLASSES)}")
+    return tuple(sorted(given or set(CLASSES)))
 
 
 def checkpoint_metadata(store: ObjectStore, uri: str) -> dict[str, Any]:
@@ -67,7 +72,42 @@ def checkpoint_ref(store: ObjectStore, uri: str) -> tuple[ObjectRef, dict[str, A
         return ObjectRef(uri, sha256_stream(stream)), metadata
 
 
-def pinned_manifest(store: ObjectStore, ref, what: str) -> tuple[Manifest, str]:
+def object_sha256(store: ObjectStore, uri: str, what: str) -> str:
+    """The sha256 of an object the request needs, as it is now: what a plan pins."""
+    with store.open(require_object(store, uri, what)) as stream:
+        return sha256_stream(stream)
+
+
+def pinned_manifest(store: ObjectStore, ref: common_pb2.ManifestRef, what: str) -> tuple[Manifest, str]:
     """The manifest a request's ManifestRef names (checked against its sha256) and the sha256 of its bytes."""
     require_object(store, ref.uri, what)
     return pin_manifest(store, ref.uri, ref.sha256)
+
+
+@dataclass(frozen=True)
+class RequestedManifest:
+    """A request's ManifestRef as the client sent it, and the sha256 of the manifest's bytes at Start.
+
+    Output documents record the reference as it was sent (``as_request``), so identical requests give
+    identical documents; the job reads exactly the bytes the plan pinned (``read``).
+    """
+
+    uri: str
+    sha256: str        # as sent; "" means the client asked for no check
+    item_count: int    # as sent (the flows send it); recorded, never trusted
+    pinned_sha256: str
+
+    def as_request(self) -> dict[str, str]:
+        """The reference as a request's JSON reads (proto3 JSON: int64 as a string, empty fields left out)."""
+        sent = {"uri": self.uri, "sha256": self.sha256, "item_count": str(self.item_count) if self.item_count else ""}
+        return {name: value for name, value in sent.items() if value}
+
+    def read(self, store: ObjectStore) -> Manifest:
+        return read_manifest(store, self.uri, self.pinned_sha256)
+
+
+def requested_manifest(store: ObjectStore, ref: common_pb2.ManifestRef, what: str
+                       ) -> tuple[Manifest, RequestedManifest]:
+    """The manifest a request names, and its reference as sent and pinned (see ``RequestedManifest``)."""
+    manifest, pinned = pinned_manifest(store, ref, what)
+    return manifest, RequestedManifest(ref.uri, ref.sha256, ref.item_count, pinned)

@@ -188,9 +188,12 @@ def test_gradcam_returns_png_overlays(world, trained):
         image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (56, 56, 3) and image.std() > 1  # the crop the model saw, with a heat map
         assert item.meta["target_layer"] == "layer4" and item.split == "test"
-    bad_layer = _run(world, world["stub"].StartGradCam(classification_pb2.GradCamRequest(
-        checkpoint_uri=checkpoint, data=world["data"], count=1, target_layer="layer9")))
-    assert bad_layer.state == common_pb2.JOB_STATE_FAILED and bad_layer.error.code == "INVALID_ARGUMENT"
+    # The plan step resolves the layer on the architecture: a layer the model lacks is refused at Start.
+    with pytest.raises(grpc.RpcError) as bad_layer:
+        world["stub"].StartGradCam(classification_pb2.GradCamRequest(
+            checkpoint_uri=checkpoint, data=world["data"], count=1, target_layer="layer9"), timeout=30)
+    assert bad_layer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no module 'layer9'" in bad_layer.value.details()
 
 
 def test_predict_gives_json_and_csv(world, trained):
@@ -234,6 +237,11 @@ TRAIN_CASES = [
     ({"data": "missing"}, grpc.StatusCode.NOT_FOUND, "not found"),
     ({"data": "empty"}, grpc.StatusCode.INVALID_ARGUMENT, "required"),
     ({"data": "leaky"}, grpc.StatusCode.FAILED_PRECONDITION, "test split"),
+    ({"weights": "any", "config_json": '{"pretrained": "none"}'}, grpc.StatusCode.INVALID_ARGUMENT,
+     "a weights file was given"),
+    ({"weights": "wrong sha256", "config_json": '{"pretrained": "file"}'}, grpc.StatusCode.DATA_LOSS,
+     "expected 000000000000"),
+    ({"config_json": '{"pretrained": "file"}'}, grpc.StatusCode.FAILED_PRECONDITION, "no weights file"),
 ]
 
 
@@ -246,6 +254,10 @@ def test_bad_training_requests_are_refused(world, fields, code, text):
         data = _leaky(world)
     if fields.pop("synthetic", None):
         fields["synthetic"] = [world["synthetic"]]
+    weights = fields.pop("weights", None)
+    if weights:  # any stored object passes as a weights file until the plan checks what it is for
+        fields["pretrained_weights"] = common_pb2.ObjectRef(
+            uri=world["data"].uri, sha256="0" * 64 if weights == "wrong sha256" else "")
     request = classification_pb2.TrainClassifierRequest(**{"classifier": "resnet18", "profile": "tiny",
                                                            "data": data, **fields})
     with pytest.raises(grpc.RpcError) as error:
@@ -281,17 +293,92 @@ def test_bad_test_gradcam_predict_and_comparison_requests(world, trained):
         with pytest.raises(grpc.RpcError) as error:
             call(request, timeout=30)
         assert error.value.code() == code and text in error.value.details(), (text, error.value.details())
-    not_results = _run(world, stub.StartComparison(classification_pb2.CompareRequest(
-        baseline_result_uri=world["data"].uri, candidate_result_uri=world["data"].uri)))
-    assert not_results.state == common_pb2.JOB_STATE_FAILED
-    assert not_results.error.code == "FAILED_PRECONDITION"
     # Refused at Start by the plan step, not accepted and then failed as a job.
+    late_cases = [
+        (stub.StartComparison, classification_pb2.CompareRequest(
+            baseline_result_uri=world["data"].uri, candidate_result_uri=world["data"].uri),
+         "is not a StartTest result_json"),
+        (stub.StartTest, classification_pb2.TestClassifierRequest(checkpoint_uri=checkpoint, data=world["synthetic"]),
+         "has no test items"),
+        (stub.StartGradCam, classification_pb2.GradCamRequest(checkpoint_uri=checkpoint, data=world["synthetic"]),
+         "no test items with labels"),
+    ]
+    for call, request, text in late_cases:
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+        assert text in refused.value.details(), (text, refused.value.details())
     with pytest.raises(grpc.RpcError) as empty_split:
         stub.StartPredict(classification_pb2.PredictRequest(
             checkpoint_uri=checkpoint, data=world["data"], splits=["nowhere"]), timeout=30)
     assert empty_split.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no items in splits" in empty_split.value.details()
     assert stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=10).service  # still serving
+
+
+@pytest.mark.parametrize("fields", [{"uri": "file:///m.json"}, {"uri": "file:///m.json", "sha256": "ab" * 32},
+                                    {"uri": "file:///m.json", "sha256": "ab" * 32, "item_count": 150}])
+def test_documents_record_the_data_reference_as_sent(fields):
+    """Output documents have always recorded ``data`` as the request's JSON: item_count included."""
+    from google.protobuf import json_format
+    from skingenbench.services.classification.request_checks import RequestedManifest
+
+    sent = common_pb2.ManifestRef(**fields)
+    recorded = RequestedManifest(sent.uri, sent.sha256, sent.item_count, pinned_sha256="cd" * 32).as_request()
+    assert recorded == json_format.MessageToDict(sent, preserving_proto_field_name=True)
+
+
+def test_plans_survive_the_job_record(world, trained):
+    """A plan is persisted as JSON and rebuilt on resume: every kind's plan comes back equal."""
+    from skingenbench.services.classification import gradcam_job, testing_job, training_job
+
+    store = world["store"]
+    checkpoint = _outputs(trained["real"][0])["checkpoint"].uri
+    result = _outputs(_test(world, checkpoint))["result_json"].uri
+    requests = [
+        (training_job.TrainKind(), classification_pb2.TrainClassifierRequest(
+            classifier="resnet18", profile="tiny", data=world["data"], regime="real+synthetic",
+            synthetic=[world["synthetic"]], synthetic_ratio=0.5, seed=2)),
+        (training_job.TrainKind(), classification_pb2.TrainClassifierRequest(
+            classifier="resnet18", profile="tiny", data=world["data"], regime="real+augment",
+            augmented=world["augmented"])),
+        (testing_job.TestKind(), classification_pb2.TestClassifierRequest(checkpoint_uri=checkpoint,
+                                                                          data=world["data"])),
+        (testing_job.CompareKind(), classification_pb2.CompareRequest(baseline_result_uri=result,
+                                                                      candidate_result_uri=result)),
+        (gradcam_job.GradCamKind(), classification_pb2.GradCamRequest(checkpoint_uri=checkpoint,
+                                                                      data=world["data"], labels=["MEL"])),
+    ]
+    for kind, request in requests:
+        plan = kind.plan(request, store)
+        assert kind.plan_from_json(json.loads(json.dumps(plan.to_json()))) == plan, kind.name
+
+
+def test_a_checkpoint_changed_after_start_is_data_loss(world, trained):
+    """The plan pins the checkpoint's sha256: a job that finds another file there fails instead of scoring it."""
+    import threading
+
+    from skingenbench.services.classification import testing_job
+    from skingenbench.services.core.errors import DataIntegrityError
+    from skingenbench.services.platform.jobs import JobContext, JobRecord, JobRunner
+
+    store, key = world["store"], "pinned/model.safetensors"
+    pinned, other = (store.key_from_uri(_outputs(trained[regime][0])["checkpoint"].uri)
+                     for regime in ("real", "real+augment"))
+    store.put_bytes(key, store.get_bytes(pinned))
+    kind = testing_job.TestKind()
+    plan = kind.plan(classification_pb2.TestClassifierRequest(checkpoint_uri=store.uri(key), data=world["data"],
+                                                              bootstrap_samples=10), store)
+    store.put_bytes(key, store.get_bytes(other))  # another run's checkpoint where the pinned one was
+    runner = JobRunner(store, "test.pinning")
+    context = JobContext(runner, JobRecord(job_id="pinning", kind=kind.name, service=runner.service, request={}),
+                         threading.Event())
+    try:
+        with pytest.raises(DataIntegrityError, match="does not match"):
+            kind.run(plan, context)
+    finally:
+        runner.shutdown(grace_s=0)
+    assert not store.exists(f"{plan.output_prefix}/result.json")
 
 
 def test_training_resumes_after_a_restart(world):
