@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from skingenbench.services.core.errors import InvalidArgument, NotFound
@@ -29,14 +30,16 @@ from skingenbench.services.data.core.diagnosis_mapping import (
     DiagnosisMapping,
     resolve_mapping,
 )
-from skingenbench.services.data.ham10000 import (
+from skingenbench.services.data.import_files import (
     DUPLICATE_ROW,
     MALFORMED,
     MISSING_IMAGE,
     STAGE_VERSION,
     CsvTable,
+    FileIndex,
     ImportResult,
     ProgressFn,
+    SourceFolder,
     check_ids,
     copy_image,
     file_sha256,
@@ -47,7 +50,6 @@ from skingenbench.services.data.ham10000 import (
     read_csv_table,
     report_progress,
     require_dir,
-    resolve_prefix,
 )
 from skingenbench.services.platform.store import ObjectStore
 
@@ -80,16 +82,25 @@ class _Diagnosis:
     score: float
 
 
-def import_milk10k(
+@dataclass(frozen=True)
+class Milk10kFolder(SourceFolder):
+    layout: Milk10kLayout
+    mapping: DiagnosisMapping
+    gt_path: Path
+    meta_path: Path
+    images_dir: Path
+    gt_table: CsvTable
+    meta_table: CsvTable
+    images: FileIndex
+
+
+def locate_milk10k(
     source_dir: str | os.PathLike,
-    store: ObjectStore,
     *,
     mapping: DiagnosisMapping | Mapping[str, Any] | None = None,
-    output_prefix: str | None = None,
-    progress: ProgressFn | None = None,
     layout: Milk10kLayout | None = None,
-) -> ImportResult:
-    """Import the dermoscopic images of a MILK10k training release into ``store``."""
+) -> Milk10kFolder:
+    """Read a MILK10k release folder's CSVs and listing (copying nothing); refuses a folder that is not one."""
     layout = layout or Milk10kLayout()
     mapping = resolve_mapping(mapping, MILK10K_MAPPING)
     root = require_dir(source_dir, "MILK10K")
@@ -114,9 +125,30 @@ def import_milk10k(
     meta_table = read_csv_table(meta_path, (layout.lesion_column, layout.image_column, layout.image_type_column))
     images = index_files([images_dir], recursive=True)
     config = {"source": SOURCE, "mapping": mapping.to_dict(), "layout": asdict(layout)}
-    stage = f"import-{SOURCE}"
-    hashes = [file_sha256(gt_path), file_sha256(meta_path), listing_digest([images])]
-    prefix = resolve_prefix(output_prefix, stage, hashes, config)
+    hashes = (file_sha256(gt_path), file_sha256(meta_path), listing_digest([images]))
+    return Milk10kFolder(root, f"import-{SOURCE}", config, hashes, layout, mapping, gt_path, meta_path, images_dir,
+                         gt_table, meta_table, images)
+
+
+def import_milk10k(
+    source_dir: str | os.PathLike,
+    store: ObjectStore,
+    *,
+    mapping: DiagnosisMapping | Mapping[str, Any] | None = None,
+    output_prefix: str | None = None,
+    progress: ProgressFn | None = None,
+    layout: Milk10kLayout | None = None,
+    pinned_inputs: Iterable[str] | None = None,
+) -> ImportResult:
+    """Import the dermoscopic images of a MILK10k training release into ``store``.
+
+    ``pinned_inputs`` (a :class:`SourceFolder`'s ``input_hashes`` from earlier) refuses a folder changed since.
+    """
+    folder = locate_milk10k(source_dir, mapping=mapping, layout=layout)
+    folder.check_pinned(pinned_inputs)
+    layout, mapping, gt_table, meta_table = folder.layout, folder.mapping, folder.gt_table, folder.meta_table
+    gt_path, meta_path, images_dir, images = folder.gt_path, folder.meta_path, folder.images_dir, folder.images
+    prefix = folder.prefix(output_prefix)
 
     skipped = [Skipped(f"{SOURCE}/{gt_path.name}:{line}", r) for line, r in gt_table.malformed]
     skipped += [Skipped(f"{SOURCE}/{meta_path.name}:{line}", r) for line, r in meta_table.malformed]
@@ -168,11 +200,11 @@ def import_milk10k(
 
     extra = {
         "importer": SOURCE,
-        "source_dir": str(root),
+        "source_dir": str(folder.root),
         "rows": total + len(meta_table.malformed),
         "lesions": len(gt_table.rows) + len(gt_table.malformed),
     }
-    manifest = Manifest(items, Provenance(stage, STAGE_VERSION, config), name=SOURCE, skipped=skipped, extra=extra)
+    manifest = Manifest(items, Provenance(folder.stage, STAGE_VERSION, folder.config), name=SOURCE, skipped=skipped, extra=extra)
     return finish_import(store, prefix, manifest)
 
 

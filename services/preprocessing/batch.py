@@ -5,8 +5,9 @@ processes it, and the parent writes the processed image, the lesion mask and the
 measurements back. At most ``workers * 4`` items are in flight, so memory stays flat however large
 the data set is. An unreadable item is recorded as skipped with its reason and the run goes on;
 only when more than ``max_failure_fraction`` of the items fail does the run fail. The output lives
-under a content address of (input items, pipeline, config, seed, augmentation, splits), so the same
-request finds the finished output instead of recomputing it; its manifest is written last.
+under a content address of (input items, pipeline, config, seed, augmentation, splits) and its
+manifest is written last; the service's ``preprocess`` job (``preprocess_job``) reattaches an
+identical finished run by the job framework's completion marker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from skingenbench.services.core.errors import (
     InvalidArgument,
     NotFound,
 )
-from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
+from skingenbench.services.core.hashing import content_address, output_prefix
 from skingenbench.services.core.manifest import (
     MANIFEST_NAME,
     Item,
@@ -42,9 +43,11 @@ from skingenbench.services.platform.store import ObjectStore
 
 STAGE = "preprocess"
 STAGE_VERSION = "1"
+# PreprocessRequest.max_failure_fraction is a plain proto3 double (no presence): 0 there means this.
+DEFAULT_MAX_FAILURE_FRACTION = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreprocessSpec:
     """What to run: a registered pipeline, its profile and overrides, and the selection of items."""
 
@@ -54,7 +57,7 @@ class PreprocessSpec:
     seed: int = 0
     augment_copies: int = 0
     splits: tuple[str, ...] = ()
-    max_failure_fraction: float = 0.05
+    max_failure_fraction: float = DEFAULT_MAX_FAILURE_FRACTION
 
     def validate(self) -> None:
         if self.augment_copies < 0 or self.augment_copies > 32:
@@ -68,7 +71,6 @@ class PreprocessSpec:
 @dataclass
 class PreprocessOutcome:
     ref: ManifestRef
-    reused: bool
     processed: int
     skipped: int
 
@@ -115,6 +117,10 @@ def _variants(spec: PreprocessSpec, index: int) -> list[tuple[int, bool]]:
 
 
 def output_location(input_manifest: Manifest, spec: PreprocessSpec, config: dict[str, Any]) -> str:
+    """The content address of a run: the input's items, the pipeline and its config, the selection, the seed.
+
+    ``max_failure_fraction`` and ``workers`` are not part of it: they do not change what is written.
+    """
     address = content_address(
         STAGE, STAGE_VERSION, [input_manifest.content_hash()],
         {"pipeline": spec.pipeline, "config": config, "augment_copies": spec.augment_copies,
@@ -122,6 +128,31 @@ def output_location(input_manifest: Manifest, spec: PreprocessSpec, config: dict
         spec.seed,
     )
     return output_prefix(f"{STAGE}-{spec.pipeline}", address)
+
+
+def select_items(source: Manifest, spec: PreprocessSpec) -> list[Item]:
+    return [item for item in source.items if not spec.splits or item.split in spec.splits]
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    """What a run over a manifest will write: where, with which resolved config, for how many items."""
+
+    prefix: str
+    config: dict[str, Any]
+    selected: int
+
+
+def plan_batch(source: Manifest, spec: PreprocessSpec, source_uri: str) -> BatchTarget:
+    """Check a spec against its input manifest and address the run; raises what a request gets refused with."""
+    from skingenbench.services.preprocessing.core.pipeline_registry import pipeline_config
+
+    spec.validate()
+    config = pipeline_config(spec.pipeline, spec.profile, **spec.overrides).to_dict()
+    selected = len(select_items(source, spec))
+    if not selected:
+        raise FailedPrecondition(f"no items to process in {source_uri} (splits {list(spec.splits) or 'all'})")
+    return BatchTarget(output_location(source, spec, config), config, selected)
 
 
 def preprocess_manifest(
@@ -134,27 +165,32 @@ def preprocess_manifest(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], None] | None = None,
 ) -> PreprocessOutcome:
-    """Process every selected item of a manifest; returns the output manifest's reference."""
-    from skingenbench.services.preprocessing.core.pipeline_registry import pipeline_config
+    """Process every selected item of a manifest; returns the output manifest's reference.
 
-    spec.validate()
-    config = pipeline_config(spec.pipeline, spec.profile, **spec.overrides).to_dict()
+    The CLI's entry point: it computes everything afresh. The service's ``preprocess`` job plans once
+    (:func:`plan_batch`) and reattaches an identical finished run instead.
+    """
     source = read_manifest(store, input_uri, input_sha256)
-    items = [item for item in source.items if not spec.splits or item.split in spec.splits]
-    if not items:
-        raise FailedPrecondition(f"no items to process in {input_uri} (splits {list(spec.splits) or 'all'})")
-    prefix = output_location(source, spec, config)
-    manifest_key = f"{prefix}/{MANIFEST_NAME}"
-    if store.exists(manifest_key):
-        raw = store.get_bytes(manifest_key)
-        existing = Manifest.from_json(raw)
-        failed = int(existing.extra.get("failed", 0))
-        # The threshold is not part of the address: a stricter request must still refuse this output.
-        _check_failures(failed, int(existing.extra.get("selected", len(items))), spec,
-                        existing.skipped[len(existing.skipped) - failed:])
-        ref = ManifestRef(store.uri(manifest_key), sha256_bytes(raw), len(existing.items))
-        return PreprocessOutcome(ref, True, len(existing.items), failed)
+    target = plan_batch(source, spec, input_uri)
+    parent = ParentRef(store.uri(store.key_from_uri(input_uri)), input_sha256)
+    return run_batch(store, source, parent, spec, target, workers=workers, progress=progress,
+                     should_stop=should_stop)
 
+
+def run_batch(
+    store: ObjectStore,
+    source: Manifest,
+    parent: ParentRef,
+    spec: PreprocessSpec,
+    target: BatchTarget,
+    *,
+    workers: int = 0,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> PreprocessOutcome:
+    """Run a planned batch: every selected item, its outputs, then the manifest (last)."""
+    items = select_items(source, spec)
+    prefix = target.prefix
     workers = workers or max(1, os.cpu_count() or 1)
     out_items: list[Item] = []
     skipped: list[Skipped] = []
@@ -171,28 +207,29 @@ def preprocess_manifest(
                 elapsed = time.perf_counter() - started
                 progress(done, len(items), {"images_per_s": done / elapsed if elapsed else 0.0,
                                             "skipped": float(len(skipped))})
-    _check_failures(len(skipped), len(items), spec, skipped)
+    check_failures(len(skipped), len(items), spec.max_failure_fraction, skipped)
     manifest = Manifest(
         out_items,
         Provenance(stage=f"{STAGE}:{spec.pipeline}", stage_version=STAGE_VERSION,
-                   config={"pipeline": spec.pipeline, "profile": spec.profile, "config": config,
+                   config={"pipeline": spec.pipeline, "profile": spec.profile, "config": target.config,
                            "augment_copies": spec.augment_copies, "splits": list(spec.splits)},
-                   seed=spec.seed, parents=[ParentRef(store.uri(store.key_from_uri(input_uri)), input_sha256)]),
+                   seed=spec.seed, parents=[parent]),
         name=f"{source.name or 'data'}-{spec.pipeline}",
         skipped=list(source.skipped) + skipped,
         extra={"pipeline": spec.pipeline, "selected": len(items), "failed": len(skipped)},
     )
-    ref = write_manifest(store, manifest_key, manifest)
-    return PreprocessOutcome(ref, False, len(out_items), len(skipped))
+    ref = write_manifest(store, f"{prefix}/{MANIFEST_NAME}", manifest)
+    return PreprocessOutcome(ref, len(out_items), len(skipped))
 
 
-def _check_failures(failed: int, selected: int, spec: PreprocessSpec, skipped: list[Skipped]) -> None:
+def check_failures(failed: int, selected: int, max_failure_fraction: float, skipped: list[Skipped]) -> None:
+    """Refuse a run where more than ``max_failure_fraction`` of the selected items could not be processed."""
     fraction = failed / max(1, selected)
-    if fraction > spec.max_failure_fraction:
+    if fraction > max_failure_fraction:
         examples = "; ".join(f"{s.ref}: {s.reason}" for s in skipped[:3])
         raise FailedPrecondition(
             f"{failed} of {selected} items could not be processed "
-            f"({fraction:.1%} > max_failure_fraction {spec.max_failure_fraction:.1%}): {examples}",
+            f"({fraction:.1%} > max_failure_fraction {max_failure_fraction:.1%})" + (f": {examples}" if examples else ""),
             hint="fix or drop the broken items, or raise max_failure_fraction",
         )
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from skingenbench.services.core.errors import FailedPrecondition
-from skingenbench.services.core.manifest import Item
+from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
+from skingenbench.services.core.manifest import Item, Manifest
 from skingenbench.services.platform.manifest_io import read_manifest, read_verified
 from skingenbench.services.platform.store import ObjectStore
 
@@ -44,6 +44,19 @@ def item_quality(store: ObjectStore, item: Item, pipeline: Any) -> dict[str, flo
     )
 
 
+def phantom_items(manifest: Manifest, limit: int = 0) -> list[Item]:
+    """The items with phantom ground truth (the first ``limit``; 0: all); refuses a manifest without any."""
+    if limit < 0:
+        raise InvalidArgument(f"limit must be 0 (all items) or more, got {limit}")
+    items = [item for item in manifest.items if all(name in item.objects for name in REQUIRED_OBJECTS)]
+    if not items:
+        raise FailedPrecondition(
+            "the manifest has no phantom ground truth (clean images and hair/lesion masks)",
+            hint="run the report on a phantom import: skingenbench data phantom, then import-ham10000",
+        )
+    return items[:limit] if limit else items
+
+
 def quality_report(
     store: ObjectStore,
     manifest_uri: str,
@@ -58,14 +71,7 @@ def quality_report(
     from skingenbench.services.preprocessing.core.pipeline_registry import create_pipeline
     from skingenbench.services.preprocessing.core.quality import aggregate_quality
 
-    manifest = read_manifest(store, manifest_uri, manifest_sha256)
-    items = [item for item in manifest.items if all(name in item.objects for name in REQUIRED_OBJECTS)]
-    if not items:
-        raise FailedPrecondition(
-            "the manifest has no phantom ground truth (clean images and hair/lesion masks)",
-            hint="run the report on a phantom import: skingenbench data phantom, then import-ham10000",
-        )
-    items = items[:limit] if limit else items
+    items = phantom_items(read_manifest(store, manifest_uri, manifest_sha256), limit)
     pipeline = create_pipeline(pipeline_name, profile, **(overrides or {}))
     with_hair, all_reports = [], []
     for done, item in enumerate(items, 1):

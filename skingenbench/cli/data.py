@@ -96,8 +96,7 @@ def _cmd_preprocess_run(args: argparse.Namespace) -> int:
     progress = _progress(f"preprocess {args.pipeline}")
     outcome = preprocess_manifest(_store(args), args.manifest, spec, workers=args.workers,
                                   progress=lambda d, t, m: progress(d, t, f"{m.get('images_per_s', 0):.1f} img/s"))
-    print(f"manifest: {outcome.ref.uri}\nitems:    {outcome.processed}  skipped: {outcome.skipped}"
-          f"{'  (existing output reused)' if outcome.reused else ''}")
+    print(f"manifest: {outcome.ref.uri}\nitems:    {outcome.processed}  skipped: {outcome.skipped}")
     return 0
 
 

@@ -4,10 +4,10 @@ import json
 from collections import Counter
 
 import pytest
-from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument, NotFound
 from skingenbench.services.data.core.diagnosis_mapping import HAM10000_MAPPING, DiagnosisMapping
 from skingenbench.services.data.curation_report import describe_manifest
-from skingenbench.services.data.ham10000 import import_ham10000
+from skingenbench.services.data.ham10000 import import_ham10000, locate_ham10000
 from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest
 from skingenbench.services.platform.store import LocalFolderStore
 
@@ -101,6 +101,22 @@ def test_output_prefix_is_content_addressed(ham, tmp_path):
     assert other.prefix != first.prefix
     explicit = import_ham10000(ham.root, LocalFolderStore(tmp_path / "d"), output_prefix="datasets/ham")
     assert explicit.ref.uri.endswith("datasets/ham/manifest.json")
+
+
+def test_locating_a_folder_addresses_it_as_the_import_does_and_copies_nothing(ham, store):
+    folder = locate_ham10000(ham.root)
+    assert list(store.list("")) == []
+    result = import_ham10000(ham.root, store, pinned_inputs=folder.input_hashes)
+    assert result.prefix == folder.prefix() and folder.stage == "import-ham10000"
+    assert locate_ham10000(ham.root, mapping={"nv": "NV"}).prefix() != folder.prefix()
+
+
+def test_a_folder_changed_since_its_inputs_were_pinned_is_refused(ham, store):
+    pinned = locate_ham10000(ham.root).input_hashes
+    write_image(ham.root / "HAM10000_images_part_1" / "ISIC_9999999.jpg", seed=99)  # one more file listed
+    with pytest.raises(DataIntegrityError, match="changed since the import was planned"):
+        import_ham10000(ham.root, store, pinned_inputs=pinned)
+    assert not any(key.endswith("manifest.json") for key in store.list(""))
 
 
 def test_mapping_is_configurable(ham, store):

@@ -3,9 +3,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument, NotFound
 from skingenbench.services.data.core.diagnosis_mapping import MILK10K_MAPPING
-from skingenbench.services.data.milk10k import Milk10kLayout, import_milk10k
+from skingenbench.services.data.milk10k import Milk10kLayout, import_milk10k, locate_milk10k
 from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest
 from skingenbench.services.platform.store import LocalFolderStore
 
@@ -128,3 +128,14 @@ def test_missing_inputs_are_clear_errors(tmp_path, store):
     (root / "MILK10k_Training_Input").mkdir()
     with pytest.raises(InvalidArgument, match="lacks column"):
         import_milk10k(root, store)
+
+
+def test_locating_a_release_pins_its_csvs_and_listing(tmp_path, store):
+    milk = build_milk10k(tmp_path / "milk")
+    folder = locate_milk10k(milk.root)
+    assert list(store.list("")) == [] and len(folder.input_hashes) == 3
+    assert import_milk10k(milk.root, store, pinned_inputs=folder.input_hashes).prefix == folder.prefix()
+    metadata = milk.root / Milk10kLayout().metadata_csv
+    metadata.write_text(metadata.read_text() + "\n")  # same rows, different bytes
+    with pytest.raises(DataIntegrityError, match="changed since the import was planned"):
+        import_milk10k(milk.root, store, pinned_inputs=folder.input_hashes)

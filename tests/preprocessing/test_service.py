@@ -17,6 +17,7 @@ from skingenbench.services.platform.manifest_io import read_manifest, verify_man
 
 from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 from tests.common.service_helpers import running
+from tests.data.fixtures import build_ham10000
 from tests.preprocessing.test_decoding import png_claiming_size
 
 
@@ -41,6 +42,13 @@ def test_phantom_import_split_preprocess_and_quality_through_the_service(service
         source="phantom", options_json=json.dumps({"count": 60, "width": 160, "height": 120}), seed=3)))
     assert imported.state == common_pb2.JOB_STATE_SUCCEEDED, imported.error.message
     assert json.loads(imported.result_json)["item_count"] == 60
+    assert folder_store.key_from_uri(_ref(imported.outputs).uri).startswith("import-phantom/")
+    # The same settings asked differently (another job): the phantom set is addressed by its settings and
+    # seed, so the finished import is reattached rather than generated again.
+    same_set = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
+        source="phantom", options_json=json.dumps({"height": 120, "width": 160, "count": 60}), seed=3)))
+    assert same_set.job_id != imported.job_id and json.loads(same_set.result_json)["reused_output"] is True
+    assert _ref(same_set.outputs) == _ref(imported.outputs)
     split = _run(channel, stub.StartSplit(preprocessing_pb2.SplitRequest(inputs=[_ref(imported.outputs)], seed=1)))
     assert split.state == common_pb2.JOB_STATE_SUCCEEDED, split.error.message
     split_manifest = read_manifest(folder_store, _ref(split.outputs).uri, _ref(split.outputs).sha256)
@@ -82,6 +90,18 @@ def test_phantom_import_split_preprocess_and_quality_through_the_service(service
     assert hair["psnr_outside_after"]["mean"] > hair["psnr_outside_before"]["mean"] - 3.0
     assert "| psnr_hair_after |" in folder_store.get_bytes(
         folder_store.key_from_uri(_ref(quality.outputs, "report_md").uri)).decode()
+    # The report is addressed by the manifest's items, the pipeline config and the limit, not by the job.
+    assert folder_store.key_from_uri(_ref(quality.outputs, "report_json").uri).startswith("quality-report/")
+    same_question = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
+        input=_ref(imported.outputs), pipeline="advanced", profile="paper", config_json="{}", limit=30)))
+    assert same_question.job_id != quality.job_id
+    assert json.loads(same_question.result_json)["reused_output"] is True
+    assert _ref(same_question.outputs, "report_json") == _ref(quality.outputs, "report_json")
+    fewer = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
+        input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=2)))
+    assert fewer.state == common_pb2.JOB_STATE_SUCCEEDED, fewer.error.message
+    assert "reused_output" not in json.loads(fewer.result_json)
+    assert _ref(fewer.outputs, "report_json").uri != _ref(quality.outputs, "report_json").uri
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -122,6 +142,10 @@ def _bad_input_manifest(store) -> tuple[common_pb2.ManifestRef, dict[str, str]]:
 def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(service, folder_store):
     svc, stub, channel = service
     ref, expected = _bad_input_manifest(folder_store)
+    strict_request = preprocessing_pb2.PreprocessRequest(input=ref, pipeline="basic", profile="tiny", workers=1)
+    strict = _run(channel, stub.StartPreprocess(strict_request))
+    assert strict.state == common_pb2.JOB_STATE_FAILED
+    assert strict.error.code == "FAILED_PRECONDITION" and "max_failure_fraction" in strict.error.message
     tolerant = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
         input=ref, pipeline="basic", profile="tiny", max_failure_fraction=1.0, workers=1)))
     assert tolerant.state == common_pb2.JOB_STATE_SUCCEEDED, tolerant.error.message
@@ -132,10 +156,12 @@ def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(serv
     for key, reason in expected.items():
         assert reason in reasons[key], (key, reasons[key])
 
-    strict = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
-        input=ref, pipeline="basic", profile="tiny", workers=1)))
-    assert strict.state == common_pb2.JOB_STATE_FAILED
-    assert strict.error.code == "FAILED_PRECONDITION" and "max_failure_fraction" in strict.error.message
+    # The threshold is not part of the output's address: the tolerant run's finished output must not be
+    # reattached to the strict request, which is now refused at Start.
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.StartPreprocess(strict_request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "max_failure_fraction" in refused.value.details()
     health = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=5)
     assert health.service == "skingenbench.v1.Preprocessing"
     assert folder_store.get_bytes("bad/good")  # nothing stored was touched
@@ -147,6 +173,10 @@ def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(serv
     ({"pipeline": "basic", "config_json": '{"no_such_key": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "no_such_key"),
     ({"pipeline": "basic", "config_json": "[1, 2"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
     ({"pipeline": "basic", "augment_copies": -1}, grpc.StatusCode.INVALID_ARGUMENT, "augment_copies"),
+    ({"pipeline": "basic", "profile": "huge"}, grpc.StatusCode.INVALID_ARGUMENT, "huge"),
+    ({"pipeline": "basic", "max_failure_fraction": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "max_failure_fraction"),
+    ({"pipeline": "basic", "workers": -2}, grpc.StatusCode.INVALID_ARGUMENT, "workers"),
+    ({"pipeline": "basic", "splits": ["test"]}, grpc.StatusCode.FAILED_PRECONDITION, "no items to process"),
 ])
 def test_bad_requests_get_invalid_argument(service, folder_store, request_kwargs, code, text):
     svc, stub, channel = service
@@ -165,9 +195,76 @@ def test_missing_manifest_and_unknown_source_are_clear(service):
     with pytest.raises(grpc.RpcError) as source:
         stub.StartImport(preprocessing_pb2.ImportRequest(source="isic2019"), timeout=10)
     assert source.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    failed = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(source="ham10000",
-                                                                            source_uri="/no/such/folder")))
-    assert failed.state == common_pb2.JOB_STATE_FAILED and failed.error.code in ("NOT_FOUND", "INVALID_ARGUMENT")
+    # The folder is read at Start (to address the import): a missing one is refused there, not a failed job.
+    with pytest.raises(grpc.RpcError) as folder:
+        stub.StartImport(preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"), timeout=10)
+    assert folder.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in folder.value.details()
     listed = stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5)
     assert [e.name for e in listed.entries] == ["advanced", "basic"]
     assert {p.profile for p in listed.entries[0].profiles} == {"tiny", "paper"}
+
+
+@pytest.mark.parametrize(("request_kwargs", "code", "text"), [
+    ({"source": "phantom", "options_json": "{"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+    ({"source": "phantom", "options_json": '{"count": 5, "colour": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "colour"),
+    ({"source": "phantom", "options_json": '{"count": 0}'}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
+    ({"source": "phantom", "options_json": '{"width": "wide"}'}, grpc.StatusCode.INVALID_ARGUMENT, "width"),
+    ({"source": "phantom", "seed": -1}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
+    ({"source": "ham10000"}, grpc.StatusCode.INVALID_ARGUMENT, "source_uri"),
+    ({"source": "milk10k", "source_uri": "s3://bucket/milk"}, grpc.StatusCode.INVALID_ARGUMENT, "local folder"),
+    ({"source": "ham10000", "source_uri": "/tmp", "options_json": '{"count": 5}'},
+     grpc.StatusCode.INVALID_ARGUMENT, "count"),
+    ({"source": "ham10000", "source_uri": "/tmp", "options_json": '{"mapping": {"nv": "DF"}}'},
+     grpc.StatusCode.INVALID_ARGUMENT, "DF"),
+])
+def test_bad_imports_are_refused_at_start(service, request_kwargs, code, text):
+    svc, stub, channel = service
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartImport(preprocessing_pb2.ImportRequest(**request_kwargs), timeout=10)
+    assert error.value.code() == code and text in error.value.details()
+
+
+def test_bad_splits_and_quality_reports_are_refused_at_start(service, folder_store):
+    svc, stub, channel = service
+    ref, _ = _bad_input_manifest(folder_store)
+    refusals = [
+        (stub.StartSplit, preprocessing_pb2.SplitRequest(), grpc.StatusCode.INVALID_ARGUMENT, "at least one"),
+        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[ref], train_fraction=0.5, val_fraction=0.1),
+         grpc.StatusCode.INVALID_ARGUMENT, "sum to 1"),
+        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=ref.uri, sha256="0" * 64)]),
+         grpc.StatusCode.DATA_LOSS, "has changed"),
+        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=svc.store.uri("no/m.json"))]),
+         grpc.StatusCode.NOT_FOUND, "not found"),
+        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref),
+         grpc.StatusCode.FAILED_PRECONDITION, "phantom ground truth"),
+        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref, limit=-1),
+         grpc.StatusCode.INVALID_ARGUMENT, "limit"),
+        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref, pipeline="fancy"),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown pipeline"),
+        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(), grpc.StatusCode.INVALID_ARGUMENT,
+         "required"),
+    ]
+    for start, request, code, text in refusals:
+        with pytest.raises(grpc.RpcError) as error:
+            start(request, timeout=10)
+        assert (error.value.code(), text in error.value.details()) == (code, True), (request, error.value.details())
+    assert stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5).entries  # still serving
+
+
+def test_a_folder_import_is_addressed_by_the_folder_and_found_again(service, folder_store, tmp_path):
+    from skingenbench.services.data.ham10000 import locate_ham10000
+
+    svc, stub, channel = service
+    ham = build_ham10000(tmp_path / "ham")
+    mapping = {"keep": {"nv": "NV", "mel": "MEL"}, "drop": ["bcc"]}
+    request = preprocessing_pb2.ImportRequest(source="ham10000", source_uri=f"file://{ham.root}",
+                                              options_json=json.dumps({"mapping": mapping}))
+    done = _run(channel, stub.StartImport(request))
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
+    expected = locate_ham10000(ham.root, mapping=mapping).prefix()  # the importer's own address, as before
+    assert folder_store.key_from_uri(_ref(done.outputs).uri) == f"{expected}/manifest.json"
+    assert {item.label for item in read_manifest(folder_store, _ref(done.outputs).uri).items} == {"NV", "MEL"}
+    assert {"report_json", "report_md"} <= {o.name for o in done.outputs}
+    same_folder = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
+        source="ham10000", source_uri=str(ham.root), options_json=json.dumps({"mapping": mapping}))))
+    assert same_folder.job_id != done.job_id and json.loads(same_folder.result_json)["reused_output"] is True

@@ -1,0 +1,87 @@
+"""The preprocessing service's ``preprocess`` job: a registered pipeline over a manifest's items.
+
+The plan pins the input manifest, resolves the pipeline's config and addresses the output exactly as
+:func:`skingenbench.services.preprocessing.batch.output_location` always has, so outputs written before
+the job framework sit where an identical request looks for them. The run is
+:func:`skingenbench.services.preprocessing.batch.run_batch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.data.operations import default_workers
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, finished_outputs
+from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.store import ObjectStore
+from skingenbench.services.preprocessing.batch import (
+    DEFAULT_MAX_FAILURE_FRACTION,
+    STAGE,
+    STAGE_VERSION,
+    BatchTarget,
+    PreprocessSpec,
+    check_failures,
+    plan_batch,
+    run_batch,
+)
+from skingenbench.services.preprocessing.request_checks import PinnedManifest, pin_input, pipeline_overrides
+
+from skingenbench.api.v1 import preprocessing_pb2
+
+
+@dataclass(frozen=True)
+class PreprocessPlan(JobPlan):
+    input: PinnedManifest
+    spec: PreprocessSpec
+    config: dict[str, Any]   # the pipeline's resolved config (profile + overrides), as recorded in provenance
+    selected: int            # items the splits select: what max_failure_fraction is a fraction of
+    workers: int             # 0: one per core of the machine that runs the job
+
+
+class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan]):
+    name = "preprocess"
+    stage = STAGE  # the address is per pipeline (``preprocess-<pipeline>/...``): see batch.output_location
+    version = STAGE_VERSION
+    request_type = preprocessing_pb2.PreprocessRequest
+    plan_type = PreprocessPlan
+
+    def plan(self, request: preprocessing_pb2.PreprocessRequest, store: ObjectStore) -> PreprocessPlan:
+        manifest, pinned = pin_input(store, request.input)
+        profile = request.profile or "paper"
+        overrides, _ = pipeline_overrides(request.pipeline, profile, request.config_json)
+        spec = PreprocessSpec(request.pipeline, profile, overrides, request.seed, request.augment_copies,
+                              tuple(request.splits),
+                              request.max_failure_fraction or DEFAULT_MAX_FAILURE_FRACTION)
+        if request.workers < 0:
+            raise InvalidArgument(f"workers must be 0 (one per core) or more, got {request.workers}")
+        target = plan_batch(manifest, spec, request.input.uri)
+        plan = PreprocessPlan(target.prefix, pinned, spec, target.config, target.selected, request.workers)
+        _refuse_finished_run_over_threshold(store, plan)
+        return plan
+
+    def run(self, plan: PreprocessPlan, ctx: JobContext) -> JobOutputs:
+        source = plan.input.read(ctx.store)
+        outcome = run_batch(
+            ctx.store, source, plan.input.parent(ctx.store), plan.spec,
+            BatchTarget(plan.output_prefix, plan.config, plan.selected),
+            workers=plan.workers or default_workers(),
+            progress=lambda done, total, metrics: ctx.progress(done, total, "preprocessing", **metrics),
+            should_stop=ctx.check_cancelled,
+        )
+        outputs = JobOutputs(summary={"item_count": outcome.ref.item_count, "processed": outcome.processed,
+                                      "skipped": outcome.skipped, "reused_output": False})
+        outputs.add("manifest", outcome.ref.uri, outcome.ref.sha256)
+        return outputs
+
+
+def _refuse_finished_run_over_threshold(store: ObjectStore, plan: PreprocessPlan) -> None:
+    """The threshold is not part of the address, so an identical run may have finished under a looser one.
+
+    The framework would reattach it; a stricter request must refuse it instead, as it would refuse to
+    write it.
+    """
+    finished = finished_outputs(store, plan)
+    if finished is not None:
+        check_failures(int(finished.summary.get("skipped", 0)), plan.selected, plan.spec.max_failure_fraction, [])
