@@ -91,9 +91,10 @@ class JobOutputs:
                                      hint="delete the marker to recompute the job's outputs") from None
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
+def _jsonable(value: object) -> JSONValue:
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy scalars and arrays
+        return tolist()
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     raise TypeError(f"not JSON-serialisable in a plan: {type(value).__name__}")

@@ -220,6 +220,7 @@ class JobRunner:
         record.attempts += 1
         self._emit(record, step=0, total=0, message="started", metrics={}, force=True)
         context = JobContext(self, record, live.cancel)
+        result: dict[str, Any] | None  # a legacy handler may return None
         try:
             if record.kind in self._kinds:
                 result = self._run_kind(self._kinds[record.kind], record, context)

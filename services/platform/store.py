@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import unquote, urlparse
 
 from skingenbench.services.core.errors import InvalidArgument, NotFound, Unavailable
@@ -267,7 +267,9 @@ class S3Store(ObjectStore):
             # length=-1 + part_size: multipart upload, so the object never needs to fit in memory;
             # S3 makes the object visible only once the upload completes.
             self.client.put_object(
-                self.bucket, self._object_name(key), reader, length=-1, part_size=_S3_PART_SIZE,
+                # minio only calls read(), all _HashingReader has; its annotation asks for a BinaryIO.
+                self.bucket, self._object_name(key), cast(BinaryIO, reader), length=-1,
+                part_size=_S3_PART_SIZE,
                 content_type=content_type,
             )
         return ObjectInfo(key, reader.size, reader.digest.hexdigest())

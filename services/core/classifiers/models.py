@@ -21,7 +21,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.errors import DataIntegrityError, FailedPrecondition, InvalidArgument
@@ -64,7 +64,8 @@ class ClassifierConfig:
     loader_threads: int = 2        # decode and transform threads (0: in the training thread)
 
     def validate(self) -> None:
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)
+        # The checks below refuse anything but a pair; the cast tells mypy so.
+        self.crop_scale = cast("tuple[float, float]", tuple(float(v) for v in self.crop_scale))
         self.lr_milestones = tuple(int(v) for v in self.lr_milestones)
         checks = [
             (self.image_size >= 16, f"image_size must be >= 16, got {self.image_size}"),
@@ -223,7 +224,8 @@ def build_classifier(name: str, config: ClassifierConfig, weights_path: str | os
         except RuntimeError as error:  # shape mismatches: weights of another architecture
             raise FailedPrecondition(
                 f"weights file {path.name} does not fit {name}: {str(error)[:300]}") from None
-        classifier_keys = tuple(f"{k}." for k in _as_tuple(model.pretrained_cfg.get("classifier")))
+        pretrained_cfg = cast("dict[str, Any]", model.pretrained_cfg)  # timm sets a plain dict
+        classifier_keys = tuple(f"{k}." for k in _as_tuple(pretrained_cfg.get("classifier")))
         loaded, total = _check_loaded(model, path, classifier_keys)
         if loaded < MIN_LOADED_FRACTION * total:
             raise FailedPrecondition(

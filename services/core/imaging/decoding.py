@@ -61,7 +61,8 @@ def decode_image(
             "empty", "image data is empty (0 bytes)", hint="check the upload or object key"
         )
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        # Image.Image, not the ImageFile open() returns: exif_transpose below gives a plain Image.
+        image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:  # Pillow's own ceiling (2 x its limit) is lower
         raise ImageDecodeError("too_large", f"declared image size refused: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -100,7 +101,7 @@ def _decode_sixteen_bit(data: bytes, alpha_background: tuple[int, int, int]) -> 
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.dtype != np.uint16:
         raise ImageDecodeError("truncated", "16-bit PNG data could not be decoded (truncated or corrupt)")
-    samples = decoded.astype(np.float32) / 65535.0
+    samples: np.ndarray = decoded.astype(np.float32) / 65535.0
     if samples.ndim == 2:
         return _float_to_rgb8(np.repeat(samples[:, :, None], 3, axis=2))
     channel_order = cv2.COLOR_BGRA2RGBA if samples.shape[2] == 4 else cv2.COLOR_BGR2RGB
