@@ -6,7 +6,9 @@ training melanomas → sample (and measure DermGAN's controllability) → evalua
 pipeline × seed → paired comparisons against each arm's real-only baseline → report.
 
 Tasks call services over gRPC only; the flow reads nothing but small JSON results from the store.
-A stage whose service has nothing registered yet is skipped and the report says so.
+Where the services and the store are is the run's ``Wiring``, an argument of the flow passed on to
+every task (from the settings when a deployment runs the flow without one). A stage whose service
+has nothing registered yet is skipped and the report says so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from skingenbench.flows import tasks
-from skingenbench.flows.endpoints import EndpointPool, endpoints_from_env
+from skingenbench.flows.endpoints import EndpointPool
 from skingenbench.flows.grid import (
     GENERATOR_NUMBERS,
     PREPROCESSING_LETTERS,
@@ -29,8 +31,8 @@ from skingenbench.flows.grid import (
     load_grid,
 )
 from skingenbench.flows.report import build_report, write_report
+from skingenbench.flows.wiring import Wiring, open_pools
 from skingenbench.services.platform.settings import SERVICES
-from skingenbench.services.platform.store import store_from_uri
 
 
 def _read_json(store, uri: str) -> dict[str, Any]:
@@ -42,24 +44,30 @@ def _phantom_options(grid: Grid) -> dict[str, Any]:
 
 
 @flow(name="skingenbench-grid", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
-def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs") -> str:
-    """Run a grid (a shipped name or a YAML path); returns the local report folder."""
-    log = get_run_logger()
+def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs",
+              wiring: Wiring | None = None) -> str:
+    """Run a grid (a shipped name or a YAML path) on ``wiring``'s services and store (default: from the
+    settings); returns the local report folder."""
     grid = load_grid(grid_spec)
     run_id = run_id or f"{grid.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    pools = {stage: EndpointPool(stage, endpoints_from_env(stage)) for stage in SERVICES}
-    tasks.set_pools(pools)
-    store = store_from_uri()
+    wiring = wiring or Wiring.from_settings()
+    with open_pools(wiring) as pools:
+        return _run_grid(grid, run_id, runs_dir, wiring, pools)
+
+
+def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dict[str, EndpointPool]) -> str:
+    log = get_run_logger()
+    store = wiring.store()
     notes: list[str] = []
-    services = {stage: tasks.service_info(stage) for stage in SERVICES}
+    services = {stage: tasks.service_info(wiring, stage) for stage in SERVICES}
     available = {stage: set(info["registry"]) for stage, info in services.items()}
 
     # -- data --------------------------------------------------------------------------------------
     sources = [(grid.data.source, grid.data.path)] + [(s["source"], s["path"]) for s in grid.data.extra_sources]
-    imported = [tasks.import_data(source, path, _phantom_options(grid) if source == "phantom" else {},
+    imported = [tasks.import_data(wiring, source, path, _phantom_options(grid) if source == "phantom" else {},
                                   grid.data.seed) for source, path in sources]
     fractions = (grid.split.train, grid.split.val, grid.split.test)
-    split = tasks.split([i["manifest"] for i in imported], fractions, grid.split.seed)
+    split = tasks.split(wiring, [i["manifest"] for i in imported], fractions, grid.split.seed)
     curation = _read_json(store, split["outputs"]["report_json"])
     train_label_count = int(curation["counts"].get(grid.synthetic_label, {}).get("train", 0))
     synthetic_count = grid.synthetic_count or train_label_count
@@ -72,15 +80,17 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     arms = {}
     for prep in grid.preprocessing:
         arms[prep] = {
-            "all": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep), grid.split.seed),
-            "train": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep),
+            "all": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
+                                           grid.split.seed),
+            "train": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
                                              grid.split.seed, 0, ["train"]),
-            "augmented": tasks.preprocess.submit(split["manifest"], prep, grid.profile, prep_config(prep),
+            "augmented": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
                                                  grid.split.seed, grid.augment_copies, ["train"]),
         }
     quality_reports = {}
     if grid.quality_report and grid.data.source == "phantom":
-        quality_reports = {prep: tasks.quality.submit(imported[0]["manifest"], prep, grid.profile, prep_config(prep))
+        quality_reports = {prep: tasks.quality.submit(wiring, imported[0]["manifest"], prep, grid.profile,
+                                                      prep_config(prep))
                            for prep in grid.preprocessing}
     arms = {prep: {k: f.result() for k, f in futures.items()} for prep, futures in arms.items()}
 
@@ -93,21 +103,22 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     for prep in grid.preprocessing:
         for generator in generators:
             name = generator_pipeline(prep, generator)
-            trained[(prep, generator)] = tasks.train_generator.submit(
+            trained[(prep, generator)] = tasks.train_generator.submit(wiring,
                 arms[prep]["train"]["manifest"], generator, grid.profile, grid.generator_config.get(generator, {}),
                 grid.synthetic_label, grid.split.seed, name)
     for (prep, generator), future in trained.items():
         model = future.result()
         name = generator_pipeline(prep, generator)
-        synthetic[(prep, generator)] = tasks.sample.submit(model["outputs"]["model"], synthetic_count,
+        synthetic[(prep, generator)] = tasks.sample.submit(wiring, model["outputs"]["model"], synthetic_count,
                                                            grid.split.seed, name)
     synthetic = {key: future.result() for key, future in synthetic.items()}
     controls = {}
     if "dermgan" in generators:  # does DermGAN draw what it is asked for? (size, centre, skin tone)
         for prep in grid.preprocessing:
             name = generator_pipeline(prep, "dermgan")
-            controls[prep] = tasks.controllability.submit(trained[(prep, "dermgan")].result()["outputs"]["model"],
-                                                          grid.controllability, grid.split.seed, name)
+            controls[prep] = tasks.controllability.submit(
+                wiring, trained[(prep, "dermgan")].result()["outputs"]["model"], grid.controllability,
+                grid.split.seed, name)
         controls = {prep: future.result() for prep, future in controls.items()}
 
     # -- classifiers ----------------------------------------------------------------------------------
@@ -122,7 +133,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         for classifier in classifiers:
             for seed in grid.seeds:
                 run_name = f"{pipeline}/{classifier}/seed{seed}"
-                cells[(pipeline, classifier, seed)] = tasks.train_classifier.submit(
+                cells[(pipeline, classifier, seed)] = tasks.train_classifier.submit(wiring,
                     arms[prep]["all"]["manifest"], classifier, grid.profile, grid.classifier_config.get(classifier, {}),
                     regime, [synthetic[(prep, extra)]["manifest"]] if regime == "real+synthetic" else [],
                     arms[prep]["augmented"]["manifest"] if regime == "real+augment" else None,
@@ -131,7 +142,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     for (pipeline, classifier, seed), future in cells.items():
         trained_cell = future.result()
         prep = next(p for p, letter in PREPROCESSING_LETTERS.items() if pipeline.startswith(letter))
-        tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(
+        tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(wiring,
             trained_cell["outputs"]["checkpoint"], arms[prep]["all"]["manifest"], grid.bootstrap_samples, seed,
             f"{pipeline}/{classifier}/seed{seed}")
     tests = {key: future.result() for key, future in tests.items()}
@@ -140,7 +151,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         baseline = (pipeline[0] + "1", classifier, seed)
         if pipeline.endswith("1") or baseline not in tests:
             continue
-        comparisons[(pipeline, classifier, seed)] = tasks.compare.submit(
+        comparisons[(pipeline, classifier, seed)] = tasks.compare.submit(wiring,
             tests[baseline]["outputs"]["result_json"], result["outputs"]["result_json"], grid.bootstrap_samples, seed,
             f"{pipeline} vs {baseline[0]} {classifier} seed{seed}")
     comparisons = {key: future.result() for key, future in comparisons.items()}
@@ -148,7 +159,7 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
     for prep in grid.preprocessing:
         key = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
         if key in cells:
-            gradcams[key[0]] = tasks.gradcam.submit(cells[key].result()["outputs"]["checkpoint"],
+            gradcams[key[0]] = tasks.gradcam.submit(wiring, cells[key].result()["outputs"]["checkpoint"],
                                                     arms[prep]["all"]["manifest"], 4, "/".join(map(str, key)))
     gradcams = {k: f.result() for k, f in gradcams.items()}
 
@@ -160,10 +171,11 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
                     for g in generators}
             baseline = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
             checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
-            evaluations[prep] = tasks.evaluate.submit(arms[prep]["train"]["manifest"], sets, grid.synthetic_label,
-                                                      grid.evaluation, checkpoint, grid.split.seed, prep)
+            evaluations[prep] = tasks.evaluate.submit(wiring, arms[prep]["train"]["manifest"], sets,
+                                                      grid.synthetic_label, grid.evaluation, checkpoint,
+                                                      grid.split.seed, prep)
             if checkpoint and prep in controls:  # the arm's real-only classifier on DermGAN's requested classes
-                anchorings[prep] = tasks.class_anchoring.submit(
+                anchorings[prep] = tasks.class_anchoring.submit(wiring,
                     arms[prep]["train"]["manifest"], controls[prep]["manifest"],
                     str(grid.evaluation.get("profile", grid.profile)), checkpoint, grid.split.seed,
                     f"{generator_pipeline(prep, 'dermgan')}-controllability")
@@ -192,7 +204,5 @@ def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs"
         if rows:
             create_table_artifact(table=rows, key=f"{table_name}-{grid.name}".replace("_", "-"),
                                   description=table_name.replace("_", " "))
-    for pool in pools.values():
-        pool.close()
     log.info("report: %s", folder / "report.md")
     return str(folder)

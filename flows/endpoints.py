@@ -1,7 +1,8 @@
 """Service endpoints per stage, with slots, and calls retried with backoff on another endpoint.
 
-A stage has a list of endpoints (``SKINGENBENCH_<STAGE>_ENDPOINTS="gpu1:50052*2,gpu2:50052"``: a
-target and its slots, default one job per GPU). In Kubernetes a headless service name
+A stage has a list of endpoints (``gpu1:50052*2,gpu2:50052``: a target and its slots, default one job
+per GPU), given to a run by its ``Wiring`` (``wiring.py``; a deployment reads them from
+``SKINGENBENCH_<STAGE>_ENDPOINTS``). In Kubernetes a headless service name
 (``dns:///generation.sgb.svc.cluster.local:50052``) resolves to one endpoint per pod. A cell waits
 for a free slot, runs its job there, and on UNAVAILABLE or DEADLINE_EXCEEDED is retried with
 exponential backoff, on another endpoint when there is one. Jobs are content-addressed by their
@@ -17,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -58,23 +59,34 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
     return endpoints
 
 
-def endpoints_from_env(stage: str, env: dict[str, str] | None = None) -> list[Endpoint]:
+def endpoint_specs_from_env(env: Mapping[str, str] | None = None, defaults: bool = False) -> dict[str, str]:
+    """Stage -> endpoint spec, for the stages ``SKINGENBENCH_<STAGE>_ENDPOINTS`` configures; with
+    ``defaults``, every other stage on 127.0.0.1 at ``SKINGENBENCH_<STAGE>_PORT`` or its default port."""
     env = dict(os.environ if env is None else env)
-    spec = env.get(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", "")
-    if not spec:
-        port = env.get(f"SKINGENBENCH_{stage.upper()}_PORT") or SERVICES[stage][1]
-        spec = f"127.0.0.1:{port}"
-    return parse_endpoints(spec)
+    specs = {}
+    for stage, (_, default_port) in SERVICES.items():
+        spec = env.get(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", "")
+        if not spec and defaults:
+            spec = f"127.0.0.1:{env.get(f'SKINGENBENCH_{stage.upper()}_PORT') or default_port}"
+        if spec:
+            specs[stage] = spec
+    return specs
+
+
+def endpoints_from_env(stage: str, env: Mapping[str, str] | None = None) -> list[Endpoint]:
+    return parse_endpoints(endpoint_specs_from_env(env, defaults=True)[stage])
 
 
 class EndpointPool:
     """The endpoints of one stage; ``run`` executes a call on a free slot with retries."""
 
-    def __init__(self, stage: str, endpoints: list[Endpoint], retries: int = 4, backoff_s: float = 1.0) -> None:
+    def __init__(self, stage: str, endpoints: list[Endpoint], retries: int = 4, backoff_s: float = 1.0,
+                 token: str | None = None) -> None:
         if not endpoints:
             raise ValueError(f"no endpoints for stage {stage!r}")
         self.stage = stage
         self.endpoints = endpoints
+        self.token = token  # the services' bearer token; None: open_channel's default (the environment)
         self.retries = retries
         self.backoff_s = backoff_s
         self._lock = threading.Lock()
@@ -83,7 +95,7 @@ class EndpointPool:
     def channel(self, endpoint: Endpoint) -> grpc.Channel:
         with self._lock:
             if endpoint.target not in self._channels:
-                self._channels[endpoint.target] = open_channel(endpoint.target)
+                self._channels[endpoint.target] = open_channel(endpoint.target, self.token)
             return self._channels[endpoint.target]
 
     @contextlib.contextmanager

@@ -20,7 +20,10 @@ def _cli(args, env, timeout=180):
                           text=True, timeout=timeout)
 
 
-def test_up_status_down(tmp_path):
+def test_up_status_down(tmp_path, monkeypatch):
+    from skingenbench.cli import stack
+
+    monkeypatch.setenv("SKINGENBENCH_HOME", str(tmp_path / "home"))
     env = dict(os.environ, SKINGENBENCH_HOME=str(tmp_path / "home"))
     ports = {stage: free_port() for stage in SERVICES}
     for stage, port in ports.items():
@@ -29,6 +32,9 @@ def test_up_status_down(tmp_path):
     pids = [m["pid"] for m in json.loads((tmp_path / "home" / "stack.json").read_text()).values()]
     try:
         assert started.returncode == 0, started.stdout + started.stderr
+        # What `skingenbench run` wires the flow to when it uses the local stack.
+        assert {stage: member.target for stage, member in stack.load_members().items()} == {
+            stage: f"127.0.0.1:{port}" for stage, port in ports.items()}
         for stage, port in ports.items():
             assert f"127.0.0.1:{port}" in started.stdout
             assert health_status(f"127.0.0.1:{port}", SERVICES[stage][0]) == "SERVING"
@@ -48,6 +54,7 @@ def test_up_status_down(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert _cli(["status"], env).returncode == 1  # nothing running any more
+    assert stack.load_members() == {}
 
 
 def test_a_port_in_use_is_reported_with_the_log(tmp_path):

@@ -4,8 +4,8 @@ Features of every set in every space (the extractor's and, with a classifier che
 space) go through the feature cache; then the metrics of each synthetic set against the real set,
 class anchoring, the feature-space analysis, memorization and the sample grids, each only when the
 plan asks for it. Nothing here speaks gRPC, and the feature cache is the only thing written to the
-store: the report and the PNGs are returned, and the job in ``service.py`` stores them under a
-content-addressed prefix. Progress and cancellation come in as callables.
+store: the report and the PNGs are returned, and the job kind (``evaluation_job.py``) stores them
+under the plan's output prefix. Progress and cancellation come in as callables.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from skingenbench.services.evaluation.core.metrics import (
     library_versions,
 )
 from skingenbench.services.evaluation.feature_cache import FeatureCache, FeatureKey
-from skingenbench.services.evaluation.image_set import ImageSet
+from skingenbench.services.evaluation.image_set import ImageSet, load_set
 from skingenbench.services.evaluation.model_files import read_ref
 from skingenbench.services.evaluation.plan import DOMAIN, PAIRWISE, EvaluationPlan
 from skingenbench.services.platform.store import ObjectStore
@@ -86,23 +86,29 @@ def _safe(name: str) -> str:
 def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None] = lambda *a, **k: None,
              check: Callable[[], None] = lambda: None) -> Evaluation:
     device = select_device()
-    weights = read_ref(store, plan.weights, "extractor weights") if plan.weights.get("uri") else None
-    overrides = dict(plan.extractor_overrides)
-    if plan.weights.get("sha256"):
-        overrides.setdefault("weights_sha256", plan.weights["sha256"])
-    extractor = FEATURE_EXTRACTORS.create(plan.extractor, plan.profile, overrides, weights=weights,
-                                          device=device) if plan.use_extractor else None
+    configs = plan.metric_configs()
+    extractor = None
+    if plan.use_extractor:
+        # The weights the plan pinned: a named file is read (and checked) here, the default one by the
+        # extractor, which checks it against the same sha256.
+        weights: bytes | Path = read_ref(store, {"uri": plan.weights.uri, "sha256": plan.weights_sha256},
+                                         "extractor weights") if plan.weights.uri else Path(plan.weights_file)
+        overrides = {**plan.extractor_overrides, "weights_sha256": plan.weights_sha256}
+        extractor = FEATURE_EXTRACTORS.create(plan.extractor, plan.profile, overrides, weights=weights, device=device)
     domain = None
     if any(m in DOMAIN for m in plan.metrics):
-        domain = domain_extractor_from_checkpoint(read_ref(store, plan.checkpoint, "classifier checkpoint"), device,
+        checkpoint = read_ref(store, {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256},
+                              "classifier checkpoint")
+        domain = domain_extractor_from_checkpoint(checkpoint, device,
                                                   FEATURE_EXTRACTORS.config("domain", plan.profile).batch_size)
-    sets = [ImageSet(store, spec) for spec in [plan.real, *plan.synthetic]]
+    real_spec = load_set(store, plan.real)
+    sets = [ImageSet(store, spec) for spec in [real_spec, *(load_set(store, ref) for ref in plan.synthetic)]]
     spaces = [e for e in (extractor, domain) if e is not None]
     first = spaces[0]  # the space of memorization and of the image-size record: Inception's unless absent
     progress = _Progress(emit, len(sets) * len(spaces) + len(plan.synthetic) + 4)
     cache, timings = FeatureCache(store), []
     features = {e.name: {s.spec.name: _features(cache, e, s, progress, check, timings) for s in sets} for e in spaces}
-    real_name = plan.real.name
+    real_name = real_spec.name
     main = features[first.name]
     report: dict[str, Any] = {"sets": {}, "notes": list(plan.notes)}
     if extractor is not None and not extractor.weights_upstream:
@@ -112,7 +118,7 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
     real_entry: dict[str, Any] = {"count": len(sets[0]), "image_sizes": _sizes(main[real_name])}
     if "isc" in plan.metrics:
         real_entry["isc_mean"], real_entry["isc_std"] = inception_score(
-            main[real_name][extractor.layers["isc"]], plan.configs["isc"].splits, plan.seed)
+            main[real_name][extractor.layers["isc"]], configs["isc"].splits, plan.seed)
     if "fid" in plan.metrics and len(sets[0]) >= 4:
         # The FID of two random halves of the real set: what sampling alone gives at this size.
         order = np.random.default_rng(plan.seed).permutation(len(sets[0]))
@@ -127,11 +133,11 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
         entry: dict[str, Any] = {"count": len(images), "intended_label": images.spec.intended_label,
                                  "image_sizes": _sizes(main[name])}
         for metric in (m for m in plan.metrics if m in PAIRWISE):
-            entry.update(compute(metric, plan.configs[metric], main[real_name], main[name], extractor.layers,
+            entry.update(compute(metric, configs[metric], main[real_name], main[name], extractor.layers,
                                  plan.seed))
         for metric in (m for m in plan.metrics if m in ("domain_fid", "domain_kid")):
             space = features["domain"]
-            entry.update(compute(metric, plan.configs[metric], space[real_name], space[name], domain.layers, plan.seed))
+            entry.update(compute(metric, configs[metric], space[real_name], space[name], domain.layers, plan.seed))
         report["sets"][name] = entry
         progress.advance(f"metrics of {name}")
 
@@ -154,13 +160,13 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
             numbers, plots = analysis.feature_space_report(
                 features[space.name][real_name][layer].numpy(),
                 {s.spec.name: features[space.name][s.spec.name][layer].numpy() for s in sets[1:]},
-                _safe(space.name), plan.configs["feature_space"], plan.seed)
+                _safe(space.name), configs["feature_space"], plan.seed)
             report["feature_space"][space.name] = numbers
             files.update({Path(f).stem: (png, f) for f, png in plots.items()})
     progress.advance("feature-space analysis")
 
     if "memorization" in plan.metrics:
-        config = plan.configs["memorization"]
+        config = configs["memorization"]
         report["memorization"] = {}
         layer = first.layers["fid"]
         report["memorization_space"] = first.name
@@ -192,9 +198,9 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
         "domain_extractor": domain.provenance() if domain else None,
         "image_counts": {s.spec.name: len(s) for s in sets}, "libraries": library_versions(),
         "device": describe_device(), "code_version": code_version(), "seed": plan.seed, "profile": plan.profile,
-        "metrics": plan.metrics, "configs": {m: dataclasses.asdict(c) for m, c in plan.configs.items()},
-        "real": {"manifest": plan.real.manifest_uri, "manifest_sha256": plan.real.manifest_sha256,
-                 **plan.real.selection, "set_hash": sets[0].content_hash()},
+        "metrics": list(plan.metrics), "configs": {m: dataclasses.asdict(c) for m, c in configs.items()},
+        "real": {"manifest": real_spec.manifest_uri, "manifest_sha256": real_spec.manifest_sha256,
+                 **real_spec.selection, "set_hash": sets[0].content_hash()},
         "synthetic": {s.spec.name: {"manifest": s.spec.manifest_uri, "manifest_sha256": s.spec.manifest_sha256,
                                     "set_hash": s.content_hash()} for s in sets[1:]},
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},

@@ -1,24 +1,35 @@
-"""What an evaluation request means: metrics, options, image sets and weights, decided before a job starts.
+"""What an evaluation request means: metrics, options, image sets and weights, decided once at Start.
 
 ``plan_evaluation`` reads the manifests and checks everything that can be checked without extracting a
-feature, so every refusal (unknown metric or option, missing weights, empty or too small sets) comes
-from here and a bad request is answered at ``StartEvaluation`` instead of failing as a job. Defaults a
-small set cannot meet are lowered and noted in the plan; values the caller gave are checked strictly.
+feature, so every refusal (unknown metric or option, missing or changed weights and checkpoint, empty
+or too small sets) comes from here and a bad request is answered at ``StartEvaluation`` instead of
+failing as a job. Defaults a small set cannot meet are lowered and noted in the plan; values the
+caller gave are checked strictly. The plan pins every input by sha256 (manifests, the selected items'
+hash, the weights and the checkpoint) and names the output prefix, so the job runs on exactly what was
+checked and an identical finished evaluation is found instead of recomputed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.core.errors import (
+    DataIntegrityError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from skingenbench.services.core.manifest import Item
+from skingenbench.services.core.registry import config_from_dict
 from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS
 from skingenbench.services.evaluation.core.metrics import METRICS
-from skingenbench.services.evaluation.model_files import check_weights_present
-from skingenbench.services.platform.manifest_io import read_manifest
+from skingenbench.services.evaluation.feature_cache import image_set_hash
+from skingenbench.services.evaluation.model_files import pin_file, pin_weights
+from skingenbench.services.platform.job_kind import JobPlan, JSONValue, ObjectRef
+from skingenbench.services.platform.manifest_io import pin_manifest
 from skingenbench.services.platform.servicer import parse_json_field
 from skingenbench.services.platform.store import ObjectStore
 
@@ -29,38 +40,51 @@ DOMAIN = ("domain_fid", "domain_kid", "class_anchoring")
 GENERAL_OPTIONS = {"profile", "grid_images"}
 DEFAULT_EXTRACTOR = "inception-v3-compat"
 DEFAULT_LABEL = "MEL"
+Address = Callable[[list[str], dict[str, JSONValue], int], str]  # ``JobKind.address`` of the evaluate kind
 
 
-@dataclass
-class SetSpec:
+@dataclass(frozen=True)
+class SetRef:
+    """An image set by reference: its manifest pinned by the sha256 of its bytes, the selection (the real
+    set's splits and labels; a synthetic set is all its items) and the hash of the items it selects."""
+
     name: str
-    items: list[Item]
+    manifest: ObjectRef
+    set_hash: str
+    count: int
     intended_label: str = ""
-    manifest_uri: str = ""
-    manifest_sha256: str = ""
-    selection: dict[str, list[str]] = field(default_factory=dict)  # the real set's splits and labels
     per_item_labels: bool = False  # class anchoring against each item's own label (conditional sets)
+    splits: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
 
     @property
-    def anchoring_labels(self) -> str | list[str]:
-        return [item.label for item in self.items] if self.per_item_labels else self.intended_label
+    def is_selection(self) -> bool:
+        return bool(self.splits or self.labels)
+
+    def selects(self, item: Item) -> bool:
+        return not self.is_selection or (item.split in self.splits and item.label in self.labels)
 
 
-@dataclass
-class EvaluationPlan:
-    real: SetSpec
-    synthetic: list[SetSpec]
-    metrics: list[str]
-    configs: dict[str, Any]
+@dataclass(frozen=True)
+class EvaluationPlan(JobPlan):
+    real: SetRef
+    synthetic: tuple[SetRef, ...]
+    metrics: tuple[str, ...]
+    configs: dict[str, dict[str, JSONValue]]  # metric -> its config's fields (``metric_configs`` rebuilds them)
     profile: str
     extractor: str
-    extractor_overrides: dict[str, Any]
-    weights: dict[str, str]
-    checkpoint: dict[str, str]
+    extractor_overrides: dict[str, JSONValue]
+    weights: ObjectRef           # as requested; no URI: the extractor's default file, ``weights_file``
+    weights_file: str
+    weights_sha256: str          # of the bytes read at Start; "" when only the domain space is evaluated
+    checkpoint: ObjectRef        # pinned at Start when a domain metric reads it
     grid_images: int
     seed: int
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
     use_extractor: bool = True  # False: only the domain space is evaluated (weights absent, or not needed)
+
+    def metric_configs(self) -> dict[str, Any]:
+        return {m: config_from_dict(METRICS.get(m).config_cls, None, fields) for m, fields in self.configs.items()}
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
@@ -98,16 +122,21 @@ def _select_metrics(requested: list[str], has_checkpoint: bool, extractor: str) 
     return [m for m in ALL_METRICS if (m not in DOMAIN or has_checkpoint) and (m != "isc" or inception)]
 
 
-def _manifest_items(store: ObjectStore, ref: dict[str, Any], what: str) -> tuple[list[Item], str, str]:
+def _manifest_items(store: ObjectStore, ref: dict[str, Any], what: str) -> tuple[list[Item], ObjectRef]:
+    """A manifest's items and the manifest pinned: its store URI and the sha256 of its bytes as read now."""
     uri = ref.get("uri", "")
     if not uri:
         raise InvalidArgument(f"{what} manifest is required")
     key = store.key_from_uri(uri)
     if not store.exists(key):
         raise NotFound(f"{what} manifest not found: {uri}")
-    raw = store.get_bytes(key)
-    manifest = read_manifest(store, uri, ref.get("sha256", ""))
-    return manifest.items, store.uri(key), sha256_bytes(raw)
+    manifest, sha256 = pin_manifest(store, uri, ref.get("sha256", ""))
+    return manifest.items, ObjectRef(store.uri(key), sha256)
+
+
+def _set_ref(name: str, items: list[Item], manifest: ObjectRef, **selection: Any) -> SetRef:
+    return SetRef(name, manifest, image_set_hash((item.key, item.sha256) for item in items), len(items),
+                  **selection)
 
 
 def _adjust_sizes(plan_configs: dict[str, Any], explicit: dict[str, dict[str, Any]], smallest: int,
@@ -135,8 +164,8 @@ def _adjust_sizes(plan_configs: dict[str, Any], explicit: dict[str, dict[str, An
                               f"smallest has {smallest}", hint=f"set prc_k below {smallest}")
 
 
-def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPlan:
-    """Validate a request (as a dict) and decide everything the job will do."""
+def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Address) -> EvaluationPlan:
+    """Validate a request (as a dict) and decide everything the job will do; ``address`` names its outputs."""
     options = parse_json_field(request.get("options_json", ""), "options_json")
     general, per_metric, extractor_overrides = _split_options(options)
     profile = str(general.get("profile") or "paper")
@@ -152,14 +181,15 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPl
     stray = sorted(set(per_metric) - set(metrics))
     if stray:
         raise InvalidArgument(f"options given for metric(s) not evaluated: {', '.join(stray)}")
-    FEATURE_EXTRACTORS.config(extractor, profile, extractor_overrides)  # validates the overrides now
+    extractor_config = FEATURE_EXTRACTORS.config(extractor, profile, extractor_overrides)  # validates them now
     notes: list[str] = []
     weights = dict(request.get("extractor_weights") or {})
+    weights_file, weights_sha256 = "", ""
     # Named metrics that all live in the classifier's space (e.g. class anchoring alone) need no Inception.
     use_extractor = not (request.get("metrics") and checkpoint.get("uri") and set(metrics) <= set(DOMAIN))
     try:
         if use_extractor:
-            check_weights_present(store, extractor, weights)
+            weights_file, weights_sha256 = pin_weights(store, extractor, weights)
     except FailedPrecondition as missing:
         # "All that the given inputs allow": with no metric named and a classifier checkpoint given, the
         # domain space is evaluated alone, and the report says what was skipped and why.
@@ -168,43 +198,60 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any]) -> EvaluationPl
         use_extractor = False
         metrics = [m for m in metrics if m not in PAIRWISE]
         notes.append(f"FID, KID, IS and precision/recall skipped: {missing}")
+    expected = getattr(extractor_config, "weights_sha256", "")
+    if use_extractor and expected and expected != weights_sha256:
+        raise DataIntegrityError(f"the {extractor} weights have sha256 {weights_sha256[:12]}…, expected "
+                                 f"{expected[:12]}…", hint="the file changed or is another file")
     configs = {m: METRICS.config(m, profile, per_metric.get(m)) for m in metrics}
 
     synthetic_refs = list(request.get("synthetic") or [])
     if not synthetic_refs:
         raise InvalidArgument("at least one synthetic set is required")
-    synthetic = []
+    synthetic, wanted = [], set()
     for index, entry in enumerate(synthetic_refs):
         name = entry.get("name") or f"synthetic_{index}"
-        items, uri, sha = _manifest_items(store, entry.get("manifest") or {}, f"synthetic set {name!r}")
+        items, manifest = _manifest_items(store, entry.get("manifest") or {}, f"synthetic set {name!r}")
         if not items:
-            raise InvalidArgument(f"synthetic set {name!r} is empty ({uri})")
-        synthetic.append(SetSpec(name, items, entry.get("intended_label") or DEFAULT_LABEL, uri, sha,
-                                 per_item_labels=bool(entry.get("per_item_labels"))))
+            raise InvalidArgument(f"synthetic set {name!r} is empty ({manifest.uri})")
+        label, per_item = entry.get("intended_label") or DEFAULT_LABEL, bool(entry.get("per_item_labels"))
+        wanted |= {i.label for i in items} if per_item else {label}
+        synthetic.append(_set_ref(name, items, manifest, intended_label=label, per_item_labels=per_item))
     names = [s.name for s in synthetic]
     if len(set(names)) != len(names) or "real" in names:
         raise InvalidArgument("synthetic set names must be unique and not 'real'", hint=f"got {names}")
 
-    items, uri, sha = _manifest_items(store, request.get("real") or {}, "real")
+    items, manifest = _manifest_items(store, request.get("real") or {}, "real")
     splits = list(request.get("real_splits") or ["train"])
-    wanted = {label for s in synthetic for label in
-              ({i.label for i in s.items} if s.per_item_labels else {s.intended_label})}
     labels = list(request.get("real_labels") or sorted(wanted))
     real_items = [i for i in items if i.split in splits and i.label in labels]
     if not real_items:
-        raise FailedPrecondition(f"no real items with split in {splits} and label in {labels} ({uri})",
+        raise FailedPrecondition(f"no real items with split in {splits} and label in {labels} ({manifest.uri})",
                                  hint="check real_splits and real_labels against the manifest")
-    real = SetSpec("real", real_items, "", uri, sha, {"splits": splits, "labels": labels})
+    real = _set_ref("real", real_items, manifest, splits=tuple(splits), labels=tuple(labels))
 
     if "memorization" in metrics and splits != ["train"]:
         notes.append(f"memorization compares with the real selection (splits {splits}), not only the training "
                      "split the generators were trained on")
-    _adjust_sizes(configs, per_metric, min(len(s.items) for s in [real, *synthetic]), notes)
+    smallest = min(s.count for s in [real, *synthetic])
+    _adjust_sizes(configs, per_metric, smallest, notes)
     for metric in ("fid", "domain_fid"):
-        if metric in metrics and min(len(s.items) for s in [real, *synthetic]) < 2:
+        if metric in metrics and smallest < 2:
             raise InvalidArgument(f"{metric} needs at least 2 images per set")
     grid_images = int(general.get("grid_images", 16))
     if not 0 <= grid_images <= 256:
         raise InvalidArgument(f"grid_images must be in 0..256, got {grid_images}")
-    return EvaluationPlan(real, synthetic, metrics, configs, profile, extractor, extractor_overrides, weights,
-                          checkpoint, grid_images, int(request.get("seed", 0)), notes, use_extractor)
+    seed = int(request.get("seed", 0))
+    uses_domain = any(m in DOMAIN for m in metrics)
+    checkpoint_ref = ObjectRef(checkpoint.get("uri", ""), checkpoint.get("sha256", ""))
+    if uses_domain:  # pinned last (the largest read): the job reads exactly the checkpoint checked here
+        checkpoint_ref = ObjectRef(checkpoint_ref.uri, pin_file(store, checkpoint, "classifier checkpoint"))
+    config_fields = {m: dataclasses.asdict(c) for m, c in configs.items()}
+    # The address as the evaluation has always computed it (so earlier outputs are found): the selected
+    # sets' hashes, the metrics and their configs, the weights' and the checkpoint's hashes, the set names.
+    prefix = address([real.set_hash] + [s.set_hash for s in synthetic],
+                     {"metrics": metrics, "configs": config_fields, "extractor": weights_sha256 if use_extractor else "",
+                      "domain": checkpoint_ref.sha256 if uses_domain else "", "names": names}, seed)
+    return EvaluationPlan(prefix, real, tuple(synthetic), tuple(metrics), config_fields, profile, extractor,
+                          extractor_overrides, ObjectRef(weights.get("uri", ""), weights.get("sha256", "")),
+                          weights_file, weights_sha256 if use_extractor else "", checkpoint_ref, grid_images, seed,
+                          tuple(notes), use_extractor)

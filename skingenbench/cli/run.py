@@ -44,21 +44,39 @@ def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the Prefect server did not become healthy within 120 s")
 
 
+def _endpoint_options(options: list[str]) -> dict[str, str]:
+    """``--endpoints STAGE=TARGETS ...`` as stage -> comma-separated targets."""
+    from skingenbench.services.platform.settings import SERVICES
+
+    endpoints = {}
+    for option in options:
+        stage, _, targets = option.partition("=")
+        if stage not in SERVICES or not targets:
+            raise SystemExit(f"--endpoints {option!r}: expected STAGE=HOST:PORT[*SLOTS],... with STAGE one of "
+                             f"{', '.join(SERVICES)}")
+        endpoints[stage] = targets
+    return endpoints
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from skingenbench.cli import stack
+    from skingenbench.flows.endpoints import endpoint_specs_from_env
+    from skingenbench.flows.wiring import Wiring
 
     home = stack.home()
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SKINGENBENCH_STORE", (home / "store").as_uri())
-    for spec in args.endpoints or []:
-        stage, _, targets = spec.partition("=")
-        os.environ[f"SKINGENBENCH_{stage.upper()}_ENDPOINTS"] = targets
+    endpoints = {**endpoint_specs_from_env(), **_endpoint_options(args.endpoints or [])}
     started_stack = False
-    if not any(k.endswith("_ENDPOINTS") and k.startswith("SKINGENBENCH_") for k in os.environ):
-        members_before = stack._load()
+    if not endpoints:  # nothing configured: the local stack, started unless it is up
+        members_before = stack.load_members()
         if stack.up() != 0:
             return 1
         started_stack = not members_before
+        endpoints = {stage: member.target for stage, member in stack.load_members().items()}
+    # The stack's services default to the same store (``stack.up``); the flow gets it, with the
+    # endpoints, as its wiring: nothing is passed to it through the environment.
+    wiring = Wiring.from_settings(endpoints=endpoints,
+                                  store_uri=os.environ.get("SKINGENBENCH_STORE") or (home / "store").as_uri())
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         server, url = _start_prefect_server(home)
@@ -67,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         from skingenbench.flows.benchmark import benchmark
 
-        folder = benchmark(grid_spec=args.grid, run_id=args.run_id, runs_dir=args.runs_dir)
+        folder = benchmark(grid_spec=args.grid, run_id=args.run_id, runs_dir=args.runs_dir, wiring=wiring)
         print(f"\nreport: {Path(folder) / 'report.md'}\n        {Path(folder) / 'report.html'}")
         return 0
     finally:

@@ -39,7 +39,8 @@ class Member:
         return f"127.0.0.1:{self.port}"
 
 
-def _load() -> dict[str, Member]:
+def load_members() -> dict[str, Member]:
+    """The members of the local stack as ``up`` recorded them (stage -> pid, port, log); empty if none."""
     path = _state_file()
     if not path.exists():
         return {}
@@ -77,7 +78,7 @@ def port_for(stage: str) -> int:
 def up(stages: list[str] | None = None, timeout_s: float = 120.0, out=sys.stdout) -> int:
     """Start the stages that are not running and wait until each is SERVING. Returns an exit code."""
     stages = stages or list(SERVICES)
-    members = _load()
+    members = load_members()
     logs = home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -130,7 +131,7 @@ def up(stages: list[str] | None = None, timeout_s: float = 120.0, out=sys.stdout
 
 
 def status(out=sys.stdout) -> int:
-    members = _load()
+    members = load_members()
     if not members:
         print("no local stack is running (start it with `skingenbench up`)", file=out)
         return 1
@@ -144,7 +145,7 @@ def status(out=sys.stdout) -> int:
 
 def down(timeout_s: float = 40.0, out=sys.stdout) -> int:
     """SIGTERM every member (they drain and checkpoint), SIGKILL what is left after the timeout."""
-    members = _load()
+    members = load_members()
     for member in members.values():
         if _alive(member.pid):
             os.kill(member.pid, signal.SIGTERM)

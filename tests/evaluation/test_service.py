@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from skingenbench.services.core.hashing import content_address, output_prefix
 from skingenbench.services.core.manifest import Item, Manifest, Provenance
 from skingenbench.services.platform.client import open_channel, watch_job
 from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
@@ -113,6 +114,18 @@ def _read_json(store, uri: str) -> dict:
     return json.loads(store.get_bytes(store.key_from_uri(uri)))
 
 
+def _address_from_report(report: dict) -> str:
+    """The output prefix as the evaluation job computed it after the work, before it planned it up front:
+    outputs of earlier runs are found only while the two agree."""
+    provenance = report["provenance"]
+    inputs = [provenance["real"]["set_hash"]] + [s["set_hash"] for s in provenance["synthetic"].values()]
+    settings = {"metrics": provenance["metrics"], "configs": provenance["configs"],
+                "extractor": (provenance["extractor"] or {}).get("weights_sha256", ""),
+                "domain": (provenance["domain_extractor"] or {}).get("weights_sha256", ""),
+                "names": list(provenance["synthetic"])}
+    return output_prefix("evaluation", content_address("evaluation", "1", inputs, settings, provenance["seed"]))
+
+
 def test_evaluation_end_to_end_with_every_metric(service, world):
     stub, channel = service
     store, checkpoint = world["store"], world["checkpoint"]
@@ -160,6 +173,8 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
 
     result = json.loads(done.result_json)
     assert result["sets"]["noisy"]["fid"] == sets["noisy"]["fid"] and result["weights_upstream"] is False
+    assert outputs["report_json"].uri == store.uri(f"{_address_from_report(report)}/report.json")
+    assert report["outputs"]["samples_real"] == outputs["samples_real"].uri and "report_json" not in report["outputs"]
     messages = [e.message for e in events]
     assert any("features of real" in m for m in messages) and any("memorization" in m for m in messages)
     assert any(e.metrics.get("images_per_s", 0) > 0 for e in events)
@@ -206,6 +221,45 @@ def test_without_inception_weights_all_that_the_inputs_allow_is_the_domain_space
     assert "fid" not in noisy and {"domain_fid", "domain_kid_mean", "anchoring_share", "memorized_share"} <= set(noisy)
     assert result["sets"]["copies"]["memorized_share"] == 1.0  # found in the domain space too
     assert {"tsne_domain", "pca_domain", "report_md"} <= {o.name for o in done.outputs}
+    report_uri = {o.name: o.uri for o in done.outputs}["report_json"]
+    assert report_uri == world["store"].uri(f"{_address_from_report(_read_json(world['store'], report_uri))}/report.json")
+
+
+def test_the_same_evaluation_asked_differently_reattaches_the_finished_outputs(service, world):
+    """A request that plans to the same output prefix (here: the real manifest named without its
+    sha256) is a new job that finds the finished outputs instead of extracting or computing again."""
+    stub, channel = service
+    request = _request(world, names=("noisy",), metrics=["fid"],
+                       options_json=json.dumps({"profile": "tiny", "grid_images": 0}))
+    first = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
+    assert first.state == common_pb2.JOB_STATE_SUCCEEDED, first.error.message
+    request.real.sha256 = ""
+    again = stub.StartEvaluation(request, timeout=60)
+    assert again.job_id != first.job_id
+    second = watch_job(channel, again.job_id, timeout_s=600)
+    assert second.state == common_pb2.JOB_STATE_SUCCEEDED, second.error.message
+    assert json.loads(second.result_json)["reused_output"] is True and "reused_output" not in json.loads(
+        first.result_json)
+    assert {(o.name, o.uri, o.sha256) for o in second.outputs} == {(o.name, o.uri, o.sha256) for o in first.outputs}
+
+
+def test_model_files_are_pinned_at_start(service, world):
+    """Weights that do not match their sha256 and a checkpoint that is not there are refused by
+    StartEvaluation (they used to fail the job)."""
+    stub, _ = service
+    wrong = common_pb2.ObjectRef(uri=world["weights"].uri, sha256="0" * 64)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartEvaluation(_request(world, extractor_weights=wrong), timeout=30)
+    assert error.value.code() == grpc.StatusCode.DATA_LOSS and "does not match its sha256" in error.value.details()
+    options = json.dumps({"profile": "tiny", "extractor_weights_sha256": "1" * 64})
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartEvaluation(_request(world, options_json=options), timeout=30)
+    assert error.value.code() == grpc.StatusCode.DATA_LOSS and "expected 111111111111" in error.value.details()
+    # A folder store's URIs are file:// paths, which the evaluation server reads as its own files.
+    missing = common_pb2.ObjectRef(uri=world["store"].uri("checkpoints/no-such.safetensors"))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartEvaluation(_request(world, metrics=["class_anchoring"], classifier_checkpoint=missing), timeout=30)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "no-such.safetensors" in error.value.details()
 
 
 def test_class_anchoring_against_each_items_own_label(service, world):

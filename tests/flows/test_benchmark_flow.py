@@ -1,5 +1,6 @@
 """The benchmark flow end to end: a reduced grid through real services (in this process, on free
-ports, one folder store) and a real Prefect run; then the same grid again recomputes nothing."""
+ports, one folder store) and a real Prefect run; then the same grid again recomputes nothing. The flow
+gets its services and store as a ``Wiring`` argument, or (a deployment) from the settings."""
 
 from __future__ import annotations
 
@@ -47,19 +48,26 @@ def _jobs(services) -> dict[str, list]:
     return {stage: service.runner.list(limit=10_000) for stage, service in services.items()}
 
 
+def _wiring(store, services):
+    from skingenbench.flows.wiring import Wiring
+
+    return Wiring({stage: (service.target,) for stage, service in services.items()}, store.root_uri)
+
+
 def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_path, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
     from skingenbench.flows.benchmark import benchmark
 
     store, services = stack
-    monkeypatch.setenv("SKINGENBENCH_STORE", store.root_uri)
-    for stage, service in services.items():
-        monkeypatch.setenv(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", service.target)
+    for stage in SERVICES:  # the wiring is the only route: settings naming other services are not read
+        monkeypatch.setenv(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", "127.0.0.1:9")
+    monkeypatch.setenv("SKINGENBENCH_STORE", str(tmp_path / "not-the-store"))
+    wiring = _wiring(store, services)
     grid_file = tmp_path / "reduced.yaml"
     grid_file.write_text(yaml.safe_dump(GRID))
 
     with prefect_test_harness(server_startup_timeout=120):
-        folder = benchmark(grid_spec=str(grid_file), run_id="first", runs_dir=str(tmp_path / "runs"))
+        folder = benchmark(grid_spec=str(grid_file), run_id="first", runs_dir=str(tmp_path / "runs"), wiring=wiring)
         first = _jobs(services)
         report = (tmp_path / "runs" / "first" / "report.md").read_text()
         # Every pipeline of both preprocessing arms that the grid asks for has a classifier row.
@@ -83,10 +91,10 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
         assert "melanoma ROC, arm A" in html and "confusion matrix B4" in html
         assert "DermGAN basic: requested tone" in html
-        assert store.exists("runs/first/report.md")
+        assert store.exists("runs/first/report.md") and not (tmp_path / "not-the-store").exists()
         assert folder.endswith("first")
 
-        benchmark(grid_spec=str(grid_file), run_id="second", runs_dir=str(tmp_path / "runs"))
+        benchmark(grid_spec=str(grid_file), run_id="second", runs_dir=str(tmp_path / "runs"), wiring=wiring)
         second = _jobs(services)
     # Same grid again: no service ran a new job, and none ran a job twice.
     for stage in SERVICES:
@@ -103,8 +111,9 @@ with prefect_test_harness(server_startup_timeout=120):
 """
 
 
-def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_path, monkeypatch):
-    """Kill the flow process once some cells are done; the re-run reuses every finished job."""
+def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_path):
+    """Kill the flow process once some cells are done; the re-run reuses every finished job. The killed
+    run is wired from its settings (as a deployment is), the resumed one by its argument."""
     import contextlib
     import os
     import signal
@@ -126,8 +135,6 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
         env = dict(os.environ, SKINGENBENCH_STORE=store.root_uri)
         for stage, service in services.items():
             env[f"SKINGENBENCH_{stage.upper()}_ENDPOINTS"] = service.target
-            monkeypatch.setenv(f"SKINGENBENCH_{stage.upper()}_ENDPOINTS", service.target)
-        monkeypatch.setenv("SKINGENBENCH_STORE", store.root_uri)
         flow = subprocess.Popen([sys.executable, "-c", _FLOW_PROCESS, str(grid_file), str(tmp_path / "runs")],
                                 env=env, cwd=os.getcwd(), start_new_session=True)
         deadline = time.monotonic() + 300
@@ -143,7 +150,8 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
         assert finished_before and not (tmp_path / "runs" / "killed").exists()
 
         with prefect_test_harness(server_startup_timeout=120):
-            benchmark(grid_spec=str(grid_file), run_id="resumed", runs_dir=str(tmp_path / "runs"))
+            benchmark(grid_spec=str(grid_file), run_id="resumed", runs_dir=str(tmp_path / "runs"),
+                      wiring=_wiring(store, services))
         after = {stage: {r.job_id: r for r in s.runner.list()} for stage, s in services.items()}
     assert (tmp_path / "runs" / "resumed" / "report.md").exists()
     for stage, job_id in finished_before:

@@ -1,4 +1,5 @@
-"""Endpoint pools: parsing, slots, and a lost endpoint retried on another (real servers, one store)."""
+"""Endpoint pools and the run's wiring: parsing, slots, a lost endpoint retried on another (real servers,
+one store), and pools shared by every task of a run and closed after it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import time
 
 import grpc
 import pytest
-from skingenbench.flows.endpoints import Endpoint, EndpointPool, endpoints_from_env, parse_endpoints
+from skingenbench.flows.endpoints import (
+    Endpoint,
+    EndpointPool,
+    endpoint_specs_from_env,
+    endpoints_from_env,
+    parse_endpoints,
+)
 from skingenbench.flows.jobs import JobFailed, run_job
+from skingenbench.flows.wiring import Wiring, open_pools, pools_for
+from skingenbench.services.platform.settings import SERVICES
 
 from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 from tests.common.service_helpers import add_test_jobs, running
@@ -24,6 +33,54 @@ def test_parse_endpoints_and_env_defaults():
         "127.0.0.1:6000"]
     with pytest.raises(ValueError):
         parse_endpoints("host:1*0")
+    env = {"SKINGENBENCH_EVALUATION_ENDPOINTS": "gpu1:50053*2,gpu2:50053"}
+    assert endpoint_specs_from_env(env) == {"evaluation": "gpu1:50053*2,gpu2:50053"}
+    assert endpoint_specs_from_env({}) == {}
+
+
+def test_wiring_from_settings_and_options():
+    env = {"SKINGENBENCH_EVALUATION_ENDPOINTS": "gpu1:50053*2, gpu2:50053", "SKINGENBENCH_STORE": "s3://bucket/p",
+           "SKINGENBENCH_GENERATION_PORT": "6000", "SKINGENBENCH_AUTH_TOKEN": "secret"}
+    wiring = Wiring.from_settings(env)
+    assert wiring.endpoints == {"preprocessing": ("127.0.0.1:50051",), "generation": ("127.0.0.1:6000",),
+                                "evaluation": ("gpu1:50053*2", "gpu2:50053"), "classification": ("127.0.0.1:50054",)}
+    assert wiring.store_uri == "s3://bucket/p" and wiring.auth_token.get_secret_value() == "secret"
+    assert "secret" not in repr(wiring)
+    chosen = Wiring.from_settings(env, endpoints={"evaluation": "other:1"}, store_uri="file:///tmp/store")
+    assert chosen.endpoints["evaluation"] == ("other:1",) and chosen.store_uri == "file:///tmp/store"
+    # A value: equal wirings are equal and hash equal, whatever sequence type their targets came in.
+    same = Wiring({stage: list(targets) for stage, targets in wiring.endpoints.items()}, wiring.store_uri, "secret")
+    assert same == wiring and hash(same) == hash(wiring)
+    with pytest.raises(ValueError, match="no endpoints for stage"):
+        Wiring({"generation": ("a:1",)}, "file:///tmp/store")
+    with pytest.raises(ValueError, match="unknown stage"):
+        Wiring({**wiring.endpoints, "training": ("a:1",)}, "file:///tmp/store")
+
+
+def test_prefect_stores_the_wiring_with_the_token_masked():
+    from skingenbench.flows.benchmark import benchmark
+
+    wiring = Wiring.from_settings({"SKINGENBENCH_AUTH_TOKEN": "secret"}, store_uri="file:///tmp/store")
+    validated = benchmark.validate_parameters({"grid_spec": "smoke", "wiring": wiring})
+    assert validated["wiring"] == wiring
+    stored = benchmark.serialize_parameters(validated)["wiring"]
+    assert stored["store_uri"] == "file:///tmp/store" and stored["auth_token"] != "secret"
+    assert stored["endpoints"]["evaluation"] == ["127.0.0.1:50053"]
+    # A deployment's parameters arrive as JSON and become the same value.
+    assert benchmark.validate_parameters({"wiring": {**stored, "auth_token": "secret"}})["wiring"] == wiring
+
+
+def test_every_task_of_a_run_shares_the_wirings_pools_until_the_run_ends():
+    wiring = Wiring({stage: (f"127.0.0.1:{port}*2",) for stage, (_, port) in SERVICES.items()}, "file:///tmp/s",
+                    "token")
+    with open_pools(wiring) as pools:
+        assert pools_for(wiring) is pools and pools_for(Wiring(dict(wiring.endpoints), "file:///tmp/s",
+                                                               "token")) is pools
+        assert pools["generation"].endpoints[0].slots == 2 and pools["generation"].token == "token"
+        with open_pools(wiring) as nested:  # a second run with the same wiring in this process
+            assert nested is pools
+        assert pools_for(wiring) is pools  # still open: the first run has not ended
+    assert pools_for(wiring) is not pools  # closed with the last run; a new run builds new ones
 
 
 def test_slots_bound_concurrency():
@@ -60,15 +117,28 @@ def test_a_lost_endpoint_is_retried_on_another(folder_store):
         pool.close()
 
 
-def test_a_failed_job_raises_with_the_error(folder_store):
+def test_refusals_and_failed_jobs_raise_with_the_error(folder_store):
+    from skingenbench.services.platform.manifest_io import read_manifest
+
     with running("preprocessing", folder_store) as service:
         pool = EndpointPool("preprocessing", [Endpoint(service.target)])
-        with pytest.raises(JobFailed, match="NOT_FOUND|INVALID_ARGUMENT"):
+        # Refused at Start: the status itself, not retried (not a transient error).
+        with pytest.raises(grpc.RpcError) as refused:
             run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport",
                     preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in refused.value.details()
         with pytest.raises(grpc.RpcError) as invalid:
             run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartPreprocess",
                     preprocessing_pb2.PreprocessRequest(input=common_pb2.ManifestRef(uri="x/manifest.json"),
                                                         pipeline="basic"))
-        assert invalid.value.code() == grpc.StatusCode.NOT_FOUND  # not retried: not a transient error
+        assert invalid.value.code() == grpc.StatusCode.NOT_FOUND
+        # Failed while running (an image no longer matches its manifest): JobFailed with the job's error.
+        imported = run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport",
+                           preprocessing_pb2.ImportRequest(source="phantom", seed=2,
+                                                           options_json='{"count": 4, "width": 64, "height": 48}'))
+        item = read_manifest(folder_store, imported.uri("manifest")).items[0]
+        folder_store.put_bytes(item.key, b"not the image the manifest names")
+        with pytest.raises(JobFailed, match="DATA_LOSS"):
+            run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartQualityReport",
+                    preprocessing_pb2.QualityReportRequest(input=imported.manifest_ref(), pipeline="basic"))
         pool.close()
