@@ -1,12 +1,13 @@
-"""The ``controllability`` job: does a conditional generator honour what it is asked for?
+"""The ``controllability`` job kind: does a conditional generator honour what it is asked for?
 
 The measurement itself is ``dermgan.controllability`` (pure: render, measure with the preprocessing
-stage's own tools, compare). This module is the service's side of it: the request is checked before a
-job exists, the images are written to the store as they are drawn (so an interrupted job keeps them
-and a re-run finds them), and the outputs follow the house order -- PNGs, then the reports, then the
-manifest last. The manifest's items carry the requested class as their label, so the evaluation
-service's class anchoring (``per_item_labels``) can say whether a real-data classifier sees the class
-each image was asked to show.
+stage's own tools, compare). This module is the service's side of it: the request is checked once, at
+Start (the model, the classes, the grid's bounds and size, the seeds, the sampler), the images are written
+to the store as they are drawn (so an interrupted job keeps them and a re-run finds them), and the outputs
+follow the house order -- PNGs, then the reports, then the manifest; the framework's completion marker
+comes last. The manifest's items carry the requested class as their label, so the evaluation service's
+class anchoring (``per_item_labels``) can say whether a real-data classifier sees the class each image was
+asked to show.
 """
 
 from __future__ import annotations
@@ -36,22 +37,42 @@ from skingenbench.services.generation.core.dermgan import controllability
 from skingenbench.services.generation.core.dermgan.semantic_map import MapParams
 from skingenbench.services.generation.core.registry import GENERATORS
 from skingenbench.services.generation.core.sampling import to_png_bytes
-from skingenbench.services.generation.sampling_job import resolve_sampler, sampler_options
+from skingenbench.services.generation.sampling_job import resolve_sampler, sampler_options, unbuilt_backend
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext
 from skingenbench.services.platform.manifest_io import write_manifest
+from skingenbench.services.platform.servicer import request_to_dict
 from skingenbench.services.platform.store import ObjectStore
+
+from skingenbench.api.v1 import generation_pb2
 
 STAGE, VERSION = "controllability", "1"
 MAX_IMAGES = 10_000  # a grid beyond this is a mistake in the request, not a measurement
+OUTPUT_FILES = (("report_json", "report.json"), ("report_md", "report.md"), ("montage", "montage.png"),
+                ("manifest", MANIFEST_NAME))
 
 
-@dataclass
-class ControllabilityPlan:
-    record: models.ModelRecord
-    requests: list[MapParams]
+@dataclass(frozen=True)
+class ControllabilityPlan(JobPlan):
+    model: ObjectRef                          # the model record, pinned by the sha256 of its bytes at Start
+    labels: tuple[str, ...]                   # the grid's axes after defaults (the grid itself is rebuilt
+    lesion_area_fractions: tuple[float, ...]  # from them: up to MAX_IMAGES requests stay out of the plan)
+    ita_degrees: tuple[float, ...]
+    centres: tuple[tuple[float, float], ...]
+    repeats: int
     seed: int
-    options: SamplerOptions
-    grid: dict[str, Any]  # the request's axes after defaults, as recorded in the report
+    sampler: SamplerOptions                   # defaults resolved
+
+    def requests(self) -> list[MapParams]:
+        """One semantic-map request per image; image i has seed ``seed + i``."""
+        return controllability.grid(self.labels, self.lesion_area_fractions, self.ita_degrees, self.centres,
+                                    self.repeats)
+
+    def grid(self) -> dict[str, Any]:
+        """The axes as the report records them."""
+        return {"labels": list(self.labels), "lesion_area_fractions": list(self.lesion_area_fractions),
+                "ita_degrees": list(self.ita_degrees), "centres": [list(c) for c in self.centres],
+                "repeats": self.repeats}
 
 
 def _numbers(values: list[Any], default: tuple[float, ...], field: str, low: float, high: float,
@@ -65,74 +86,70 @@ def _numbers(values: list[Any], default: tuple[float, ...], field: str, low: flo
     return sorted(set(values))
 
 
-def plan_controllability(store: ObjectStore, request: dict[str, Any]) -> ControllabilityPlan:
-    """Validate a ControllabilityRequest (as a dict) completely; every refusal happens here."""
-    record = models.resolve_model(store, request.get("model_uri", ""))
-    capability = GENERATORS.get(record.generator).capabilities.get("conditional")
-    if capability != "true":
-        raise FailedPrecondition(f"{record.generator} draws no lesion of a requested size, centre or skin tone; "
-                                 "controllability applies to conditional generators",
-                                 hint="train a dermgan model")
-    labels = sorted(set(request.get("labels") or record.classes))
-    unknown = [label for label in labels if label not in CLASSES]
-    if unknown:
-        raise InvalidArgument(f"unknown class(es) {', '.join(unknown)}", field="labels",
-                              hint=f"one of: {', '.join(CLASSES)}")
-    unseen = [label for label in labels if label not in record.classes]
-    if unseen:
-        raise InvalidArgument(f"the model was trained on {', '.join(record.classes)}, not {', '.join(unseen)}",
-                              field="labels", hint="ask only for classes the model learnt")
-    areas = _numbers(request.get("lesion_area_fractions") or [], controllability.DEFAULT_AREAS,
-                     "lesion_area_fractions", 0.0, 0.95)
-    itas = _numbers(request.get("ita_degrees") or [], controllability.DEFAULT_ITAS, "ita_degrees", -90.0, 90.0)
-    centres = [(float(c.get("x", 0.0)), float(c.get("y", 0.0))) for c in request.get("centres") or []]
-    centres = centres or list(controllability.DEFAULT_CENTRES)
-    for x, y in centres:
-        _numbers([x, y], (), "centres", 0.0, 1.0, low_open=False)
-    repeats = int(request.get("repeats") or controllability.DEFAULT_REPEATS)
-    if not 1 <= repeats <= 1000:
-        raise InvalidArgument(f"repeats must be in 1..1000, got {repeats}", field="repeats")
-    requests = controllability.grid(labels, areas, itas, centres, repeats)
-    for params in requests[::repeats]:  # each combination once; MapParams knows its open bounds
-        params.validate()
-    if len(requests) > MAX_IMAGES:
-        raise InvalidArgument(f"the grid asks for {len(requests)} images; at most {MAX_IMAGES}",
-                              hint="fewer sizes, tones, centres or repeats")
-    seed = int(request.get("seed", 0))
-    check_seeds([seed, seed + len(requests) - 1])
-    grid = {"labels": labels, "lesion_area_fractions": areas, "ita_degrees": itas,
-            "centres": [list(c) for c in centres], "repeats": repeats}
-    return ControllabilityPlan(record, requests, seed, sampler_options(request.get("sampler")), grid)
+class ControllabilityKind(JobKind[generation_pb2.ControllabilityRequest, ControllabilityPlan]):
+    """StartControllability: a grid of requested class, size, centre and tone, drawn and measured."""
 
+    name = "controllability"
+    stage = STAGE
+    version = VERSION
+    request_type = generation_pb2.ControllabilityRequest
+    plan_type = ControllabilityPlan
 
-def controllability_job(cache: models.BackendCache):
-    """The ``controllability`` handler, sharing the servicer's cache of loaded models."""
+    def __init__(self, cache: models.BackendCache) -> None:
+        self.cache = cache  # shared with Generate: a model loaded once serves both
 
-    def handler(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        store = ctx.store
-        plan = plan_controllability(store, request)
-        record = plan.record
-        backend = cache.get(record)
-        options = resolve_sampler(backend, plan.options)
-        settings = dataclasses.asdict(options)
+    def plan(self, request: generation_pb2.ControllabilityRequest, store: ObjectStore) -> ControllabilityPlan:
+        record = models.resolve_model(store, request.model_uri)
+        if GENERATORS.get(record.generator).capabilities.get("conditional") != "true":
+            raise FailedPrecondition(f"{record.generator} draws no lesion of a requested size, centre or skin "
+                                     "tone; controllability applies to conditional generators",
+                                     hint="train a dermgan model")
+        labels = sorted(set(request.labels or record.classes))
+        unknown = [label for label in labels if label not in CLASSES]
+        if unknown:
+            raise InvalidArgument(f"unknown class(es) {', '.join(unknown)}", field="labels",
+                                  hint=f"one of: {', '.join(CLASSES)}")
+        unseen = [label for label in labels if label not in record.classes]
+        if unseen:
+            raise InvalidArgument(f"the model was trained on {', '.join(record.classes)}, not {', '.join(unseen)}",
+                                  field="labels", hint="ask only for classes the model learnt")
+        areas = _numbers(list(request.lesion_area_fractions), controllability.DEFAULT_AREAS,
+                         "lesion_area_fractions", 0.0, 0.95)
+        itas = _numbers(list(request.ita_degrees), controllability.DEFAULT_ITAS, "ita_degrees", -90.0, 90.0)
+        centres = [(float(c.x), float(c.y)) for c in request.centres] or list(controllability.DEFAULT_CENTRES)
+        for x, y in centres:
+            _numbers([x, y], (), "centres", 0.0, 1.0, low_open=False)
+        repeats = int(request.repeats or controllability.DEFAULT_REPEATS)
+        if not 1 <= repeats <= 1000:
+            raise InvalidArgument(f"repeats must be in 1..1000, got {repeats}", field="repeats")
+        requests = controllability.grid(labels, areas, itas, centres, repeats)
+        for params in requests[::repeats]:  # each combination once; MapParams knows its open bounds
+            params.validate()
+        if len(requests) > MAX_IMAGES:
+            raise InvalidArgument(f"the grid asks for {len(requests)} images; at most {MAX_IMAGES}",
+                                  hint="fewer sizes, tones, centres or repeats")
+        seed = int(request.seed)
+        check_seeds([seed, seed + len(requests) - 1])
+        options = resolve_sampler(unbuilt_backend(store, record), sampler_options(request_to_dict(request.sampler)))
         address = content_address(STAGE, VERSION, [record.checkpoint["sha256"]],
-                                  {"requests": [p.to_dict() for p in plan.requests], "sampler": settings}, plan.seed)
-        prefix = output_prefix(f"{STAGE}/{record.generator}", address)
-        keys = {name: f"{prefix}/{file}" for name, file in
-                (("manifest", MANIFEST_NAME), ("report_json", "report.json"), ("report_md", "report.md"),
-                 ("montage", "montage.png"))}
-        if store.exists(keys["manifest"]):  # finished before: the outputs are what they were
-            hashes = {name: sha256_bytes(store.get_bytes(key)) for name, key in keys.items()}
-            _add_outputs(ctx, store, keys, hashes)
-            report = json.loads(store.get_bytes(keys["report_json"]))
-            return _summary(report["attributes"], len(plan.requests), store.uri(record.key), True)
+                                  {"requests": [p.to_dict() for p in requests],
+                                   "sampler": dataclasses.asdict(options)}, seed)
+        return ControllabilityPlan(output_prefix(f"{STAGE}/{record.generator}", address),
+                                   ObjectRef(store.uri(record.key), record.sha256), tuple(labels), tuple(areas),
+                                   tuple(itas), tuple(centres), repeats, seed, options)
 
+    def run(self, plan: ControllabilityPlan, ctx: JobContext) -> JobOutputs:
+        store = ctx.store
+        record = models.read_record(store, plan.model.uri, plan.model.sha256)
+        backend = self.cache.get(record)
+        options, settings, requests = plan.sampler, dataclasses.asdict(plan.sampler), plan.requests()
+        keys = {name: f"{plan.output_prefix}/{file}" for name, file in OUTPUT_FILES}
         image_hashes: dict[int, str] = {}
-        cells = _montage_cells(plan.requests, plan.seed)
+        cells = _montage_cells(requests, plan.seed)
         tiles: dict[tuple[int, int], np.ndarray] = {}  # the few montage images, kept as they are drawn
 
         def render(seeds: list[int], params: list[MapParams]) -> np.ndarray:
-            image_keys = [f"{prefix}/images/seed-{s}.png" for s in seeds]
+            image_keys = [f"{plan.output_prefix}/images/seed-{s}.png" for s in seeds]
             if all(store.exists(k) for k in image_keys):  # drawn before an interruption: same seeds, same bytes
                 pngs = [store.get_bytes(k) for k in image_keys]
                 image_hashes.update({s: sha256_bytes(png) for s, png in zip(seeds, pngs, strict=True)})
@@ -150,10 +167,11 @@ def controllability_job(cache: models.BackendCache):
                 ctx.check_cancelled()
                 raise Cancelled("controllability stopped")
 
-        report = controllability.measure_controllability(render, plan.requests, plan.seed,
+        report = controllability.measure_controllability(render, requests, plan.seed,
                                                          batch_size=options.batch_size, on_batch=on_batch)
-        document = {**report.to_dict(), "grid": plan.grid, "sampler": settings, "seed": plan.seed,
-                    "model_uri": store.uri(record.key), "by_requested_tone": controllability.by_requested_tone(report)}
+        model_uri = store.uri(record.key)
+        document = {**report.to_dict(), "grid": plan.grid(), "sampler": settings, "seed": plan.seed,
+                    "model_uri": model_uri, "by_requested_tone": controllability.by_requested_tone(report)}
         title = f"Controllability of {record.generator} `{record.name or record.model_id}`"
         written = {
             "report_json": store.put_bytes(keys["report_json"], json.dumps(document, indent=1, sort_keys=True).encode(),
@@ -162,11 +180,12 @@ def controllability_job(cache: models.BackendCache):
                                          "text/markdown").sha256,
             "montage": store.put_bytes(keys["montage"], to_png_bytes(_montage(tiles)), "image/png").sha256,
         }
-        written["manifest"] = _write_manifest(store, keys["manifest"], plan, report, image_hashes, settings).sha256
-        _add_outputs(ctx, store, keys, written)
-        return _summary(document["attributes"], len(plan.requests), store.uri(record.key), False)
-
-    return handler
+        written["manifest"] = _write_manifest(store, keys["manifest"], plan, record, report, image_hashes,
+                                              settings).sha256
+        outputs = JobOutputs(summary=_summary(document["attributes"], len(requests), model_uri))
+        for name, _ in OUTPUT_FILES:
+            outputs.add(name, store.uri(keys[name]), written[name])
+        return outputs
 
 
 def _montage_cells(requests: list[MapParams], seed: int) -> dict[int, tuple[int, int]]:
@@ -192,10 +211,9 @@ def _montage(tiles: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
     return canvas
 
 
-def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
+def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan, record: models.ModelRecord,
                     report: controllability.ControllabilityReport, hashes: dict[int, str],
                     settings: dict[str, Any]) -> ManifestRef:
-    record = plan.record
     model_uri, checkpoint_uri = store.uri(record.key), store.uri(record.checkpoint["key"])
     prefix = key.rsplit("/", 1)[0]
     items = [Item(key=f"{prefix}/images/seed-{row['seed']}.png", sha256=hashes[row["seed"]],
@@ -206,20 +224,15 @@ def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan,
                         "model_uri": model_uri, "checkpoint_uri": checkpoint_uri})
              for row in report.rows]
     provenance = Provenance(stage=f"{STAGE}:{record.generator}", stage_version=VERSION, seed=plan.seed,
-                            config={"grid": plan.grid, "sampler": settings, "model_uri": model_uri},
+                            config={"grid": plan.grid(), "sampler": settings, "model_uri": model_uri},
                             parents=[ParentRef(model_uri, record.sha256)])
     return write_manifest(store, key, Manifest(items, provenance, name=f"controllability-{record.model_id}",
-                                        extra={"synthetic": True, "model_uri": model_uri}))
+                                               extra={"synthetic": True, "model_uri": model_uri}))
 
 
-def _add_outputs(ctx: JobContext, store: ObjectStore, keys: dict[str, str], hashes: dict[str, str]) -> None:
-    for name in ("report_json", "report_md", "montage", "manifest"):
-        ctx.add_output(name, store.uri(keys[name]), hashes[name])
-
-
-def _summary(attributes: dict[str, Any], count: int, model_uri: str, reused: bool) -> dict[str, Any]:
+def _summary(attributes: dict[str, Any], count: int, model_uri: str) -> dict[str, Any]:
     """The job's result: per attribute the mean absolute error and Pearson's r (null where undefined)."""
-    summary: dict[str, Any] = {"item_count": count, "model_uri": model_uri, "reused_output": reused}
+    summary: dict[str, Any] = {"item_count": count, "model_uri": model_uri, "reused_output": False}
     for name, agreement in attributes.items():
         summary[f"{name}_mae"] = agreement["mean_absolute_error"]
         summary[f"{name}_pearson"] = agreement["pearson"]

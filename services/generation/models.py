@@ -8,10 +8,12 @@ same request always lands in the same place and a restarted job finds its own ch
     checkpoints/step-00000040.safetensors tensors of the whole training state (weights, EMA, optimiser, RNG)
     checkpoints/step-00000040.json        descriptor: step, the safetensors key and sha256, the JSON skeleton
     model.json                            the model record, rewritten after every checkpoint
+    summary.json                          the job framework's completion marker, written after the last record
 
 The record is written after the checkpoint it names and older checkpoints are deleted only after that,
 so whatever moment a process dies at, the record points at a complete checkpoint. ``complete`` turns
-true once the run has taken all its steps; only complete models are sampled.
+true once the run has taken all its steps; only complete models are sampled. The record is what
+ListTrainedModels reads; whether the training *job* is done is the marker's to say (job_kind.py).
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ class ModelRecord:
     config: dict[str, Any]
     overrides: dict[str, Any]
     trained_on: dict[str, Any]  # {"uri", "sha256", "item_count"}: the manifest and how many items were used
-    # Sorted (jobs.normalise_classes). For a class-conditional generator this is also the class order: the
-    # network's class i is classes[i], in training (training_job.load_training_images) and sampling
-    # (jobs.class_conditioning), so the record is what maps a label to the index the weights know.
+    # Sorted (training_job.normalise_classes). For a class-conditional generator this is also the class order:
+    # the network's class i is classes[i], in training (training_data.load_training_images) and sampling
+    # (sampling_job.class_conditioning), so the record is what maps a label to the index the weights know.
     classes: list[str]
     seed: int
     name: str = ""
@@ -87,7 +89,7 @@ class ModelRecord:
         """The class an unconditional model draws (classes joined with '+' for a multi-class model).
 
         A class-conditional model draws the class a request names; its items take that label instead
-        (sampling_job.sample_to_store), never this joined one."""
+        (sampling_job.draw_samples), never this joined one."""
         return "+".join(self.classes)
 
     def to_json(self) -> bytes:

@@ -1,9 +1,11 @@
-"""The generation service's ``sample`` job and what Generate shares with it: sampler options with their
+"""The generation service's ``sample`` job kind and what Generate shares with it: sampler options with their
 defaults resolved, conditioning checked against what the model can honour, and images written to the store.
 
-Requests arrive as the dicts the job runner persists (proto field names; int64 values as strings). A sample
-lives at a content address of (checkpoint, count, resolved sampler, conditioning, seed): a repeated request
-finds the finished manifest, and an interrupted one keeps the PNGs it already wrote.
+Every check runs once, at Start (``check_sampling``, against the model's config alone: no weights are loaded
+for a check). The plan pins the model record by its sha256 and carries the resolved sampler and the checked
+conditioning, so the job draws exactly what was planned. A sample lives at a content address of
+(checkpoint, count, resolved sampler, conditioning, seed); an interrupted job keeps the PNGs it already
+wrote and a re-run finds them, and the framework's completion marker says when the set is finished.
 """
 
 from __future__ import annotations
@@ -11,31 +13,32 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from skingenbench.services.core.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
+    SkinGenBenchError,
 )
 from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
-from skingenbench.services.core.manifest import (
-    MANIFEST_NAME,
-    Item,
-    Manifest,
-    ManifestRef,
-    ParentRef,
-    Provenance,
-)
+from skingenbench.services.core.manifest import MANIFEST_NAME, Item, Manifest, ParentRef, Provenance
 from skingenbench.services.generation import models
-from skingenbench.services.generation.core.backend import GeneratorBackend, SamplerOptions
+from skingenbench.services.generation.core.backend import GeneratorBackend, SamplerOptions, check_seeds
+from skingenbench.services.generation.core.registry import backend_from_config_json
 from skingenbench.services.generation.core.sampling import image_seeds, to_png_bytes
 from skingenbench.services.generation.training_job import class_count
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext
 from skingenbench.services.platform.manifest_io import write_manifest
+from skingenbench.services.platform.servicer import request_to_dict
 from skingenbench.services.platform.store import ObjectStore
 
+from skingenbench.api.v1 import generation_pb2
+
 SAMPLE_STAGE, SAMPLE_VERSION = "sample", "1"
+RequestWithModel = TypeVar("RequestWithModel", generation_pb2.SampleRequest, generation_pb2.ControllabilityRequest)
 
 
 # -- sampling ---------------------------------------------------------------------------------------------
@@ -57,18 +60,7 @@ def resolve_sampler(backend: GeneratorBackend, options: SamplerOptions) -> Sampl
     if options.truncation_psi == 0.0:
         default_psi = float(getattr(getattr(backend, "config", None), "default_truncation_psi", 1.0))
         options = dataclasses.replace(options, truncation_psi=default_psi)
-    resolve = getattr(backend, "resolve_options", None)
-    if resolve is None:
-        options.validate()
-        return dataclasses.replace(options, batch_size=options.batch_size or backend.sample_batch_size)
-    resolved = resolve(options)
-    if isinstance(resolved, SamplerOptions):
-        return resolved
-    if isinstance(resolved, int):  # a GAN has one sampler: only the batch size needs a default
-        samplers = getattr(backend, "samplers", ()) or ("",)
-        return dataclasses.replace(options, sampler=options.sampler or samplers[0], batch_size=resolved)
-    sampler, steps, eta, batch_size = resolved
-    return SamplerOptions(sampler, steps, eta, options.truncation_psi, batch_size)
+    return backend.resolve_options(options)
 
 
 def check_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
@@ -123,37 +115,97 @@ def class_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
     return {"label": label, "class": classes.index(label)}
 
 
-def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: GeneratorBackend, count: int,
-                    seed: int, options: SamplerOptions, *, conditioning: dict[str, Any] | None = None,
-                    progress: Callable[[int, int, float], None] | None = None,
-                    before_batch: Callable[[int, int], None] | None = None) -> tuple[ManifestRef, bool]:
-    """Draw ``count`` images (seeds seed..seed+count-1) as PNGs plus a manifest; returns (ref, reused).
+# -- checks at Start ----------------------------------------------------------------------------------------
+def unbuilt_backend(store: ObjectStore, record: models.ModelRecord) -> GeneratorBackend:
+    """The model's backend with its config only (no weights): what a check at Start needs."""
+    return backend_from_config_json(store.get_bytes(f"{record.prefix}/config.json"))
 
-    The location is a content address of (checkpoint, count, resolved sampler, conditioning, seed), so a
-    repeated request finds the finished manifest and an interrupted one keeps the PNGs it already wrote.
-    ``conditioning`` (checked by ``check_conditioning``) goes to the backend unchanged; its ``label`` (the
-    requested class of a conditional model) labels the items, else the model's ``record.label``.
-    """
-    if count < 1:
+
+@dataclass(frozen=True)
+class CheckedSampling:
+    """A sampling request that passed every check: the model, the resolved sampler, the conditioning."""
+
+    record: models.ModelRecord
+    options: SamplerOptions
+    conditioning: dict[str, Any] | None
+
+
+def check_sampling(store: ObjectStore, model: str, count: int, seed: int, sampler: dict[str, Any] | None,
+                   conditioning: dict[str, Any] | None) -> CheckedSampling:
+    """Everything StartSampling and Generate refuse, checked once: count, seeds, sampler, model, conditioning.
+
+    ``sampler`` and ``conditioning`` are the request's messages as dicts (proto field names)."""
+    if count <= 0:
         raise InvalidArgument(f"count must be >= 1, got {count}", field="count")
-    options = resolve_sampler(backend, options)
-    seeds = image_seeds(count, seed)
-    settings = dataclasses.asdict(options)
+    check_seeds([seed, seed + count - 1])  # image i has seed + i: the first and the last bound them all
+    options = sampler_options(sampler)
+    record = models.resolve_model(store, model)
+    unbuilt = unbuilt_backend(store, record)
+    options = resolve_sampler(unbuilt, options)
+    return CheckedSampling(record, options, check_conditioning(unbuilt, record, conditioning))
+
+
+def with_resolved_model(store: ObjectStore, request: RequestWithModel) -> RequestWithModel:
+    """The request with a model name ("ddpm", a run's label) replaced by the URI of the model it names now.
+
+    A name resolves when the job is started, not when it runs, and the job's id hashes the request: so a
+    request by name after a newer model was trained is a new job for that model, not the old job found again.
+    A reference that does not resolve is left as it is: the kind's plan refuses it, in its order of checks.
+    """
+    if not request.model_uri or "/" in request.model_uri:
+        return request  # empty, or a record URI/key/prefix: nothing to resolve
+    try:
+        record = models.resolve_model(store, request.model_uri)
+    except SkinGenBenchError:
+        return request
+    resolved = type(request)()
+    resolved.CopyFrom(request)
+    resolved.model_uri = store.uri(record.key)
+    return resolved
+
+
+# -- the sample job -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplePlan(JobPlan):
+    model: ObjectRef               # the model record, pinned by the sha256 of its bytes at Start
+    generator: str
+    count: int
+    seed: int
+    sampler: SamplerOptions        # defaults resolved: exactly how the images are drawn and recorded
+    conditioning: dict[str, Any]   # as checked ({}: none), what the backend is given
+
+
+def sample_plan(store: ObjectStore, checked: CheckedSampling, count: int, seed: int) -> SamplePlan:
+    """The plan of a checked request; its prefix is the content address the sample has always had."""
+    record, conditioning = checked.record, checked.conditioning or {}
     address = content_address(SAMPLE_STAGE, SAMPLE_VERSION, [record.checkpoint["sha256"]],
-                              {"count": count, "sampler": settings, "conditioning": conditioning or {}}, seed)
+                              {"count": count, "sampler": dataclasses.asdict(checked.options),
+                               "conditioning": conditioning}, seed)
+    return SamplePlan(output_prefix(f"samples/{record.generator}", address),
+                      ObjectRef(store.uri(record.key), record.sha256), record.generator, count, seed,
+                      checked.options, conditioning)
+
+
+def draw_samples(store: ObjectStore, plan: SamplePlan, record: models.ModelRecord, backend: GeneratorBackend, *,
+                 progress: Callable[[int, int, float], None] | None = None,
+                 before_batch: Callable[[int, int], None] | None = None) -> JobOutputs:
+    """Draw the plan's images (seeds seed..seed+count-1) as PNGs, then the manifest that lists them.
+
+    PNGs already in the prefix (written before an interruption: same seeds, same bytes) are kept. The
+    conditioning's ``label`` (the requested class of a conditional model) labels the items, else the
+    model's ``record.label``.
+    """
+    options, conditioning = plan.sampler, plan.conditioning or None
+    settings = dataclasses.asdict(options)
     label = (conditioning or {}).get("label") or record.label
-    prefix = output_prefix(f"samples/{record.generator}", address)
-    manifest_key = f"{prefix}/{MANIFEST_NAME}"
-    if store.exists(manifest_key):
-        raw = store.get_bytes(manifest_key)
-        return ManifestRef(store.uri(manifest_key), sha256_bytes(raw), count), True
+    seeds = image_seeds(plan.count, plan.seed)
     checkpoint_uri, model_uri = store.uri(record.checkpoint["key"]), store.uri(record.key)
     items: list[Item] = []
     started = time.perf_counter()
-    for start in range(0, count, options.batch_size):
+    for start in range(0, plan.count, options.batch_size):
         batch = seeds[start:start + options.batch_size]
-        keys = [f"{prefix}/images/seed-{s}.png" for s in batch]
-        if all(store.exists(k) for k in keys):  # written before an interruption: same seeds, same bytes
+        keys = [f"{plan.output_prefix}/images/seed-{s}.png" for s in batch]
+        if all(store.exists(k) for k in keys):
             hashes = [sha256_bytes(store.get_bytes(k)) for k in keys]
         else:
             if before_batch is not None:
@@ -168,26 +220,42 @@ def sample_to_store(store: ObjectStore, record: models.ModelRecord, backend: Gen
                                     "checkpoint_uri": checkpoint_uri, "checkpoint_step": record.step,
                                     **({"conditioning": conditioning} if conditioning else {})}))
         if progress is not None:
-            progress(len(items), count, len(items) / max(time.perf_counter() - started, 1e-9))
+            progress(len(items), plan.count, len(items) / max(time.perf_counter() - started, 1e-9))
     provenance = Provenance(
-        stage=f"{SAMPLE_STAGE}:{record.generator}", stage_version=SAMPLE_VERSION, seed=seed,
-        config={"model_uri": model_uri, "checkpoint_uri": checkpoint_uri, "count": count, "sampler": settings,
+        stage=f"{SAMPLE_STAGE}:{record.generator}", stage_version=SAMPLE_VERSION, seed=plan.seed,
+        config={"model_uri": model_uri, "checkpoint_uri": checkpoint_uri, "count": plan.count, "sampler": settings,
                 "conditioning": conditioning or {}, "device": backend.device},
         parents=[ParentRef(model_uri, record.sha256),
                  ParentRef(record.trained_on["uri"], record.trained_on["sha256"])])
-    manifest = Manifest(items, provenance, name=f"{record.generator}-{record.model_id}-seed{seed}-n{count}",
+    manifest = Manifest(items, provenance, name=f"{record.generator}-{record.model_id}-seed{plan.seed}-n{plan.count}",
                         extra={"synthetic": True, "model_uri": model_uri})
-    return write_manifest(store, manifest_key, manifest), False
+    ref = write_manifest(store, f"{plan.output_prefix}/{MANIFEST_NAME}", manifest)
+    outputs = JobOutputs(summary={"item_count": ref.item_count, "model_uri": model_uri, "reused_output": False})
+    outputs.add("manifest", ref.uri, ref.sha256)
+    return outputs
 
 
-def sample_job(cache: models.BackendCache) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
-    """The ``sample`` handler, sharing the servicer's cache of loaded models."""
+class SampleKind(JobKind[generation_pb2.SampleRequest, SamplePlan]):
+    """StartSampling: ``count`` images of a trained model into the store, with a manifest."""
 
-    def handler(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        record = models.resolve_model(ctx.store, request.get("model_uri", ""))
-        backend = cache.get(record)
-        conditioning = check_conditioning(backend, record, request.get("conditioning"))
-        count, seed = int(request.get("count", 0)), int(request.get("seed", 0))
+    name = "sample"
+    stage = SAMPLE_STAGE
+    version = SAMPLE_VERSION
+    request_type = generation_pb2.SampleRequest
+    plan_type = SamplePlan
+
+    def __init__(self, cache: models.BackendCache) -> None:
+        self.cache = cache  # shared with Generate: a model loaded once serves both
+
+    def plan(self, request: generation_pb2.SampleRequest, store: ObjectStore) -> SamplePlan:
+        count, seed = int(request.count), int(request.seed)
+        checked = check_sampling(store, request.model_uri, count, seed, request_to_dict(request.sampler),
+                                 request_to_dict(request.conditioning))
+        return sample_plan(store, checked, count, seed)
+
+    def run(self, plan: SamplePlan, ctx: JobContext) -> JobOutputs:
+        record = models.read_record(ctx.store, plan.model.uri, plan.model.sha256)
+        backend = self.cache.get(record)
 
         def before_batch(done: int, size: int) -> None:
             if ctx.should_stop:
@@ -197,11 +265,4 @@ def sample_job(cache: models.BackendCache) -> Callable[[dict[str, Any], JobConte
         def report(done: int, total: int, images_per_second: float) -> None:
             ctx.progress(done, total, "sampling", images_per_second=images_per_second)
 
-        options = sampler_options(request.get("sampler"))
-        ref, reused = sample_to_store(ctx.store, record, backend, count, seed, options,
-                                      conditioning=conditioning, progress=report, before_batch=before_batch)
-        ctx.add_output("manifest", ref.uri, ref.sha256)
-        return {"item_count": ref.item_count, "model_uri": ctx.store.uri(record.key),
-                "reused_output": reused}
-
-    return handler
+        return draw_samples(ctx.store, plan, record, backend, progress=report, before_batch=before_batch)

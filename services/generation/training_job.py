@@ -1,15 +1,16 @@
-"""The generation service's ``train_generator`` job: requests checked and planned, data loaded, training run.
+"""The generation service's ``train_generator`` job kind: a training request planned once, then trained.
 
-Requests arrive as the dicts the job runner persists (proto field names; int64 values as strings).
-``plan_training`` is also what StartTraining runs before it accepts a job, so a request that would fail
-is refused at once with its status instead of becoming a failed job.
+``plan_training`` is every check a request gets, run once at StartTraining: generator, profile and config
+keys, seed, classes (and a class-conditional config's ``num_classes`` against them), the training
+manifest (pinned by the sha256 of its bytes; the split rule in ``training_data``) and an initialisation's
+fit (a trained model of the same generator, complete, of the same classes when class-conditional, with
+equal network-shaping ``model_fields``). A request that would fail is refused with its status instead of
+becoming a failed job. The job runs from the plan: it reads the pinned manifest, trains, and checkpoints
+into the model's prefix, so a restarted service resumes from the last checkpoint (bit-exactly: the
+backend's state holds everything, ``core/training.py`` replays the data order from the step).
 
-Training data rule (DESIGN.md, science rules: a generator never sees evaluation images). Every item of
-the requested classes in the named manifest must carry ``split == "train"``; one val, test or unsplit
-item of those classes refuses the whole request with FAILED_PRECONDITION rather than being filtered
-out, so a caller who passed the wrong manifest finds out instead of training on a silently different
-set. Items of other classes are ignored whatever their split. Callers pass a train-only manifest,
-e.g. the preprocessing output of ``splits: ["train"]``.
+The model record (``models.py``) is the domain output ListTrainedModels reads; the framework's
+``summary.json`` beside it is what marks the job done.
 
 Class labels. A request's ``classes`` are sorted (``normalise_classes``) and that order is the model's class
 order, recorded in ``ModelRecord.classes``: a training item's label reaches the backend as its index in that
@@ -24,16 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import numpy as np
+from google.protobuf import json_format
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.errors import (
     DataIntegrityError,
@@ -44,33 +44,56 @@ from skingenbench.services.core.errors import (
 from skingenbench.services.core.hashing import canonical_json, content_address, output_prefix, sha256_bytes
 from skingenbench.services.core.manifest import Item, Manifest, ParentRef, Provenance
 from skingenbench.services.generation import models
-from skingenbench.services.generation.core.backend import GeneratorBackend, check_seeds
+from skingenbench.services.generation.core.backend import GeneratorBackend, as_json, check_seeds
 from skingenbench.services.generation.core.registry import GENERATORS, create_backend
 from skingenbench.services.generation.core.training import train
+from skingenbench.services.generation.training_data import (
+    conditional_training_set,
+    load_training_images,
+    select_training_items,
+)
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext, JobInterrupted
-from skingenbench.services.platform.manifest_io import read_item, read_verified
+from skingenbench.services.platform.manifest_io import read_manifest
 from skingenbench.services.platform.servicer import parse_json_field
 from skingenbench.services.platform.store import ObjectStore
+
+from skingenbench.api.v1 import common_pb2, generation_pb2
 
 TRAIN_STAGE, TRAIN_VERSION = "train_generator", "1"
 DEFAULT_CLASSES = ("MEL",)
 
 
-# -- training requests ------------------------------------------------------------------------------------
-@dataclass
-class TrainingPlan:
+# -- the plan ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingPlan(JobPlan):
     generator: str
     profile: str
-    overrides: dict[str, Any]
-    config: Any
-    classes: list[str]
+    overrides: dict[str, Any]     # the request's config_json
+    config: dict[str, Any]        # the full config (JSON form): what the address hashes and the record keeps
+    classes: tuple[str, ...]      # sorted: the model's class order
     seed: int
     name: str
-    manifest_uri: str
-    manifest_sha256: str
+    train: ObjectRef              # the training manifest and the sha256 of its bytes as read at Start
+    init: dict[str, str]          # as requested ({"uri"[, "sha256"]}; empty: none): what the address hashes
+    init_model: ObjectRef | None  # a trained model to start from, pinned by its record's sha256
+    init_folder: str              # or a local folder of pretrained weights ("" for none)
+
+
+@dataclass
+class PlannedTraining:
+    """What ``plan_training`` found: the plan, and the training items it pins (by the manifest's sha256)."""
+
+    plan: TrainingPlan
     items: list[Item]
-    init: dict[str, str]  # {"uri", "sha256"} or empty
-    prefix: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.plan.classes)
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
 
 
 def normalise_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
@@ -82,38 +105,29 @@ def normalise_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def _read_manifest(store: ObjectStore, ref: dict[str, Any]) -> tuple[Manifest, str, str]:
-    uri = ref.get("uri", "")
-    if not uri:
+def canonical_request(request: generation_pb2.TrainGeneratorRequest) -> generation_pb2.TrainGeneratorRequest:
+    """The request with its defaults spelt out (profile, sorted classes), so that spellings of one request share
+    one job id, as they share one model address. Nothing is checked here: ``plan_training`` does that."""
+    canonical = generation_pb2.TrainGeneratorRequest()
+    canonical.CopyFrom(request)
+    canonical.profile = request.profile or "paper"
+    canonical.classes[:] = sorted(set(request.classes or DEFAULT_CLASSES))
+    return canonical
+
+
+def _read_manifest(store: ObjectStore, ref: common_pb2.ManifestRef) -> tuple[Manifest, str, str]:
+    if not ref.uri:
         raise InvalidArgument("train manifest is required (train.uri)", field="train")
-    key = store.key_from_uri(uri)
+    key = store.key_from_uri(ref.uri)
     try:
         raw = store.get_bytes(key)
     except NotFound:
         raise NotFound(f"train manifest not found: {store.uri(key)}") from None
     sha = sha256_bytes(raw)
-    if ref.get("sha256") and ref["sha256"] != sha:
+    if ref.sha256 and ref.sha256 != sha:
         raise DataIntegrityError(f"manifest {store.uri(key)} has changed since it was referenced "
                                  "(sha256 mismatch)")
     return Manifest.from_json(raw), store.uri(key), sha
-
-
-def select_training_items(manifest: Manifest, classes: list[str], uri: str = "") -> list[Item]:
-    """The items a generator trains on; refuses the manifest if any item of the classes is not train."""
-    chosen = [item for item in manifest.items if item.label in classes]
-    leaking = [item for item in chosen if item.split != "train"]
-    if leaking:
-        by_split: dict[str, int] = {}
-        for item in leaking:
-            by_split[item.split or "(none)"] = by_split.get(item.split or "(none)", 0) + 1
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(by_split.items()))
-        raise FailedPrecondition(
-            f"the training manifest {uri} holds {counts} item(s) of {'+'.join(classes)} outside the train "
-            "split; generators are trained on training-split items only",
-            hint="pass a train-only manifest, e.g. preprocess with splits=['train']", split_counts=counts)
-    if not chosen:
-        raise FailedPrecondition(f"the training manifest {uri} has no train items of {'+'.join(classes)}")
-    return chosen
 
 
 def class_count(config: Any) -> int:
@@ -144,32 +158,38 @@ def check_class_count(generator: str, config: Any, classes: list[str]) -> None:
                  "model over their union")
 
 
-def plan_training(store: ObjectStore, request: dict[str, Any]) -> TrainingPlan:
-    """Validate a TrainGeneratorRequest (as a dict) completely and work out where its model lives."""
-    generator = request.get("generator") or ""
+def plan_training(store: ObjectStore, request: generation_pb2.TrainGeneratorRequest | dict[str, Any]
+                  ) -> PlannedTraining:
+    """Check a TrainGeneratorRequest completely and work out where its model lives.
+
+    ``request`` may also be the request as a dict (proto field names, int64 values as strings: how job
+    records keep it)."""
+    if isinstance(request, dict):
+        request = json_format.ParseDict(request, generation_pb2.TrainGeneratorRequest())
+    generator = request.generator
     if not generator:
         raise InvalidArgument("generator is required", field="generator",
                               hint=f"one of: {', '.join(GENERATORS.names())}")
     GENERATORS.get(generator)  # NotFound for an unknown name
-    profile = request.get("profile") or "paper"
-    overrides = parse_json_field(request.get("config_json", ""), "config_json")
-    config = GENERATORS.config(generator, profile, overrides)
-    (seed,) = check_seeds([int(request.get("seed", 0))])
-    classes = normalise_classes(request.get("classes") or [])
-    check_class_count(generator, config, classes)
-    manifest, uri, sha = _read_manifest(store, request.get("train") or {})
+    profile = request.profile or "paper"
+    overrides = parse_json_field(request.config_json, "config_json")
+    backend = create_backend(generator, profile, overrides)  # unknown keys and bad values refused; no weights
+    (seed,) = check_seeds([int(request.seed)])
+    classes = normalise_classes(list(request.classes))
+    check_class_count(generator, backend.config, classes)
+    manifest, uri, sha = _read_manifest(store, request.train)
     items = select_training_items(manifest, classes, uri)
-    init = {k: v for k, v in (request.get("init_checkpoint") or {}).items() if k in ("uri", "sha256") and v}
-    if init:
-        _check_init(store, init, generator, profile, overrides, classes)
-    name = str(request.get("name", ""))
+    init = {k: v for k, v in (("uri", request.init_checkpoint.uri), ("sha256", request.init_checkpoint.sha256)) if v}
+    init_model, init_folder = _check_init(store, init, backend, generator, classes) if init else (None, "")
+    name = str(request.name)
     items_hash = sha256_bytes(canonical_json([item.to_dict() for item in items]).encode())
-    identity = {"generator": generator, "config": dataclasses.asdict(config), "classes": classes,
+    identity = {"generator": generator, "config": dataclasses.asdict(backend.config), "classes": classes,
                 "name": name, "init": init}
     prefix = output_prefix(f"models/{generator}",
                            content_address(TRAIN_STAGE, TRAIN_VERSION, [items_hash], identity, seed))
-    return TrainingPlan(generator, profile, overrides, config, classes, seed, name, uri, sha, items, init,
-                        prefix)
+    plan = TrainingPlan(prefix, generator, profile, overrides, as_json(dataclasses.asdict(backend.config)),
+                        tuple(classes), seed, name, ObjectRef(uri, sha), init, init_model, init_folder)
+    return PlannedTraining(plan, items)
 
 
 # -- initialisation (transfer learning) -------------------------------------------------------------------
@@ -182,13 +202,13 @@ def _local_folder(store: ObjectStore, uri: str) -> Path | None:
     return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
 
 
-def _check_init(store: ObjectStore, init: dict[str, str], generator: str, profile: str, overrides: dict[str, Any],
-                classes: list[str]) -> None:
-    """The initialisation exists and fits the new run (``generator``, ``profile``, ``overrides``, ``classes``): same
-    generator, same class order for a class-conditional run, and network-shaping fields equal.
+def _check_init(store: ObjectStore, init: dict[str, str], backend: GeneratorBackend, generator: str,
+                classes: list[str]) -> tuple[ObjectRef | None, str]:
+    """The initialisation exists and fits the new run: same generator, same class order for a class-conditional
+    run, network-shaping fields equal. Returns (the init model pinned, or None; the local folder, or "").
 
-    A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only), so
-    it is checked only when the backend loads it (its shape-defining fields), in the job.
+    A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only): its
+    config is checked here when it has ours, and a foreign export (a diffusers UNet) when the backend loads it.
     """
     folder = _local_folder(store, init["uri"])
     if folder is not None:
@@ -196,16 +216,19 @@ def _check_init(store: ObjectStore, init: dict[str, str], generator: str, profil
             raise InvalidArgument(f"init_checkpoint {init['uri']} is not a folder on the generation server",
                                   field="init_checkpoint",
                                   hint="a diffusers UNet folder, or a trained model's URI")
-        return
+        backend.check_pretrained_folder(folder)  # a folder of ours names its config; a foreign one is checked on load
+        return None, str(folder)
     record = models.read_record(store, init["uri"], init.get("sha256", ""))
     if not record.complete:
         raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
     if record.generator != generator:
         raise InvalidArgument(f"init_checkpoint {init['uri']} is a {record.generator} model; this run trains "
                               f"{generator}", field="init_checkpoint", hint=f"start from a {generator} model")
-    unbuilt = create_backend(generator, profile, overrides)  # no weights: cheap; the same config the job builds
-    check_init_classes(init["uri"], record, unbuilt.config, classes)
-    unbuilt.check_init_config(record.config)  # shapes: refused now rather than failing the job later
+    check_init_classes(init["uri"], record, backend.config, classes)
+    # The backend's declared ``model_fields`` (network shape, diffusion process): weights made under other values
+    # do not fit, so the request is refused now rather than failing the job when it loads them.
+    backend.check_init_config(record.config)
+    return ObjectRef(store.uri(record.key), record.sha256), ""
 
 
 def check_init_classes(uri: str, record: models.ModelRecord, config: Any, classes: list[str]) -> None:
@@ -235,74 +258,19 @@ def check_init_classes(uri: str, record: models.ModelRecord, config: Any, classe
 
 
 @contextlib.contextmanager
-def init_folder(store: ObjectStore, init: dict[str, str]) -> Iterator[str | None]:
-    """The local folder to initialise from: given, or a trained model from the store exported to one."""
-    if not init:
-        yield None
+def init_folder(store: ObjectStore, plan: TrainingPlan) -> Iterator[str | None]:
+    """The local folder to initialise from: given, or the pinned trained model exported to one."""
+    if plan.init_model is None:
+        yield plan.init_folder or None
         return
-    folder = _local_folder(store, init["uri"])
-    if folder is not None:
-        yield str(folder)
-        return
-    record = models.read_record(store, init["uri"], init.get("sha256", ""))
+    record = models.read_record(store, plan.init_model.uri, plan.init_model.sha256)
     backend = models.load_sampling_backend(store, record)
-    export = getattr(backend, "save_pretrained", None)
-    if export is None:
-        raise FailedPrecondition(f"{backend.name} models cannot be exported to initialise another run")
     with tempfile.TemporaryDirectory(prefix="sgb-init-") as tmp:
-        export(tmp)
+        backend.save_pretrained(tmp)
         yield tmp
 
 
 # -- the training job -------------------------------------------------------------------------------------
-def load_training_images(store: ObjectStore, items: list[Item], resolution: int, classes: list[str],
-                         check: Callable[[], None] = lambda: None) -> list[tuple[np.ndarray, int]]:
-    """(image, class index) per item: uint8 [R, R, 3] (hash-checked; square images only, resized when needed)
-    and the index of the item's label in ``classes`` (the plan's sorted classes, the model's class order).
-
-    The index is what a class-conditional backend embeds, so it must name the item's class, not its position.
-    """
-    import cv2
-    from skingenbench.services.core.imaging.decoding import decode_image
-
-    index_of = {label: index for index, label in enumerate(classes)}
-    dataset = []
-    for item in items:
-        check()
-        if item.label not in index_of:  # select_training_items only picks items of ``classes``
-            raise FailedPrecondition(f"training item {item.key} has label {item.label!r}, not one of the "
-                                     f"model's classes {', '.join(classes)}")
-        image = decode_image(read_item(store, item))
-        height, width = image.shape[:2]
-        if height != width:
-            raise FailedPrecondition(f"training item {item.key} is {width}x{height}; generators train on "
-                                     "square images",
-                                     hint="train on a preprocessed manifest (its images are square)")
-        if height != resolution:
-            interpolation = cv2.INTER_AREA if height > resolution else cv2.INTER_CUBIC
-            image = cv2.resize(image, (resolution, resolution), interpolation=interpolation)
-        dataset.append((np.ascontiguousarray(image), index_of[item.label]))
-    return dataset
-
-
-def conditional_training_set(store: ObjectStore, backend: GeneratorBackend, items: list[Item],
-                             dataset: list[tuple[np.ndarray, int]]) -> list[tuple[Any, ...]]:
-    """A conditional backend (DermGAN) trains on (image, class, semantic map): the map comes from the
-    item's lesion mask and skin tone, which the preprocessing service measured."""
-    from skingenbench.services.core.imaging.decoding import decode_mask
-
-    examples = []
-    for (image, _), item in zip(dataset, items, strict=True):
-        entry = item.objects.get("mask_lesion")
-        if entry is None:
-            raise FailedPrecondition(f"training item {item.key} has no lesion mask; {backend.name} needs one",
-                                     hint="train on a manifest from the preprocessing service")
-        mask = decode_mask(read_verified(store, entry.key, entry.sha256))
-        examples.append((image, mask, item.meta.get("ita_degrees"), item.label))
-    conditional, _skipped = backend.training_set(examples)
-    return conditional
-
-
 _prefix_locks: dict[str, threading.Lock] = {}
 _prefix_locks_guard = threading.Lock()
 
@@ -313,35 +281,57 @@ def _prefix_lock(prefix: str) -> threading.Lock:
         return _prefix_locks.setdefault(prefix, threading.Lock())
 
 
-def train_generator_job(request: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Train, checkpointing into the model's prefix; a re-run (restart, resubmission) resumes from there."""
-    store = ctx.store
-    plan = plan_training(store, request)
-    with _prefix_lock(plan.prefix):
-        key = f"{plan.prefix}/{models.RECORD_NAME}"
+class TrainKind(JobKind[generation_pb2.TrainGeneratorRequest, TrainingPlan]):
+    """StartTraining: a generator trained on a train-only manifest, checkpointed into its model prefix."""
+
+    name = "train_generator"
+    stage = TRAIN_STAGE
+    version = TRAIN_VERSION
+    request_type = generation_pb2.TrainGeneratorRequest
+    plan_type = TrainingPlan
+
+    def plan(self, request: generation_pb2.TrainGeneratorRequest, store: ObjectStore) -> TrainingPlan:
+        return plan_training(store, request).plan
+
+    def run(self, plan: TrainingPlan, ctx: JobContext) -> JobOutputs:
+        """Train, checkpointing into the model's prefix; a resumed job continues from the last checkpoint."""
+        with _prefix_lock(plan.output_prefix):
+            return self._train(plan, ctx)
+
+    def _train(self, plan: TrainingPlan, ctx: JobContext) -> JobOutputs:
+        store = ctx.store
+        key = f"{plan.output_prefix}/{models.RECORD_NAME}"
         record = models.read_record(store, key) if store.exists(key) else None
         if record is not None and record.complete:
-            return _training_outputs(ctx, record, {"reused_model": True})
+            # Trained to the end by a job that stopped before its completion marker (or by a job of another
+            # spelling of the request): the last checkpoint is the final one, nothing is left to train.
+            return _training_outputs(store, record, {"reused_model": True})
         backend = create_backend(plan.generator, plan.profile, plan.overrides)
-        ctx.progress(0, 0, f"loading {len(plan.items)} training images")
-        dataset = load_training_images(store, plan.items, backend.resolution, plan.classes, ctx.check_cancelled)
-        if backend.conditional and hasattr(backend, "training_set"):
-            dataset = conditional_training_set(store, backend, plan.items, dataset)
+        if as_json(dataclasses.asdict(backend.config)) != plan.config:
+            raise FailedPrecondition(f"the {plan.generator} profile {plan.profile!r} has changed since the job was "
+                                     "planned; its model address names the old config",
+                                     hint="submit the request again to train under the current config")
+        manifest = read_manifest(store, plan.train.uri, plan.train.sha256)  # DATA_LOSS if it changed since Start
+        items = select_training_items(manifest, list(plan.classes), plan.train.uri)
+        ctx.progress(0, 0, f"loading {len(items)} training images")
+        dataset = load_training_images(store, items, backend.resolution, list(plan.classes), ctx.check_cancelled)
+        if backend.conditional:  # its training set pairs each image with a semantic map
+            dataset = conditional_training_set(store, backend, items, dataset)
         total = backend.total_steps_for(len(dataset))
         # A checkpoint replaces whatever initial weights there were: skip the (possibly slow) export.
         resuming = record is not None and bool(record.checkpoint)
-        with init_folder(store, {} if resuming else plan.init) as folder:
+        with contextlib.nullcontext(None) if resuming else init_folder(store, plan) as folder:
             backend.build(plan.seed, total_steps=total, init_from=folder)
         config_document = backend.config_json()
         if record is None:
-            store.put_bytes(f"{plan.prefix}/config.json", config_document.encode(), "application/json")
+            store.put_bytes(f"{plan.output_prefix}/config.json", config_document.encode(), "application/json")
             record = models.write_record(store, _new_record(plan, key, total, len(dataset)))
 
         def save(step: int, state: dict[str, Any]) -> None:
-            record.checkpoint = models.save_checkpoint(store, plan.prefix, step, state, config_document)
+            record.checkpoint = models.save_checkpoint(store, plan.output_prefix, step, state, config_document)
             record.step = step
             models.write_record(store, record)
-            models.prune_checkpoints(store, plan.prefix)
+            models.prune_checkpoints(store, plan.output_prefix)
 
         def load() -> dict[str, Any] | None:
             if not record.checkpoint:
@@ -361,30 +351,27 @@ def train_generator_job(request: dict[str, Any], ctx: JobContext) -> dict[str, A
         record.complete, record.completed_at = True, models.utc_now()
         record.training.update(device=backend.device, metrics=result.metrics)
         models.write_record(store, record)
-        return _training_outputs(ctx, record, {"resumed_from": result.resumed_from, "reused_model": False,
-                                               "loss": result.metrics.get("loss")})
+        return _training_outputs(store, record, {"resumed_from": result.resumed_from, "reused_model": False,
+                                                 "loss": result.metrics.get("loss")})
 
 
 def _new_record(plan: TrainingPlan, key: str, total: int, dataset_size: int) -> models.ModelRecord:
-    config = dataclasses.asdict(plan.config)
     settings = {"generator": plan.generator, "profile": plan.profile, "overrides": plan.overrides,
-                "config": config, "classes": plan.classes, "name": plan.name, "init": plan.init}
+                "config": plan.config, "classes": list(plan.classes), "name": plan.name, "init": plan.init}
     provenance = Provenance(stage=f"{TRAIN_STAGE}:{plan.generator}", stage_version=TRAIN_VERSION,
-                            config=settings, seed=plan.seed,
-                            parents=[ParentRef(plan.manifest_uri, plan.manifest_sha256)])
+                            config=settings, seed=plan.seed, parents=[ParentRef(plan.train.uri, plan.train.sha256)])
     return models.ModelRecord(
-        key=key, generator=plan.generator, profile=plan.profile, config=json.loads(json.dumps(config)),
-        overrides=plan.overrides, trained_on={"uri": plan.manifest_uri, "sha256": plan.manifest_sha256,
+        key=key, generator=plan.generator, profile=plan.profile, config=as_json(plan.config),
+        overrides=plan.overrides, trained_on={"uri": plan.train.uri, "sha256": plan.train.sha256,
                                               "item_count": dataset_size},
-        classes=plan.classes, seed=plan.seed, name=plan.name, total_steps=total,
-        provenance=json.loads(json.dumps(dataclasses.asdict(provenance))),
-        training={"dataset_size": dataset_size})
+        classes=list(plan.classes), seed=plan.seed, name=plan.name, total_steps=total,
+        provenance=as_json(dataclasses.asdict(provenance)), training={"dataset_size": dataset_size})
 
 
-def _training_outputs(ctx: JobContext, record: models.ModelRecord, extra: dict[str, Any]) -> dict[str, Any]:
-    store = ctx.store
-    ctx.add_output("model", store.uri(record.key), record.sha256)
-    ctx.add_output("checkpoint", store.uri(record.checkpoint["key"]), record.checkpoint["sha256"])
-    return {"model_uri": store.uri(record.key), "step": record.step, "total_steps": record.total_steps,
-            "dataset_size": record.trained_on["item_count"], "device": record.training.get("device", ""),
-            **extra}
+def _training_outputs(store: ObjectStore, record: models.ModelRecord, extra: dict[str, Any]) -> JobOutputs:
+    outputs = JobOutputs(summary={"model_uri": store.uri(record.key), "step": record.step,
+                                  "total_steps": record.total_steps, "dataset_size": record.trained_on["item_count"],
+                                  "device": record.training.get("device", ""), **extra})
+    outputs.add("model", store.uri(record.key), record.sha256)
+    outputs.add("checkpoint", store.uri(record.checkpoint["key"]), record.checkpoint["sha256"])
+    return outputs

@@ -21,7 +21,7 @@ from skingenbench.services.core.errors import FailedPrecondition, InvalidArgumen
 from skingenbench.services.core.registry import config_from_dict
 from skingenbench.services.generation import models, sampling_job, training_job
 from skingenbench.services.generation.core.registry import create_backend
-from skingenbench.services.generation.core.stylegan2.backend import TINY, StyleGAN2ADABackend, StyleGAN2Config
+from skingenbench.services.generation.core.stylegan2 import TINY, StyleGAN2ADABackend, StyleGAN2Config
 from skingenbench.services.generation.core.training import DataOrder, train
 from skingenbench.services.platform.client import open_channel, watch_job
 from skingenbench.services.platform.manifest_io import read_manifest

@@ -167,9 +167,9 @@ def test_command_line_draws_what_is_asked_and_reports_controllability(service, m
 
 
 def test_a_rerun_after_losing_the_reports_reuses_the_drawn_images(service, store, model_uri):
-    """Outputs are written images first, manifest last: a job that ended before its manifest (here: manifest,
-    reports and job record removed) is re-run on a fresh server from the PNGs already in the store, and
-    gives the same report."""
+    """Outputs are written images first, then the reports and the manifest, the completion marker last: a job
+    that ended before them (here: marker, manifest, reports and job record removed) is re-run on a fresh server
+    from the PNGs already in the store, and gives the same report."""
     svc, _ = service
     grid = {"labels": ["NV"], "lesion_area_fractions": (0.1,), "ita_degrees": (0.0, 30.0), "repeats": 1}
     with GenerationClient(svc.target, timeout_s=30) as client:
@@ -180,7 +180,13 @@ def test_a_rerun_after_losing_the_reports_reuses_the_drawn_images(service, store
     assert len(pngs) == 4
     written = {key: (store.root / key).stat().st_mtime_ns for key in pngs}
     report = store.get_bytes(outputs["report_json"])
-    for key in (outputs["manifest"], outputs["report_json"], outputs["report_md"],
+    # With its completion marker in place, a job whose record is gone finds the outputs: nothing is redrawn.
+    store.delete(f"jobs/skingenbench.v1.Generation/{first.job_id}.json")
+    with GenerationClient(svc.target, timeout_s=30) as client:
+        found = client.controllability(model_uri, seed=300, timeout_s=60, **grid)
+    assert json.loads(found.result_json)["reused_output"] is True
+    assert {o.name: o.sha256 for o in found.outputs} == {o.name: o.sha256 for o in first.outputs}
+    for key in (f"{prefix}/summary.json", outputs["manifest"], outputs["report_json"], outputs["report_md"],
                 f"jobs/skingenbench.v1.Generation/{first.job_id}.json"):
         store.delete(key)
     with running("generation", store) as fresh, GenerationClient(fresh.target, timeout_s=30) as client:

@@ -68,8 +68,10 @@ def test_paper_profile_is_the_reference_run():
     assert unet["down_block_types"] == ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D")
     assert unet["up_block_types"] == ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4
     backend = create_backend("ddpm", "paper", device="cpu")  # not built: no 100M-parameter UNet here
-    assert backend.resolve_options(None)[:2] == ("ddpm", 1000)  # the study sampled the full chain
-    assert backend.resolve_options(SamplerOptions(sampler="ddim"))[:2] == ("ddim", 50)
+    resolved = backend.resolve_options(None)
+    assert (resolved.sampler, resolved.steps) == ("ddpm", 1000)  # the study sampled the full chain
+    resolved = backend.resolve_options(SamplerOptions(sampler="ddim"))
+    assert (resolved.sampler, resolved.steps, resolved.batch_size) == ("ddim", 50, 16)
     assert backend.total_steps_for(1000) == math.ceil(120 * 1000 / 16)
 
 

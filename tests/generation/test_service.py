@@ -324,6 +324,25 @@ def test_transfer_from_a_trained_model_starts_from_its_weights(service, data, tr
     record = {m.model_uri: m for m in stub.ListTrainedModels(generation_pb2.ListTrainedModelsRequest(),
                                                               timeout=10).models}[outputs(job)["model"].uri]
     assert json.loads(record.provenance_json)["config"]["init"] == {"uri": source}
+    # A generator name resolves when the job starts: the job is recorded for the newest model, this one.
+    by_name = stub.StartSampling(generation_pb2.SampleRequest(model_uri="ddpm", count=2, sampler=DDIM10), timeout=30)
+    assert json.loads(by_name.request_json)["model_uri"] == outputs(job)["model"].uri
+    sampled, _ = follow(channel, by_name)
+    assert sampled.state == SUCCEEDED and json.loads(sampled.result_json)["model_uri"] == outputs(job)["model"].uri
+
+
+def test_a_ddpm_init_of_another_network_shape_is_refused_at_start_training(service, store, data, trained):
+    """Weights of a UNet with other layers cannot initialise this one: StartTraining refuses the request with
+    FAILED_PRECONDITION, naming the field, before a job exists (not a job that fails when it loads them)."""
+    svc, stub, channel = service
+    jobs_before = sorted(store.list("jobs/"))
+    request = train_request(data[1], name="misfit", train_steps=4, layers_per_block=2)  # trained: 1 (tiny)
+    request.init_checkpoint.uri = outputs(trained[0])["model"].uri
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartTraining(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
+    assert "layers_per_block" in error.value.details(), error.value.details()
+    assert sorted(store.list("jobs/")) == jobs_before
 
 
 def test_registry_and_service_info(service):

@@ -14,14 +14,8 @@ from skingenbench.services.core.registry import Registry, config_from_dict
 from skingenbench.services.generation.core.backend import SamplerOptions
 from skingenbench.services.generation.core.stylegan2 import augment as ada
 from skingenbench.services.generation.core.stylegan2.augment import AdaptiveAugment, AugmentPipe
-from skingenbench.services.generation.core.stylegan2.backend import (
-    PAPER,
-    PROFILES,
-    TINY,
-    StyleGAN2ADABackend,
-    StyleGAN2Config,
-    parameter_count,
-)
+from skingenbench.services.generation.core.stylegan2.backend import StyleGAN2ADABackend, parameter_count
+from skingenbench.services.generation.core.stylegan2.config import PAPER, PROFILES, TINY, StyleGAN2Config
 from skingenbench.services.generation.core.stylegan2.discriminator import minibatch_stddev
 from skingenbench.services.generation.core.stylegan2.losses import (
     PathLengthRegularizer,

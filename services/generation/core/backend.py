@@ -1,4 +1,4 @@
-"""The contract every generator implements: build, train one step, checkpoint, sample by seed.
+"""The contract every generator implements: build, train one step, checkpoint, sample by seed, export.
 
 One interface fits the three families the benchmark compares:
 
@@ -9,6 +9,15 @@ One interface fits the three families the benchmark compares:
 - a conditional GAN (DermGAN-style Pix2Pix): ``conditional`` is true, ``train_step`` receives the
   semantic maps as ``conditions`` and ``sample`` receives them in ``conditioning``.
 
+``GeneratorBackend`` implements the life cycle once, as template methods in the manner of diffusers'
+``ModelMixin``/``ConfigMixin``: ``build``, ``train_step``, ``state``, ``load_state``, ``sample``,
+``resolve_options`` and ``save_pretrained`` do the checks every backend needs (seeds, step budget, image
+shapes, the checkpoint header and its config check, empty batches, defaults of the sampler options) and
+call a backend's hooks (``_build``, ``_train_step``, ``_training_state``, ``_load_state``,
+``_sample_batch``, ``_save_weights``, ...) for what is its own. A backend declares its config class, its
+``model_fields`` (what the saved weights mean: they must match to load them, as a checkpoint or as a
+transfer-learning init) and its ``training_fields`` (they must also match to resume training).
+
 The generic loop (``training.py``) owns data order, augmentation, progress and checkpoint cadence; a
 backend owns its networks, optimisers, EMA and noise. Everything a backend needs to continue bit-exactly
 after a restart is in ``state()``: a nested dict of tensors and JSON scalars, which
@@ -18,56 +27,24 @@ after a restart is in ``state()``: a nested dict of tensors and JSON scalars, wh
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from skingenbench.services.core.device import select_device
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
-
-# torch.Generator.manual_seed takes any 64-bit pattern; negative seeds are refused here so that a
-# seed in a manifest means the same thing in every tool that reads it.
-MAX_SEED = 2**64 - 1
-
-
-@dataclass(frozen=True)
-class SamplerOptions:
-    """How to draw images. Zero/empty values mean "the backend's configured default".
-
-    Options that do not apply to a backend (``eta`` for a GAN, ``truncation_psi`` for a diffusion model)
-    must stay at their neutral value: a backend refuses them rather than silently ignoring them.
-    """
-
-    sampler: str = ""  # diffusion: "ddpm" (full ancestral chain) or "ddim"; GANs: ""
-    steps: int = 0  # denoising steps; 0 = backend default
-    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like noise)
-    truncation_psi: float = 1.0  # StyleGAN truncation; 1 = none
-    batch_size: int = 0  # images per forward pass; 0 = backend default
-
-    def validate(self) -> None:
-        if self.steps < 0:
-            raise InvalidArgument(f"steps must be >= 0, got {self.steps}", field="steps")
-        if self.batch_size < 0:
-            raise InvalidArgument(f"batch_size must be >= 0, got {self.batch_size}", field="batch_size")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InvalidArgument(f"eta must be in [0, 1], got {self.eta}", field="eta")
-        if not math.isfinite(self.truncation_psi):
-            raise InvalidArgument(f"truncation_psi must be finite, got {self.truncation_psi}",
-                                  field="truncation_psi")
-
-
-def check_seeds(seeds: list[int]) -> list[int]:
-    """Seeds as plain ints in [0, 2**64); a bool, float or out-of-range seed is refused loudly."""
-    checked = []
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-            raise InvalidArgument(f"seed {seed!r} is not an integer in [0, 2**64)", field="seeds")
-        checked.append(int(seed))
-    return checked
+from skingenbench.services.generation.core.generator_config import (
+    CONFIG_FILE,
+    GeneratorConfig,
+    read_config_document,
+)
+from skingenbench.services.generation.core.sampler_options import SamplerOptions, check_seeds
 
 
 def steps_for_epochs(epochs: int, dataset_size: int, batch_size: int) -> int:
@@ -110,31 +87,73 @@ def cpu_snapshot(value: Any) -> Any:
     return value
 
 
+# Mixed precision only on CUDA, where it pays and is well-defined; CPU autocast would change results.
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_NEUTRAL_OPTIONS = SamplerOptions()
+_OPTION_SCOPE = {"steps": "denoising steps are for diffusion samplers",
+                 "eta": "eta is DDIM's stochasticity",
+                 "truncation_psi": "truncation is for a GAN's latent space"}
+
+
 class GeneratorBackend(abc.ABC):
     """A generative model behind one small interface (see the module docstring).
 
-    Life cycle: ``backend = Cls(config, device)`` -> ``build(seed, total_steps=...)`` -> optionally
-    ``load_state(checkpoint)`` -> ``train_step`` ... / ``sample``. ``total_steps=0`` builds for sampling
-    only: no optimiser state is allocated, and ``train_step``/``state`` refuse.
+    Life cycle: ``backend = Cls(config, device)`` (or ``Cls.from_config(dict)``) -> ``build(seed, total_steps=...)``
+    -> optionally ``load_state(checkpoint)`` -> ``train_step`` ... / ``sample`` -> ``save_pretrained(folder)``,
+    which ``Cls.from_pretrained(folder)`` reloads. ``total_steps=0`` builds for sampling only: no optimiser
+    state is allocated, and ``train_step``/``state`` refuse.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the registry name
+    title: ClassVar[str]  # the name people write, for messages ("StyleGAN2-ADA")
+    config_class: ClassVar[type[GeneratorConfig]]
+    state_format: ClassVar[str]  # the ``format`` of ``state()``; load_state refuses any other
     conditional: ClassVar[bool] = False  # True: needs ``conditions`` in training and ``conditioning`` to sample
     samplers: ClassVar[tuple[str, ...]] = ()
-    # Config fields that shape the networks: weights made under other values cannot be loaded.
+    # SamplerOptions fields this backend has no use for: they must keep their neutral value.
+    inapplicable_options: ClassVar[tuple[str, ...]] = ()
+    # Config fields that change what the saved weights mean: weights made under other values are refused as a
+    # checkpoint, for sampling and as a transfer-learning init (``check_init_config``).
     model_fields: ClassVar[tuple[str, ...]] = ()
+    # Config fields that change how training continues: a checkpoint resumes training only when they match too.
+    # The other fields (sampling defaults, checkpoint cadence, training length) may differ.
+    training_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether a resumed run must have the checkpoint's total steps (a learning-rate schedule planned over them).
+    schedule_spans_run: ClassVar[bool] = True
 
-    def __init__(self, config: Any, device: str = "") -> None:
-        validate = getattr(config, "validate", None)
-        if callable(validate):
-            validate()
+    def __init__(self, config: GeneratorConfig, device: str = "") -> None:
+        if not isinstance(config, self.config_class):
+            raise InvalidArgument(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}",
+                                  field="config")
+        config.validate()
         self.config = config
         self.device = select_device(device)
+        self.on_cuda = torch.device(self.device).type == "cuda"
+        self.autocast_dtype = _AUTOCAST_DTYPES.get(getattr(config, "mixed_precision", "no")) if self.on_cuda else None
         self.built = False
-        self._step = 0
-        self._planned_steps = 0
+        self._seed = self._step = self._planned_steps = 0
 
-    # -- what the generic training loop reads (from the config, so backends need not repeat it) ------
+    @classmethod
+    def from_config(cls, config: GeneratorConfig | Mapping[str, Any], device: str = "") -> GeneratorBackend:
+        """An unbuilt backend from its config or a config dict (a stored document's ``config``; unknown keys refused)."""
+        if isinstance(config, Mapping):
+            config = cls.config_class.from_dict(config)
+        return cls(config, device)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "") -> GeneratorBackend:
+        """A sampling backend from a ``save_pretrained`` folder: its config document, then its weights."""
+        document = read_config_document(folder, field="folder")
+        if document is None:
+            raise InvalidArgument(f"{folder} has no {CONFIG_FILE}", field="folder",
+                                  hint=f"write one with {cls.__name__}.save_pretrained")
+        if document["backend"] != cls.name:
+            raise InvalidArgument(f"{folder} holds a {document['backend']} model, not {cls.name}", field="folder")
+        backend = cls.from_config(document["config"], device)
+        backend.build(0, init_from=str(folder))  # the seed only initialises networks the weights then replace
+        return backend
+
+    # -- what the generic training loop reads (from the config, so backends need not repeat it) ------------
     @property
     def resolution(self) -> int:
         """Side of the square images the model trains on and produces."""
@@ -170,38 +189,180 @@ class GeneratorBackend(abc.ABC):
         """The ``total_steps`` given to ``build`` (learning-rate schedules are planned for it)."""
         return self._planned_steps
 
-    @abc.abstractmethod
-    def total_steps_for(self, dataset_size: int) -> int:
-        """Training length from the config (steps, epochs or kimg) for a data set of this size."""
+    @property
+    def trainable(self) -> bool:
+        """Built with ``total_steps > 0``: optimisers exist, ``train_step`` and ``state`` work."""
+        return self.built and self._planned_steps > 0
 
-    # -- life cycle ------------------------------------------------------------------------------------
-    @abc.abstractmethod
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels_last on CUDA (faster convolutions), the default layout elsewhere."""
+        return torch.channels_last if self.on_cuda else torch.contiguous_format
+
+    def total_steps_for(self, dataset_size: int) -> int:
+        """Training length from the config for a data set of this size: ``train_steps``, else ``train_epochs``
+        full passes (``steps_for_epochs``). A backend with another budget (kimg) overrides this."""
+        if self.config.train_steps > 0:
+            return self.config.train_steps
+        return steps_for_epochs(self.config.train_epochs, dataset_size, self.config.batch_size)
+
+    def training_set(self, examples: Iterable[tuple[Any, Any, float | None, Any]]) -> tuple[list[tuple[Any, ...]], int]:
+        """(dataset for ``training.train``, items skipped) from (image, lesion mask, ITA, label) of real items.
+
+        A backend that learns from images alone keeps (image, label) and reads neither mask nor skin tone (they
+        may be None); a conditional backend (DermGAN) builds its condition maps from them.
+        """
+        return [(image, label) for image, _mask, _ita, label in examples], 0
+
+    # -- life cycle (template methods; the hooks below are each backend's own) -----------------------------
     def build(self, seed: int, *, total_steps: int = 0, init_from: str | None = None) -> None:
         """Create networks (seeded), and for ``total_steps > 0`` optimisers, schedules and EMA.
 
-        ``init_from`` is a local folder of pretrained weights for transfer learning; nothing is
-        downloaded (DESIGN.md, rule 8).
+        ``init_from`` is a local folder of pretrained weights for transfer learning (``save_pretrained``'s, or
+        what the backend documents); nothing is downloaded (DESIGN.md, rule 8).
         """
+        (seed,) = check_seeds([seed])
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
+            raise InvalidArgument(f"total_steps must be an integer >= 0, got {total_steps!r}", field="total_steps")
+        self.built = False
+        self._seed, self._step, self._planned_steps = seed, 0, total_steps
+        self._build(seed, total_steps, init_from)
+        self.built = True
 
-    @abc.abstractmethod
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                    conditions: torch.Tensor | None = None) -> dict[str, float]:
         """One optimiser step on ``images`` [N, 3, R, R] in [-1, 1]; returns scalar metrics (``loss`` ...)."""
+        self._require_trainable()
+        if self._step >= self._planned_steps:
+            raise FailedPrecondition(f"training was planned for {self._planned_steps} steps and all have been taken",
+                                     hint="build with a larger total_steps")
+        size = self.resolution
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise InvalidArgument(f"images must be [N, 3, {size}, {size}], got {list(images.shape)}", field="images")
+        self._check_conditions(images, conditions)
+        metrics = self._train_step(images, labels, conditions)
+        self._step += 1
+        return metrics
 
-    @abc.abstractmethod
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly: networks, EMA, optimisers, schedules, step, RNG."""
+        """Everything needed to continue training exactly: the header (format, config, seed, step, planned steps)
+        and the backend's networks, EMA, optimisers, schedules and RNG, all copied to the CPU."""
+        self._require_trainable()
+        return cpu_snapshot({
+            "format": self.state_format,
+            "config": as_json(dataclasses.asdict(self.config)),
+            "seed": self._seed,
+            "step": self._step,
+            "planned_steps": self._planned_steps,
+            **self._training_state(),
+        })
 
-    @abc.abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore ``state()``; refuses (FailedPrecondition) a state made with an incompatible config."""
+        """Restore ``state()``; FAILED_PRECONDITION for another format or a config whose ``model_fields`` (and, to
+        resume training, ``training_fields`` and the planned steps) differ. A sampling-only backend takes the
+        sampling weights alone."""
+        self._require_built()
+        if not isinstance(state, dict) or state.get("format") != self.state_format:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise FailedPrecondition(f"not a {self.title} checkpoint (format {found!r}, expected {self.state_format!r})")
+        fields = self.model_fields + (self.training_fields if self.trainable else ())
+        self.check_config_fields(state["config"], fields, "checkpoint")
+        if self.trainable and self.schedule_spans_run and state["planned_steps"] != self._planned_steps:
+            raise FailedPrecondition(f"checkpoint's learning-rate schedule was planned for {state['planned_steps']} "
+                                     f"steps, this run for {self._planned_steps}",
+                                     hint="build with the same total_steps to resume")
+        self._load_state(state)
+        self._step = int(state["step"])
+
+    def resolve_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
+        """The options with every default filled in (sampler, steps, batch size, ...), so a manifest records how
+        its images were drawn; refuses what this backend cannot honour. ``None``: the config's defaults."""
+        options = self._default_options() if options is None else options
+        options.validate()
+        sampler = options.sampler or self._default_sampler()
+        if sampler not in self.samplers:
+            raise InvalidArgument(f"{self.name} has no sampler {sampler!r}", field="sampler",
+                                  hint=f"use {', '.join(self.samplers)} (or leave it empty)")
+        for name in self.inapplicable_options:
+            if getattr(options, name) != getattr(_NEUTRAL_OPTIONS, name):
+                raise InvalidArgument(f"{name} does not apply to {self.name} ({_OPTION_SCOPE[name]})", field=name)
+        resolved = dataclasses.replace(options, sampler=sampler, batch_size=options.batch_size or self.sample_batch_size)
+        return self._resolve_options(resolved)
+
+    def sample(self, seeds: list[int], options: SamplerOptions | None = None,
+               conditioning: Any = None) -> np.ndarray:
+        """uint8 images [len(seeds), R, R, 3]; image i depends only on seeds[i], its conditioning, the options
+        and the weights (so it is the same in any batch: each image draws its noise from its own seed)."""
+        self._require_built()
+        options = self.resolve_options(options)
+        seeds = check_seeds(list(seeds))
+        inputs = self._sampling_inputs(seeds, conditioning)
+        size, step = self.resolution, options.batch_size
+        batches = [self._sample_batch(seeds[i:i + step], options, inputs[i:i + step] if inputs is not None else None)
+                   for i in range(0, len(seeds), step)]
+        return np.concatenate(batches) if batches else np.zeros((0, size, size, 3), np.uint8)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """The sampling weights (safetensors) with this config document beside them (``CONFIG_FILE``): a folder
+        that ``from_pretrained`` reloads and ``build(init_from=...)`` starts a transfer-learning run from."""
+        self._require_built()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_weights(folder)
+        (folder / CONFIG_FILE).write_text(self.config_json())
+        return folder
+
+    # -- hooks ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _build(self, seed: int, total_steps: int, init_from: str | None) -> None:
+        """Networks initialised under ``initialisation_rng(seed)`` (or loaded from ``init_from``); for
+        ``total_steps > 0`` also the optimisers and the training RNG (``derived_seed(seed, 1)``)."""
 
     @abc.abstractmethod
-    def sample(self, seeds: list[int], options: SamplerOptions | None = None,
-               conditioning: dict[str, Any] | None = None) -> np.ndarray:
-        """uint8 images [len(seeds), R, R, 3]; image i depends only on seeds[i], the options and weights."""
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor | None,
+                    conditions: torch.Tensor | None) -> dict[str, float]:
+        """One optimiser step on checked inputs; the template counts the step."""
 
-    # -- shared helpers --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _training_state(self) -> dict[str, Any]:
+        """The backend's part of ``state()`` (live tensors are fine: the template copies them)."""
+
+    @abc.abstractmethod
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Restore the backend's part of a checked ``state()``: everything when ``trainable``, else the sampling
+        weights."""
+
+    @abc.abstractmethod
+    def _sample_batch(self, seeds: list[int], options: SamplerOptions, inputs: Any) -> np.ndarray:
+        """uint8 [len(seeds), R, R, 3] for one forward batch, ``inputs`` being its rows of ``_sampling_inputs``."""
+
+    @abc.abstractmethod
+    def _save_weights(self, folder: Path) -> None:
+        """Write the weights ``_build(init_from=folder)`` loads (the template adds the config document)."""
+
+    def _default_sampler(self) -> str:
+        return self.samplers[0]
+
+    def _default_options(self) -> SamplerOptions:
+        """What ``resolve_options(None)`` starts from."""
+        return SamplerOptions()
+
+    def _resolve_options(self, options: SamplerOptions) -> SamplerOptions:
+        """Sampler-specific defaults and checks on top of the shared ones."""
+        return options
+
+    def _check_conditions(self, images: torch.Tensor, conditions: torch.Tensor | None) -> None:
+        if conditions is not None:
+            raise InvalidArgument(f"{self.name} takes no condition maps (only a conditional generator does)",
+                                  field="conditions")
+
+    def _sampling_inputs(self, seeds: list[int], conditioning: Any) -> Any:
+        """Per-image inputs of the sampler from ``conditioning`` (rows sliced per batch), or None."""
+        if conditioning:
+            raise InvalidArgument(f"{self.name} is unconditional and takes no conditioning", field="conditioning")
+        return None
+
+    # -- shared helpers ---------------------------------------------------------------------------------------
     def config_json(self) -> str:
         """The backend name and its full config as JSON, stored beside weights and checkpoints."""
         return json.dumps({"backend": self.name, "config": dataclasses.asdict(self.config)}, sort_keys=True)
@@ -217,8 +378,34 @@ class GeneratorBackend(abc.ABC):
         differences = [f"{name}: {what} {saved.get(name)!r}, now {current[name]!r}"
                        for name in fields if saved.get(name) != current[name]]
         if differences:
-            raise FailedPrecondition(f"{what} was made with a different {self.name} config: " + "; ".join(differences))
+            raise FailedPrecondition(f"{what} was made with a different {self.title} config: " + "; ".join(differences))
+
+    def check_pretrained_folder(self, folder: str | Path) -> dict[str, Any] | None:
+        """The config of a folder of ours (``CONFIG_FILE``), checked against ``model_fields``; None for a folder
+        without one (a foreign export the backend checks its own way)."""
+        document = read_config_document(folder)
+        if document is not None:
+            self.check_config_fields(document["config"], self.model_fields, "init_from folder")
+        return document
+
+    @contextlib.contextmanager
+    def initialisation_rng(self, seed: int) -> Iterator[None]:
+        """Seed the global RNG for network initialisation only, leaving the caller's RNG as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(seed, 0))
+            yield
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
     def _require_built(self) -> None:
         if not self.built:
             raise FailedPrecondition(f"{self.name} backend used before build()", hint="call build(seed) first")
+
+    def _require_trainable(self) -> None:
+        self._require_built()
+        if not self.trainable:
+            raise FailedPrecondition(f"this {self.title} backend was built for sampling only",
+                                     hint="build(seed, total_steps=N) with N > 0 to train")

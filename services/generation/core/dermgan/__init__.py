@@ -5,17 +5,19 @@
 - ``losses``: conditional GAN loss plus lesion-weighted L1;
 - ``conditioning``: sampling conditions (explicit, from the training distribution, balanced tones);
 - ``controllability``: requested vs measured lesion size, centre and skin tone;
+- ``config``: ``DermGANConfig``, its profiles and its model/training fields;
 - ``backend``: ``DermGANBackend``, the generator registry's ``dermgan``.
 """
 
 from __future__ import annotations
 
-from skingenbench.services.generation.core.dermgan.backend import PROFILES, DermGANBackend, DermGANConfig
+from skingenbench.services.generation.core.dermgan.backend import DermGANBackend
 from skingenbench.services.generation.core.dermgan.conditioning import (
            ITA_BINS,
            ConditionDistribution,
            ConditionRecord,
 )
+from skingenbench.services.generation.core.dermgan.config import PROFILES, DermGANConfig
 from skingenbench.services.generation.core.dermgan.semantic_map import MapLayout, MapParams
 
 __all__ = ["ITA_BINS", "PROFILES", "ConditionDistribution", "ConditionRecord", "DermGANBackend", "DermGANConfig",

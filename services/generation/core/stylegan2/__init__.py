@@ -1,7 +1,7 @@
 """StyleGAN2-ADA in plain PyTorch, written from the papers (Karras et al. 2020, "Analyzing and Improving the
 Image Quality of StyleGAN"; Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data").
 
-One concept per module: ``mapping`` (z -> w, truncation), ``synthesis`` (modulated convolutions, noise,
+One concept per module: ``config`` (the declared config, profiles and model/training fields), ``mapping`` (z -> w, truncation), ``synthesis`` (modulated convolutions, noise,
 skip toRGB; the ``Generator``), ``discriminator`` (residual, minibatch stddev, projection), ``augment``
 (the differentiable ``bgc`` pipeline and the adaptive-p controller), ``losses`` (logistic loss, R1, path
 length) and ``backend`` (the ``GeneratorBackend``: training phases, EMA, checkpoints, seeded sampling).
@@ -10,10 +10,12 @@ length) and ``backend`` (the ``GeneratorBackend``: training phases, EMA, checkpo
 from __future__ import annotations
 
 from skingenbench.services.generation.core.stylegan2.augment import AdaptiveAugment, AugmentPipe
-from skingenbench.services.generation.core.stylegan2.backend import (
+from skingenbench.services.generation.core.stylegan2.backend import StyleGAN2ADABackend
+from skingenbench.services.generation.core.stylegan2.config import (
+           PAPER,
            PROFILES,
            SAMPLERS,
-           StyleGAN2ADABackend,
+           TINY,
            StyleGAN2Config,
 )
 from skingenbench.services.generation.core.stylegan2.discriminator import Discriminator
@@ -24,5 +26,5 @@ from skingenbench.services.generation.core.stylegan2.synthesis import (
            SynthesisNetwork,
 )
 
-__all__ = ["PROFILES", "SAMPLERS", "AdaptiveAugment", "AugmentPipe", "Discriminator", "Generator",
+__all__ = ["PAPER", "PROFILES", "SAMPLERS", "TINY", "AdaptiveAugment", "AugmentPipe", "Discriminator", "Generator",
            "MappingNetwork", "ModulatedConv2d", "StyleGAN2ADABackend", "StyleGAN2Config", "SynthesisNetwork"]
