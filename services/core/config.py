@@ -1,8 +1,10 @@
-"""The config machinery of the preprocessing pipelines: fields that carry their own docs and limits.
+"""The config machinery of every stage (preprocessing pipelines, generators): fields that carry their own
+docs and limits.
 
 A config is a frozen dataclass deriving from ``ConfigBase`` whose fields are ``setting``s (a value
 with its doc and valid range or choices) or ``section``s (a nested config). Construction validates
-every field and raises InvalidArgument naming it (``hair_removal.threshold`` for a nested one).
+every field and raises InvalidArgument naming it (``hair_removal.threshold`` for a nested one);
+relations between fields are checked in the config's own ``__post_init__`` after ``super().__post_init__()``.
 Configs travel as plain dicts (``to_dict`` / ``from_dict``, which refuses unknown keys): they are
 sent as JSON in gRPC messages, recorded in manifests' provenance and hashed into output addresses.
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import field
-from typing import Any
+from typing import Any, ClassVar
 
 from skingenbench.services.core.errors import InvalidArgument
 
@@ -25,9 +28,17 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     choices: Iterable[str] | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> Any:
-    """A config field with its documentation and its valid range or choices."""
-    meta = {"doc": doc, "low": low, "high": high, "choices": tuple(choices) if choices else None}
+    """A config field with its documentation and its valid range or choices.
+
+    The range is closed unless ``low_open``/``high_open`` exclude its ends (a learning rate in (0, 1]).
+    For a ``tuple[T, ...]`` field the range and choices apply to every element; ``T | None`` also takes None.
+    """
+    meta = {"doc": doc, "low": low, "high": high, "choices": tuple(choices) if choices else None,
+            "low_open": low_open, "high_open": high_open}
     return field(default=default, metadata=meta)
 
 
@@ -50,31 +61,65 @@ def _field_types(config_class: type) -> dict[str, Any]:
 class ConfigBase:
     """Validation and dict round-trip shared by every config dataclass below."""
 
+    # JSON has no int/float split: by default an int given for a float field is stored as a float. A config
+    # whose dict is hashed into output addresses as given (the generators') keeps the number as written.
+    coerce_int_to_float: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
-        types = _field_types(type(self))
+        config_class: type = type(self)  # typed as plain `type`: mypy finds no __hash__ on type[ConfigBase]
+        hints = _field_types(config_class)
         for spec in dataclasses.fields(self):  # type: ignore[arg-type]
-            value, expected = getattr(self, spec.name), types[spec.name]
-            if dataclasses.is_dataclass(expected):
+            value, expected = getattr(self, spec.name), hints[spec.name]
+            if isinstance(expected, type) and dataclasses.is_dataclass(expected):
+                section_class = typing.cast("type[ConfigBase]", expected)  # a section is a config too
                 if isinstance(value, Mapping):  # a section given as a dict, e.g. from JSON
-                    object.__setattr__(self, spec.name, expected.from_dict(value, _prefix=f"{spec.name}."))
-                elif not isinstance(value, expected):
-                    raise invalid_field(spec.name, f"expected a {expected.__name__} or a dict")
+                    object.__setattr__(self, spec.name, section_class.from_dict(value, _prefix=f"{spec.name}."))
+                elif not isinstance(value, section_class):
+                    raise invalid_field(spec.name, f"expected a {section_class.__name__} or a dict")
                 continue
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, spec.name, value := float(value))  # JSON has no int/float split
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise invalid_field(
-                    spec.name, f"expected {expected.__name__}, got {type(value).__name__} {value!r}"
-                )
-            low, high, choices = (
-                spec.metadata.get("low"),
-                spec.metadata.get("high"),
-                spec.metadata.get("choices"),
+            checked = self._checked(spec, value, expected)
+            if checked is not value:
+                object.__setattr__(self, spec.name, checked)
+
+    def _checked(self, spec: dataclasses.Field, value: Any, expected: Any) -> Any:
+        """``value`` checked against the field's type and limits, normalised (JSON list -> tuple)."""
+        arguments = typing.get_args(expected)
+        if typing.get_origin(expected) in (types.UnionType, typing.Union) and type(None) in arguments:
+            if value is None:
+                return None
+            (expected,) = [a for a in arguments if a is not type(None)]
+        if typing.get_origin(expected) is tuple:  # tuple[T, ...]: every element a T within the limits
+            if isinstance(value, list):
+                value = tuple(value)
+            if not isinstance(value, tuple):
+                raise invalid_field(spec.name, f"expected a list, got {type(value).__name__} {value!r}")
+            return tuple(self._checked_scalar(spec, item, typing.get_args(expected)[0]) for item in value)
+        return self._checked_scalar(spec, value, expected)
+
+    def _checked_scalar(self, spec: dataclasses.Field, value: Any, expected: type) -> Any:
+        if (expected is float and self.coerce_int_to_float and isinstance(value, int)
+                and not isinstance(value, bool)):
+            value = float(value)
+        accepted = (int, float) if expected is float else expected  # an int is a valid float as written
+        if not isinstance(value, accepted) or (expected in (int, float) and isinstance(value, bool)):
+            raise invalid_field(
+                spec.name, f"expected {expected.__name__}, got {type(value).__name__} {value!r}"
             )
-            if choices and value not in choices:
-                raise invalid_field(spec.name, f"{value!r} is not one of {list(choices)}")
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise invalid_field(spec.name, f"{value!r} is outside [{low}, {high}]", hint=spec.metadata["doc"])
+        low, high, choices = (
+            spec.metadata.get("low"),
+            spec.metadata.get("high"),
+            spec.metadata.get("choices"),
+        )
+        if choices and value not in choices:
+            raise invalid_field(spec.name, f"{value!r} is not one of {list(choices)}")
+        low_open, high_open = spec.metadata.get("low_open", False), spec.metadata.get("high_open", False)
+        # Written as "not inside" so that NaN, which compares false with everything, is outside every range.
+        inside_low = low is None or (low < value if low_open else low <= value)
+        inside_high = high is None or (value < high if high_open else value <= high)
+        if not (inside_low and inside_high):
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise invalid_field(spec.name, f"{value!r} is outside {interval}", hint=spec.metadata.get("doc", ""))
+        return value
 
     def validate(self) -> None:
         """Re-check every field (construction already did; ``skingenbench.services.core.registry`` calls this)."""
