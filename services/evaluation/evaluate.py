@@ -203,6 +203,11 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
                  **real_spec.selection, "set_hash": sets[0].content_hash()},
         "synthetic": {s.spec.name: {"manifest": s.spec.manifest_uri, "manifest_sha256": s.spec.manifest_sha256,
                                     "set_hash": s.content_hash()} for s in sets[1:]},
+        "anchoring": {s.name: {"intended_label": s.intended_label, "per_item_labels": s.per_item_labels}
+                      for s in plan.synthetic},
+        "extractor_name": plan.extractor if plan.use_extractor else "",
+        "extractor_options": plan.extractor_overrides if plan.use_extractor else {},
+        "grid_images": plan.grid_images,
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},
         "extraction": {"images": extracted, "seconds": seconds,
                        "images_per_s": extracted / seconds if seconds > 0 else None},

@@ -29,7 +29,7 @@ SUMMARY_KEYS = ("count", "fid", "kid_mean", "kid_std", "isc_mean", "isc_std", "p
 class EvaluateKind(JobKind[evaluation_pb2.EvaluateRequest, EvaluationPlan]):
     name = "evaluate"
     stage = "evaluation"
-    version = "1"
+    version = "2"  # 2: the address includes anchoring labels, extractor settings and grids
     request_type = evaluation_pb2.EvaluateRequest
     plan_type = EvaluationPlan
 

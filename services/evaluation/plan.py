@@ -246,11 +246,17 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     if uses_domain:  # pinned last (the largest read): the job reads exactly the checkpoint checked here
         checkpoint_ref = ObjectRef(checkpoint_ref.uri, pin_file(store, checkpoint, "classifier checkpoint"))
     config_fields = {m: dataclasses.asdict(c) for m, c in configs.items()}
-    # The address as the evaluation has always computed it (so earlier outputs are found): the selected
-    # sets' hashes, the metrics and their configs, the weights' and the checkpoint's hashes, the set names.
+    # The address names everything that shapes the outputs: the selected sets' hashes, the metrics and their
+    # configs, the weights' and the checkpoint's hashes, the set names, and (since version 2) what each
+    # synthetic set is anchored against, the extractor and its settings, and the sample grids. Version 1
+    # left those out, so two requests differing only there shared a prefix.
     prefix = address([real.set_hash] + [s.set_hash for s in synthetic],
                      {"metrics": metrics, "configs": config_fields, "extractor": weights_sha256 if use_extractor else "",
-                      "domain": checkpoint_ref.sha256 if uses_domain else "", "names": names}, seed)
+                      "domain": checkpoint_ref.sha256 if uses_domain else "", "names": names,
+                      "anchoring": [[s.intended_label, s.per_item_labels] for s in synthetic],
+                      "extractor_name": extractor if use_extractor else "", "profile": profile,
+                      "extractor_options": extractor_overrides if use_extractor else {},
+                      "grid_images": grid_images}, seed)
     return EvaluationPlan(prefix, real, tuple(synthetic), tuple(metrics), config_fields, profile, extractor,
                           extractor_overrides, ObjectRef(weights.get("uri", ""), weights.get("sha256", "")),
                           weights_file, weights_sha256 if use_extractor else "", checkpoint_ref, grid_images, seed,

@@ -115,15 +115,18 @@ def _read_json(store, uri: str) -> dict:
 
 
 def _address_from_report(report: dict) -> str:
-    """The output prefix as the evaluation job computed it after the work, before it planned it up front:
-    outputs of earlier runs are found only while the two agree."""
+    """The output prefix recomputed from what the report says was evaluated (its provenance): the plan's
+    address, fixed at Start, must name exactly what the work then used."""
     provenance = report["provenance"]
     inputs = [provenance["real"]["set_hash"]] + [s["set_hash"] for s in provenance["synthetic"].values()]
     settings = {"metrics": provenance["metrics"], "configs": provenance["configs"],
                 "extractor": (provenance["extractor"] or {}).get("weights_sha256", ""),
                 "domain": (provenance["domain_extractor"] or {}).get("weights_sha256", ""),
-                "names": list(provenance["synthetic"])}
-    return output_prefix("evaluation", content_address("evaluation", "1", inputs, settings, provenance["seed"]))
+                "names": list(provenance["synthetic"]),
+                "anchoring": [[a["intended_label"], a["per_item_labels"]] for a in provenance["anchoring"].values()],
+                "extractor_name": provenance["extractor_name"], "profile": provenance["profile"],
+                "extractor_options": provenance["extractor_options"], "grid_images": provenance["grid_images"]}
+    return output_prefix("evaluation", content_address("evaluation", "2", inputs, settings, provenance["seed"]))
 
 
 def test_evaluation_end_to_end_with_every_metric(service, world):
@@ -336,3 +339,24 @@ def test_registry_rpcs(service):
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     info = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=10)
     assert info.service == "skingenbench.v1.Evaluation" and "domain" in info.registry
+
+
+def test_a_different_anchoring_label_or_grid_is_a_different_evaluation(service, world):
+    """What changes the report (the label a set is anchored against, the sample grids) is part of the
+    address: such a request is computed, never handed another request's outputs."""
+    stub, channel = service
+    request = _request(world, names=("noisy",), metrics=["fid"],
+                       options_json=json.dumps({"profile": "tiny", "grid_images": 0}))
+    first = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
+    assert first.state == common_pb2.JOB_STATE_SUCCEEDED, first.error.message
+    first_report = {o.name: o.uri for o in first.outputs}["report_json"]
+    request.synthetic[0].intended_label = "NV"
+    relabelled = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
+    request.options_json = json.dumps({"profile": "tiny", "grid_images": 4})
+    gridded = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
+    for job in (relabelled, gridded):
+        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error.message
+        assert "reused_output" not in json.loads(job.result_json)
+    reports = {first_report, *({o.name: o.uri for o in j.outputs}["report_json"] for j in (relabelled, gridded))}
+    assert len(reports) == 3
+    assert any(o.name.startswith("samples_") for o in gridded.outputs)
