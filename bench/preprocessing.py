@@ -42,7 +42,7 @@ def service_vs_in_process(count: int = 120) -> dict[str, Any]:
     """Same manifest, same pipeline, one worker: in-process core vs StartPreprocess over gRPC."""
     from skingenbench.services.data.operations import import_source, split_sources
     from skingenbench.services.platform.client import open_channel, watch_job
-    from skingenbench.services.platform.server import start_service
+    from skingenbench.services.stages import start_service
     from skingenbench.services.platform.settings import ServiceSettings
     from skingenbench.services.platform.store import LocalFolderStore
     from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest

@@ -104,9 +104,6 @@ class JobContext:
         self.record.outputs.append({"name": name, "uri": uri, "sha256": sha256})
 
 
-Handler = Callable[[dict[str, Any], JobContext], dict[str, Any] | None]
-
-
 @dataclass
 class _Live:
     """In-memory state of a job this process runs or ran."""
@@ -125,7 +122,6 @@ class JobRunner:
         self.store = store
         self.service = service
         self.slots = max(1, int(slots))
-        self._handlers: dict[str, Handler] = {}
         self._kinds: dict[str, JobKind] = {}
         self._live: dict[str, _Live] = {}
         self._lock = threading.RLock()
@@ -137,10 +133,6 @@ class JobRunner:
         """Register a job kind under its name; ``submit(kind.name, request)`` then plans and queues it."""
         self._kinds[kind.name] = kind
 
-    def register_handler(self, kind: str, handler: Handler) -> None:
-        """A bare handler without a plan step (the runtime's own tests use one)."""
-        self._handlers[kind] = handler
-
     def _key(self, job_id: str) -> str:
         return f"jobs/{self.service}/{job_id}.json"
 
@@ -149,38 +141,50 @@ class JobRunner:
         return sha256_bytes(canonical_json({"service": service, "kind": kind, "request": request}).encode())[:24]
 
     # -- submitting ------------------------------------------------------------------------------
-    def submit(self, kind: str, request: Message | dict[str, Any]) -> JobRecord:
+    def submit(self, kind: str, request: Message) -> JobRecord:
         """Plan a job and start it, or return the existing one for an identical request.
 
-        The plan step runs here, before anything is queued: a request it refuses is answered with its
-        status and leaves no job behind. A succeeded, queued or running job is returned as it is
-        (``reused``); a failed or cancelled one is started again.
+        A succeeded, queued or running job of the same request is returned as it is (``reused``).
+        Otherwise the kind's plan step runs here, before anything is queued: a request it refuses is
+        answered with its status and leaves no job behind. A failed or cancelled job is planned and
+        started again.
         """
-        if kind not in self._handlers and kind not in self._kinds:
+        job_kind = self._kinds.get(kind)
+        if job_kind is None:
             raise NotFound(f"no job kind {kind!r} on {self.service}")
         if self.stopping.is_set():
             raise FailedPrecondition("server is shutting down; submit the job again after it restarts")
-        plan: dict[str, Any] = {}
-        if isinstance(request, Message):
-            message, request = request, json_format.MessageToDict(request, preserving_proto_field_name=True)
-            job_kind = self._kinds.get(kind)
-            if job_kind is not None:
-                plan = job_kind.plan(message, self.store).to_json()
         # The job id hashes the request as the client sent it, so a repeated request finds its job.
-        job_id = self.job_id_for(self.service, kind, request)
+        request_dict = json_format.MessageToDict(request, preserving_proto_field_name=True)
+        job_id = self.job_id_for(self.service, kind, request_dict)
         with self._lock:
+            found = self._reusable(job_id)
+        if found is not None:
+            return found
+        # Planning reads the store (manifests, checkpoint hashes): done outside the lock, then checked again.
+        plan = job_kind.plan(request, self.store).to_json()
+        with self._lock:
+            found = self._reusable(job_id)
+            if found is not None:
+                return found
             existing = self._load(job_id)
-            if existing is not None:
-                active = job_id in self._live and existing.state not in FINAL_STATES
-                if existing.state == SUCCEEDED or active:
-                    existing.reused = True
-                    return existing
-            record = JobRecord(job_id=job_id, kind=kind, service=self.service, request=request, plan=plan)
+            record = JobRecord(job_id=job_id, kind=kind, service=self.service, request=request_dict, plan=plan)
             if existing is not None:
                 record.attempts = existing.attempts
                 record.created = existing.created
             self._start(record)
             return record
+
+    def _reusable(self, job_id: str) -> JobRecord | None:
+        """The job of an identical request if it succeeded or is still queued or running here."""
+        existing = self._load(job_id)
+        if existing is None:
+            return None
+        active = job_id in self._live and existing.state not in FINAL_STATES
+        if existing.state == SUCCEEDED or active:
+            existing.reused = True
+            return existing
+        return None
 
     def _start(self, record: JobRecord) -> None:
         live = _Live()
@@ -200,7 +204,7 @@ class JobRunner:
                 log.warning("unreadable job record %s: %s", key, exc)
                 continue
             if record.state in (QUEUED, RUNNING) and record.job_id not in self._live:
-                if record.kind not in self._handlers and record.kind not in self._kinds:
+                if record.kind not in self._kinds:
                     continue
                 log.info("resuming interrupted job %s (%s)", record.job_id, record.kind)
                 with self._lock:
@@ -220,12 +224,8 @@ class JobRunner:
         record.attempts += 1
         self._emit(record, step=0, total=0, message="started", metrics={}, force=True)
         context = JobContext(self, record, live.cancel)
-        result: dict[str, Any] | None  # a legacy handler may return None
         try:
-            if record.kind in self._kinds:
-                result = self._run_kind(self._kinds[record.kind], record, context)
-            else:
-                result = self._handlers[record.kind](record.request, context)
+            result = self._run_kind(self._kinds[record.kind], record, context)
         except JobInterrupted:
             record.state = QUEUED
             self._emit(record, step=record.last_progress.get("step", 0), total=record.last_progress.get("total", 0),

@@ -81,6 +81,6 @@ class JobsServicer(common_pb2_grpc.JobsServicer):
         return common_pb2.ListJobsResponse(jobs=[record_to_proto(r) for r in records])
 
 
-def job_reply(runner: JobRunner, kind: str, request: Message | dict[str, Any]) -> common_pb2.Job:
+def job_reply(runner: JobRunner, kind: str, request: Message) -> common_pb2.Job:
     """Start (or find) a job for a servicer's ``Start*`` call and answer with the Job message."""
     return record_to_proto(runner.submit(kind, request))

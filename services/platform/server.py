@@ -9,7 +9,6 @@ queued for the next start, in-flight RPCs get the grace period to finish.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -76,13 +75,21 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
     ]
 
 
-def start_service(
+StageSetup = Callable[[ServiceContext], None]
+
+
+def start_server(
     stage: str,
+    setup: StageSetup,
     settings: ServiceSettings | None = None,
     store: ObjectStore | None = None,
-    extra_setup: Callable[[ServiceContext], None] | None = None,
+    extra_setup: StageSetup | None = None,
 ) -> RunningService:
-    """Build and start a stage's server. ``extra_setup`` lets embedders (and tests) add job kinds."""
+    """Build and start a stage's server around its ``setup`` (which adds the servicer and job kinds).
+
+    The runtime knows no stage: ``skingenbench.services.stages`` maps a stage name to its setup.
+    ``extra_setup`` lets embedders (and tests) add job kinds.
+    """
     settings = settings or ServiceSettings.from_env(stage)
     store = store or store_from_uri(settings.store_uri or None)
     runner = JobRunner(store, settings.service_name, settings.job_slots)
@@ -96,7 +103,7 @@ def start_service(
         options=grpc_options(settings.max_message_mb),
     )
     context = ServiceContext(settings, store, runner, server)
-    importlib.import_module(f"skingenbench.services.{stage}.servicer").setup(context)
+    setup(context)
     if extra_setup is not None:
         extra_setup(context)
     common_pb2_grpc.add_JobsServicer_to_server(JobsServicer(runner), server)
@@ -124,9 +131,9 @@ def start_service(
     return RunningService(settings, server, health_servicer, runner, store, port)
 
 
-def serve(stage: str) -> None:
+def serve(stage: str, setup: StageSetup) -> None:
     """Run a stage's server until SIGTERM/SIGINT, then stop gracefully."""
-    service = start_service(stage)
+    service = start_server(stage, setup)
     print(f"{service.settings.service_name} listening on {service.target}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,7 @@ def _configure_logging() -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from skingenbench.services.platform.server import serve
+    from skingenbench.services.stages import serve
 
     _configure_logging()
     serve(args.stage)

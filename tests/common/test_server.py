@@ -12,7 +12,7 @@ from skingenbench.services.platform.client import error_detail, open_channel, wa
 from skingenbench.services.platform.settings import SERVICES
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc, generation_pb2_grpc
-from tests.common.service_helpers import add_test_jobs, running
+from tests.common.service_helpers import add_test_jobs, request, running
 
 
 @pytest.mark.parametrize("stage", list(SERVICES))
@@ -78,7 +78,7 @@ def test_store_down_is_unavailable(moto_endpoint):
 def test_job_progress_stream_result_and_idempotent_resubmission(folder_store):
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
             open_channel(service.target) as channel:
-        record = service.runner.submit("count", {"total": 5})
+        record = service.runner.submit("count", request(total=5))
         events = []
         job = watch_job(channel, record.job_id, on_event=events.append, timeout_s=30)
         assert job.state == common_pb2.JOB_STATE_SUCCEEDED
@@ -88,15 +88,15 @@ def test_job_progress_stream_result_and_idempotent_resubmission(folder_store):
         assert max(e.step for e in events) == 5 and any(e.metrics.get("value") == 5.0 for e in events)
         assert json.loads(job.result_json)["count"] == 5
         assert [o.name for o in job.outputs] == ["count"]
-        again = service.runner.submit("count", {"total": 5})
+        again = service.runner.submit("count", request(total=5))
         assert again.job_id == record.job_id and again.reused
-        assert service.runner.submit("count", {"total": 6}).job_id != record.job_id
+        assert service.runner.submit("count", request(total=6)).job_id != record.job_id
 
 
 def test_failed_job_is_an_answer_not_a_crash(folder_store):
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
             open_channel(service.target) as channel:
-        record = service.runner.submit("fail", {})
+        record = service.runner.submit("fail", request())
         job = watch_job(channel, record.job_id, timeout_s=30)
         assert job.state == common_pb2.JOB_STATE_FAILED
         assert job.error.code == "INTERNAL" and "boom" in job.error.message
@@ -107,7 +107,7 @@ def test_failed_job_is_an_answer_not_a_crash(folder_store):
 def test_cancel_stops_a_running_job(folder_store):
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
             open_channel(service.target) as channel:
-        record = service.runner.submit("count", {"total": 10_000, "sleep_s": 0.01})
+        record = service.runner.submit("count", request(total=10_000, sleep_s=0.01))
         jobs = common_pb2_grpc.JobsStub(channel)
         stream = jobs.WatchJob(common_pb2.WatchJobRequest(job_id=record.job_id), timeout=30)
         for event in stream:
@@ -122,16 +122,18 @@ def test_cancel_stops_a_running_job(folder_store):
 
 def test_job_state_survives_a_restart_and_interrupted_jobs_resume(folder_store):
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service:
-        done = service.runner.submit("count", {"total": 3})
+        done = service.runner.submit("count", request(total=3))
         service.runner.wait(done.job_id, timeout_s=30)
-        long = service.runner.submit("count", {"total": 60, "sleep_s": 0.05})
+        long = service.runner.submit("count", request(total=60, sleep_s=0.05))
         for event in service.runner.watch(long.job_id):
             if event["step"] >= 5:
                 break
     # The server stopped gracefully mid-job: the job is queued again, its checkpoint is in the store.
     interrupted = json.loads(folder_store.get_bytes(f"jobs/skingenbench.v1.Preprocessing/{long.job_id}.json"))
     assert interrupted["state"] == "QUEUED"
-    checkpointed = json.loads(folder_store.get_bytes(f"checkpoints/{long.job_id}.json"))["step"]
+    # The record holds the plan the job runs from after the restart (never re-planned).
+    assert interrupted["plan"] == {"output_prefix": interrupted["plan"]["output_prefix"], "total": 60, "sleep_s": 0.05}
+    checkpointed = json.loads(folder_store.get_bytes(f"{interrupted['plan']['output_prefix']}/checkpoint.json"))["step"]
     assert 5 <= checkpointed < 60
 
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \

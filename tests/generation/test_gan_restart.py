@@ -19,7 +19,7 @@ import torch
 from skingenbench.services.generation import models
 from skingenbench.services.platform.client import iter_events, open_channel, watch_job
 from skingenbench.services.platform.jobs import JobRecord
-from skingenbench.services.platform.server import start_service
+from skingenbench.services.stages import start_service
 from skingenbench.services.platform.settings import ServiceSettings
 from skingenbench.services.platform.store import LocalFolderStore
 

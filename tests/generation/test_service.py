@@ -23,7 +23,7 @@ from skingenbench.services.generation.client import GenerationClient
 from skingenbench.services.platform.client import iter_events, open_channel, watch_job
 from skingenbench.services.platform.jobs import JobRecord
 from skingenbench.services.platform.manifest_io import read_manifest
-from skingenbench.services.platform.server import start_service
+from skingenbench.services.stages import start_service
 from skingenbench.services.platform.settings import ServiceSettings
 from skingenbench.services.platform.store import LocalFolderStore
 
