@@ -14,5 +14,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     profile = "paper" if torch.cuda.is_available() else "tiny"
     names = ["resnet18", "efficientnet_b0"] if quick else CLASSIFIERS.names()
-    return {"device": describe_device(), "profile": profile,
-            "train_images_per_s": {name: round(float(measure_training_speed(name, profile)), 2) for name in names}}
+    return {
+        "device": describe_device(),
+        "profile": profile,
+        "train_images_per_s": {
+            name: round(float(measure_training_speed(name, profile)), 2) for name in names
+        },
+    }

@@ -38,7 +38,9 @@ def _weights(folder: Path) -> Path:
             return None
 
     torch.save({}, folder / "empty.pth")
-    network = Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(folder / "empty.pth"))
+    network = Unloaded(
+        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(folder / "empty.pth")
+    )
     for module in network.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             torch.nn.init.kaiming_normal_(module.weight)
@@ -53,8 +55,13 @@ def extraction_speed(extractor, count: int, size: int) -> dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     extractor.extract(images)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"images": count, "input": f"{size}x{size}", "batch_size": extractor.batch_size,
-            "images_per_s": round(count / wall, 2), "images_per_cpu_s": round(count / cpu, 2)}
+    return {
+        "images": count,
+        "input": f"{size}x{size}",
+        "batch_size": extractor.batch_size,
+        "images_per_s": round(count / wall, 2),
+        "images_per_cpu_s": round(count / cpu, 2),
+    }
 
 
 def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5) -> dict[str, Any]:
@@ -65,7 +72,9 @@ def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5
     real = _phantoms(real_count, 64, seed=1)
     synthetic = [_phantoms(synthetic_count, 64, seed=10 + i) for i in range(sets)]
     entries = {"real": [(f"real/{i}", f"{i:064x}") for i in range(real_count)]}
-    entries.update({f"s{j}": [(f"s{j}/{i}", f"{i:064x}") for i in range(synthetic_count)] for j in range(sets)})
+    entries.update(
+        {f"s{j}": [(f"s{j}/{i}", f"{i:064x}") for i in range(synthetic_count)] for j in range(sets)}
+    )
 
     def evaluate_all(cache: FeatureCache | None) -> float:
         started = time.perf_counter()
@@ -75,8 +84,12 @@ def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5
                 if cache is None:
                     features[name] = extractor.extract(data)
                 else:
-                    key = FeatureKey.of(image_set_hash(entries[name]), extractor.name, extractor.weights_sha256,
-                                        extractor.preprocessing())
+                    key = FeatureKey.of(
+                        image_set_hash(entries[name]),
+                        extractor.name,
+                        extractor.weights_sha256,
+                        extractor.preprocessing(),
+                    )
                     features[name], _ = cache.get_or_compute(key, lambda data=data: extractor.extract(data))
             fid_statistics(features["real"]["2048"])
             kernel_distance(features["real"]["2048"], features[f"s{j}"]["2048"], synthetic_count, 10)
@@ -90,10 +103,18 @@ def cache_effect(extractor, real_count: int, synthetic_count: int, sets: int = 5
         cache = FeatureCache(LocalFolderStore(folder))
         with_cache = evaluate_all(cache)
         images_with = extractor.images_extracted
-    return {"sets": sets, "real_images": real_count, "synthetic_images_per_set": synthetic_count,
-            "without_cache_s": round(without, 1), "with_cache_s": round(with_cache, 1),
-            "images_extracted_without": images_without, "images_extracted_with": images_with,
-            "speedup": round(without / with_cache, 2), "cache_hits": cache.hits, "cache_misses": cache.misses}
+    return {
+        "sets": sets,
+        "real_images": real_count,
+        "synthetic_images_per_set": synthetic_count,
+        "without_cache_s": round(without, 1),
+        "with_cache_s": round(with_cache, 1),
+        "images_extracted_without": images_without,
+        "images_extracted_with": images_with,
+        "speedup": round(without / with_cache, 2),
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -103,11 +124,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         weights = _weights(Path(folder))
         device = select_device()
-        extractor = FEATURE_EXTRACTORS.create("inception-v3-compat", "paper", {"batch_size": 32}, weights=weights,
-                                              device=device)
+        extractor = FEATURE_EXTRACTORS.create(
+            "inception-v3-compat", "paper", {"batch_size": 32}, weights=weights, device=device
+        )
         count = 32 if quick or device == "cpu" else 512
-        results = {"device": describe_device(), "weights_upstream": extractor.weights_upstream,
-                   "extraction": [extraction_speed(extractor, count, size) for size in (64, 256)]}
+        results = {
+            "device": describe_device(),
+            "weights_upstream": extractor.weights_upstream,
+            "extraction": [extraction_speed(extractor, count, size) for size in (64, 256)],
+        }
         real, synthetic = (32, 8) if quick or device == "cpu" else (1000, 500)
         results["cache"] = cache_effect(extractor, real, synthetic)
     return results

@@ -33,8 +33,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     ddpm = create_backend("ddpm", profile)
     ddpm.build(0)
     results["ddpm_sampling_images_per_s"] = {
-        "ddpm_1000": round(_sample_rate(ddpm, n, SamplerOptions("ddpm", ddpm.config.num_train_timesteps,
-                                                                 batch_size=n)), 3),
+        "ddpm_1000": round(
+            _sample_rate(ddpm, n, SamplerOptions("ddpm", ddpm.config.num_train_timesteps, batch_size=n)), 3
+        ),
         "ddim_50": round(_sample_rate(ddpm, n, SamplerOptions("ddim", 50, batch_size=n)), 3),
     }
 
@@ -51,8 +52,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     results["stylegan2_ada"] = {
         "train_s_per_kimg": round(seconds / (steps * batch / 1000), 2),
         "train_batch": batch,
-        "sampling_images_per_s": round(_sample_rate(stylegan, n * 4, dataclasses.replace(SamplerOptions(),
-                                                                                            batch_size=n * 4)), 2),
+        "sampling_images_per_s": round(
+            _sample_rate(stylegan, n * 4, dataclasses.replace(SamplerOptions(), batch_size=n * 4)), 2
+        ),
     }
     results["dermgan"] = _dermgan(profile, n, steps)
     return results
@@ -75,8 +77,12 @@ def _dermgan(profile: str, n: int, steps: int) -> dict[str, Any]:
     backend = create_backend("dermgan", profile)
     backend.build(0, total_steps=steps + 2)
     rng = np.random.default_rng(0)
-    params = [MapParams(CLASSES[i % len(CLASSES)], float(rng.uniform(0.05, 0.3)), 0.5, 0.5,
-                        float(rng.uniform(-40, 60))) for i in range(backend.batch_size)]
+    params = [
+        MapParams(
+            CLASSES[i % len(CLASSES)], float(rng.uniform(0.05, 0.3)), 0.5, 0.5, float(rng.uniform(-40, 60))
+        )
+        for i in range(backend.batch_size)
+    ]
     maps = np.stack([map_from_params(p, backend.resolution, backend.layout) for p in params])
     images = np.stack([paint_map(m, backend.layout) for m in maps])
     images = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(backend.device)
@@ -96,6 +102,10 @@ def _dermgan(profile: str, n: int, steps: int) -> dict[str, Any]:
     for image in generated:
         controllability.measure_image(image)
     measuring = len(generated) / (time.perf_counter() - started)
-    return {"train_s_per_kimg": round(seconds / (steps * backend.batch_size / 1000), 2),
-            "train_batch": backend.batch_size, "resolution": backend.resolution,
-            "sampling_images_per_s": round(sampling, 2), "controllability_measure_images_per_s": round(measuring, 1)}
+    return {
+        "train_s_per_kimg": round(seconds / (steps * backend.batch_size / 1000), 2),
+        "train_batch": backend.batch_size,
+        "resolution": backend.resolution,
+        "sampling_images_per_s": round(sampling, 2),
+        "controllability_measure_images_per_s": round(measuring, 1),
+    }

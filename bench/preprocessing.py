@@ -32,20 +32,27 @@ def per_core_throughput(count: int = 60) -> dict[str, Any]:
     from skingenbench.services.preprocessing.core.throughput import bench_pipeline
 
     images = _phantom_images(count, 600, 450)
-    return {name: {"images_per_s_per_core": round(bench_pipeline(name, images, "paper", augment=True, threads=1,
-                                                                  cpu_time=True), 2), "images": count,
-                   "input": "600x450 phantom", "output": "256x256"}
-            for name in ("basic", "advanced")}
+    return {
+        name: {
+            "images_per_s_per_core": round(
+                bench_pipeline(name, images, "paper", augment=True, threads=1, cpu_time=True), 2
+            ),
+            "images": count,
+            "input": "600x450 phantom",
+            "output": "256x256",
+        }
+        for name in ("basic", "advanced")
+    }
 
 
 def service_vs_in_process(count: int = 120) -> dict[str, Any]:
     """Same manifest, same pipeline, one worker: in-process core vs StartPreprocess over gRPC."""
     from skingenbench.services.data.operations import import_source, split_sources
     from skingenbench.services.platform.client import open_channel, watch_job
-    from skingenbench.services.stages import start_service
     from skingenbench.services.platform.settings import ServiceSettings
     from skingenbench.services.platform.store import LocalFolderStore
     from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
+    from skingenbench.services.stages import start_service
 
     from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
 
@@ -62,21 +69,32 @@ def service_vs_in_process(count: int = 120) -> dict[str, Any]:
             for seed in (1, 2, 3, 4):
                 start = time.perf_counter()
                 if seed % 2:
-                    preprocess_manifest(store, split.ref.uri, PreprocessSpec("advanced", "paper", seed=seed),
-                                        workers=1)
+                    preprocess_manifest(
+                        store, split.ref.uri, PreprocessSpec("advanced", "paper", seed=seed), workers=1
+                    )
                     rates["in_process"].append(count / (time.perf_counter() - start))
                     continue
-                job = stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
-                    input=common_pb2.ManifestRef(uri=split.ref.uri, sha256=split.ref.sha256), pipeline="advanced",
-                    profile="paper", seed=seed, workers=1))
+                job = stub.StartPreprocess(
+                    preprocessing_pb2.PreprocessRequest(
+                        input=common_pb2.ManifestRef(uri=split.ref.uri, sha256=split.ref.sha256),
+                        pipeline="advanced",
+                        profile="paper",
+                        seed=seed,
+                        workers=1,
+                    )
+                )
                 final = watch_job(channel, job.job_id)
                 rates["service"].append(count / (time.perf_counter() - start))
                 assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error.message
         service.stop(5)
     in_process, through_service = max(rates["in_process"]), max(rates["service"])
-    return {"images": count, "in_process_images_per_s": round(in_process, 2),
-            "service_images_per_s": round(through_service, 2),
-            "service_over_in_process": round(through_service / in_process, 3), "target": 0.9}
+    return {
+        "images": count,
+        "in_process_images_per_s": round(in_process, 2),
+        "service_images_per_s": round(through_service, 2),
+        "service_over_in_process": round(through_service / in_process, 3),
+        "target": 0.9,
+    }
 
 
 _IMPORT_CHILD = """
@@ -103,8 +121,9 @@ def peak_memory(counts: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
     repo = Path(__file__).resolve().parents[1]
 
     def child(script: str, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
-                             cwd=repo)
+        out = subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, cwd=repo
+        )
         return out.stdout.strip().splitlines()[-1]
 
     for count in counts:
@@ -112,9 +131,12 @@ def peak_memory(counts: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
             uri = child(_IMPORT_CHILD, folder, str(count))
             results[str(count)] = json.loads(child(_PREPROCESS_CHILD, folder, uri))["peak_rss_mib"]
     first, last = results[str(counts[0])], results[str(counts[-1])]
-    return {"images": list(counts), "peak_rss_mib": {k: round(v, 1) for k, v in results.items()},
-            "growth_ratio": round(last / first, 3),
-            "note": "one worker in-process; the manifest's item list is the only per-image state kept"}
+    return {
+        "images": list(counts),
+        "peak_rss_mib": {k: round(v, 1) for k, v in results.items()},
+        "growth_ratio": round(last / first, 3),
+        "note": "one worker in-process; the manifest's item list is the only per-image state kept",
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:

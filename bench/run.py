@@ -20,9 +20,14 @@ def _machine() -> dict[str, str]:
     from skingenbench.services.core.device import describe_device
     from skingenbench.services.core.version import code_version
 
-    return {"host": platform.node(), "python": platform.python_version(), "cpus": str(os.cpu_count()),
-            "device": describe_device(), "code_version": code_version(),
-            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count()),
+        "device": describe_device(),
+        "code_version": code_version(),
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 SUITES = ("preprocessing", "generation", "evaluation", "classification")
@@ -43,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             results["suites"][suite] = module.run(quick=args.quick)
         except Exception as exc:  # one broken suite must not hide the others' numbers
             failed = True
-            results["suites"][suite] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            results["suites"][suite] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         print(json.dumps(results["suites"][suite], indent=1)[:2000], flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,9 @@ def _phantom_options(grid: Grid) -> dict[str, Any]:
 
 
 @flow(name="skingenbench-grid", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
-def benchmark(grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs",
-              wiring: Wiring | None = None) -> str:
+def benchmark(
+    grid_spec: str = "smoke", run_id: str = "", runs_dir: str = "runs", wiring: Wiring | None = None
+) -> str:
     """Run a grid (a shipped name or a YAML path) on ``wiring``'s services and store (default: from the
     settings); returns the local report folder."""
     grid = load_grid(grid_spec)
@@ -63,9 +64,15 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
     available = {stage: set(info["registry"]) for stage, info in services.items()}
 
     # -- data --------------------------------------------------------------------------------------
-    sources = [(grid.data.source, grid.data.path)] + [(s["source"], s["path"]) for s in grid.data.extra_sources]
-    imported = [tasks.import_data(wiring, source, path, _phantom_options(grid) if source == "phantom" else {},
-                                  grid.data.seed) for source, path in sources]
+    sources = [(grid.data.source, grid.data.path)] + [
+        (s["source"], s["path"]) for s in grid.data.extra_sources
+    ]
+    imported = [
+        tasks.import_data(
+            wiring, source, path, _phantom_options(grid) if source == "phantom" else {}, grid.data.seed
+        )
+        for source, path in sources
+    ]
     fractions = (grid.split.train, grid.split.val, grid.split.test)
     split = tasks.split(wiring, [i["manifest"] for i in imported], fractions, grid.split.seed)
     curation = _read_json(store, split["outputs"]["report_json"])
@@ -80,45 +87,77 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
     arms = {}
     for prep in grid.preprocessing:
         arms[prep] = {
-            "all": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
-                                           grid.split.seed),
-            "train": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
-                                             grid.split.seed, 0, ["train"]),
-            "augmented": tasks.preprocess.submit(wiring, split["manifest"], prep, grid.profile, prep_config(prep),
-                                                 grid.split.seed, grid.augment_copies, ["train"]),
+            "all": tasks.preprocess.submit(
+                wiring, split["manifest"], prep, grid.profile, prep_config(prep), grid.split.seed
+            ),
+            "train": tasks.preprocess.submit(
+                wiring,
+                split["manifest"],
+                prep,
+                grid.profile,
+                prep_config(prep),
+                grid.split.seed,
+                0,
+                ["train"],
+            ),
+            "augmented": tasks.preprocess.submit(
+                wiring,
+                split["manifest"],
+                prep,
+                grid.profile,
+                prep_config(prep),
+                grid.split.seed,
+                grid.augment_copies,
+                ["train"],
+            ),
         }
     quality_reports = {}
     if grid.quality_report and grid.data.source == "phantom":
-        quality_reports = {prep: tasks.quality.submit(wiring, imported[0]["manifest"], prep, grid.profile,
-                                                      prep_config(prep))
-                           for prep in grid.preprocessing}
+        quality_reports = {
+            prep: tasks.quality.submit(wiring, imported[0]["manifest"], prep, grid.profile, prep_config(prep))
+            for prep in grid.preprocessing
+        }
     arms = {prep: {k: f.result() for k, f in futures.items()} for prep, futures in arms.items()}
 
     # -- generators ---------------------------------------------------------------------------------
     generators = [g for g in grid.generators if g in available["generation"]]
     for missing in sorted(set(grid.generators) - set(generators)):
-        notes.append(f"generator `{missing}` is not registered on the generation service: pipelines "
-                     f"A{GENERATOR_NUMBERS[missing]}/B{GENERATOR_NUMBERS[missing]} were skipped")
+        notes.append(
+            f"generator `{missing}` is not registered on the generation service: pipelines "
+            f"A{GENERATOR_NUMBERS[missing]}/B{GENERATOR_NUMBERS[missing]} were skipped"
+        )
     trained, synthetic = {}, {}
     for prep in grid.preprocessing:
         for generator in generators:
             name = generator_pipeline(prep, generator)
-            trained[(prep, generator)] = tasks.train_generator.submit(wiring,
-                arms[prep]["train"]["manifest"], generator, grid.profile, grid.generator_config.get(generator, {}),
-                grid.synthetic_label, grid.split.seed, name)
+            trained[(prep, generator)] = tasks.train_generator.submit(
+                wiring,
+                arms[prep]["train"]["manifest"],
+                generator,
+                grid.profile,
+                grid.generator_config.get(generator, {}),
+                grid.synthetic_label,
+                grid.split.seed,
+                name,
+            )
     for (prep, generator), future in trained.items():
         model = future.result()
         name = generator_pipeline(prep, generator)
-        synthetic[(prep, generator)] = tasks.sample.submit(wiring, model["outputs"]["model"], synthetic_count,
-                                                           grid.split.seed, name)
+        synthetic[(prep, generator)] = tasks.sample.submit(
+            wiring, model["outputs"]["model"], synthetic_count, grid.split.seed, name
+        )
     synthetic = {key: future.result() for key, future in synthetic.items()}
     controls = {}
     if "dermgan" in generators:  # does DermGAN draw what it is asked for? (size, centre, skin tone)
         for prep in grid.preprocessing:
             name = generator_pipeline(prep, "dermgan")
             controls[prep] = tasks.controllability.submit(
-                wiring, trained[(prep, "dermgan")].result()["outputs"]["model"], grid.controllability,
-                grid.split.seed, name)
+                wiring,
+                trained[(prep, "dermgan")].result()["outputs"]["model"],
+                grid.controllability,
+                grid.split.seed,
+                name,
+            )
         controls = {prep: future.result() for prep, future in controls.items()}
 
     # -- classifiers ----------------------------------------------------------------------------------
@@ -133,52 +172,91 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
         for classifier in classifiers:
             for seed in grid.seeds:
                 run_name = f"{pipeline}/{classifier}/seed{seed}"
-                cells[(pipeline, classifier, seed)] = tasks.train_classifier.submit(wiring,
-                    arms[prep]["all"]["manifest"], classifier, grid.profile, grid.classifier_config.get(classifier, {}),
-                    regime, [synthetic[(prep, extra)]["manifest"]] if regime == "real+synthetic" else [],
+                cells[(pipeline, classifier, seed)] = tasks.train_classifier.submit(
+                    wiring,
+                    arms[prep]["all"]["manifest"],
+                    classifier,
+                    grid.profile,
+                    grid.classifier_config.get(classifier, {}),
+                    regime,
+                    [synthetic[(prep, extra)]["manifest"]] if regime == "real+synthetic" else [],
                     arms[prep]["augmented"]["manifest"] if regime == "real+augment" else None,
-                    synthetic_count, grid.synthetic_label, seed, run_name)
+                    synthetic_count,
+                    grid.synthetic_label,
+                    seed,
+                    run_name,
+                )
     tests = {}
     for (pipeline, classifier, seed), future in cells.items():
         trained_cell = future.result()
         prep = next(p for p, letter in PREPROCESSING_LETTERS.items() if pipeline.startswith(letter))
-        tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(wiring,
-            trained_cell["outputs"]["checkpoint"], arms[prep]["all"]["manifest"], grid.bootstrap_samples, seed,
-            f"{pipeline}/{classifier}/seed{seed}")
+        tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(
+            wiring,
+            trained_cell["outputs"]["checkpoint"],
+            arms[prep]["all"]["manifest"],
+            grid.bootstrap_samples,
+            seed,
+            f"{pipeline}/{classifier}/seed{seed}",
+        )
     tests = {key: future.result() for key, future in tests.items()}
     comparisons = {}
     for (pipeline, classifier, seed), result in tests.items():
         baseline = (pipeline[0] + "1", classifier, seed)
         if pipeline.endswith("1") or baseline not in tests:
             continue
-        comparisons[(pipeline, classifier, seed)] = tasks.compare.submit(wiring,
-            tests[baseline]["outputs"]["result_json"], result["outputs"]["result_json"], grid.bootstrap_samples, seed,
-            f"{pipeline} vs {baseline[0]} {classifier} seed{seed}")
+        comparisons[(pipeline, classifier, seed)] = tasks.compare.submit(
+            wiring,
+            tests[baseline]["outputs"]["result_json"],
+            result["outputs"]["result_json"],
+            grid.bootstrap_samples,
+            seed,
+            f"{pipeline} vs {baseline[0]} {classifier} seed{seed}",
+        )
     comparisons = {key: future.result() for key, future in comparisons.items()}
     gradcams = {}
     for prep in grid.preprocessing:
         key = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
         if key in cells:
-            gradcams[key[0]] = tasks.gradcam.submit(wiring, cells[key].result()["outputs"]["checkpoint"],
-                                                    arms[prep]["all"]["manifest"], 4, "/".join(map(str, key)))
+            gradcams[key[0]] = tasks.gradcam.submit(
+                wiring,
+                cells[key].result()["outputs"]["checkpoint"],
+                arms[prep]["all"]["manifest"],
+                4,
+                "/".join(map(str, key)),
+            )
     gradcams = {k: f.result() for k, f in gradcams.items()}
 
     # -- evaluation of the synthetic sets ------------------------------------------------------------
     evaluations, anchorings = {}, {}
     if "evaluation" in SERVICES and available["evaluation"] and synthetic:
         for prep in grid.preprocessing:
-            sets = {generator_pipeline(prep, g): synthetic[(prep, g)]["manifest"]
-                    for g in generators}
-            baseline = (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
+            sets = {generator_pipeline(prep, g): synthetic[(prep, g)]["manifest"] for g in generators}
+            baseline = (
+                (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
+            )
             checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
-            evaluations[prep] = tasks.evaluate.submit(wiring, arms[prep]["train"]["manifest"], sets,
-                                                      grid.synthetic_label, grid.evaluation, checkpoint,
-                                                      grid.split.seed, prep)
-            if checkpoint and prep in controls:  # the arm's real-only classifier on DermGAN's requested classes
-                anchorings[prep] = tasks.class_anchoring.submit(wiring,
-                    arms[prep]["train"]["manifest"], controls[prep]["manifest"],
-                    str(grid.evaluation.get("profile", grid.profile)), checkpoint, grid.split.seed,
-                    f"{generator_pipeline(prep, 'dermgan')}-controllability")
+            evaluations[prep] = tasks.evaluate.submit(
+                wiring,
+                arms[prep]["train"]["manifest"],
+                sets,
+                grid.synthetic_label,
+                grid.evaluation,
+                checkpoint,
+                grid.split.seed,
+                prep,
+            )
+            if (
+                checkpoint and prep in controls
+            ):  # the arm's real-only classifier on DermGAN's requested classes
+                anchorings[prep] = tasks.class_anchoring.submit(
+                    wiring,
+                    arms[prep]["train"]["manifest"],
+                    controls[prep]["manifest"],
+                    str(grid.evaluation.get("profile", grid.profile)),
+                    checkpoint,
+                    grid.split.seed,
+                    f"{generator_pipeline(prep, 'dermgan')}-controllability",
+                )
         evaluations = {k: f.result() for k, f in evaluations.items()}
         anchorings = {k: f.result() for k, f in anchorings.items()}
     elif synthetic:
@@ -186,23 +264,38 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
 
     # -- report -------------------------------------------------------------------------------------
     collected = {
-        "run_id": run_id, "grid": grid.to_dict(), "notes": notes, "imported": imported, "split": split,
-        "curation": curation, "arms": arms, "quality": {p: f.result() for p, f in quality_reports.items()},
+        "run_id": run_id,
+        "grid": grid.to_dict(),
+        "notes": notes,
+        "imported": imported,
+        "split": split,
+        "curation": curation,
+        "arms": arms,
+        "quality": {p: f.result() for p, f in quality_reports.items()},
         "generators": {f"{p}/{g}": r for (p, g), r in synthetic.items()},
         "tests": {"/".join(map(str, k)): v for k, v in tests.items()},
         "comparisons": {"/".join(map(str, k)): v for k, v in comparisons.items()},
-        "gradcams": gradcams, "evaluations": evaluations,
-        "controllability": {prep: {**control, "anchoring": anchorings.get(prep)} for prep, control in controls.items()},
+        "gradcams": gradcams,
+        "evaluations": evaluations,
+        "controllability": {
+            prep: {**control, "anchoring": anchorings.get(prep)} for prep, control in controls.items()
+        },
         "endpoints": {stage: [e.target for e in pool.endpoints] for stage, pool in pools.items()},
         "services": services,
     }
     report = build_report(store, collected)
     folder = write_report(store, Path(runs_dir) / run_id, run_id, report)
-    create_markdown_artifact(markdown=report.markdown[:200_000], key=f"report-{grid.name}",
-                             description=f"SkinGenBench report {run_id}")
+    create_markdown_artifact(
+        markdown=report.markdown[:200_000],
+        key=f"report-{grid.name}",
+        description=f"SkinGenBench report {run_id}",
+    )
     for table_name, rows in report.tables.items():
         if rows:
-            create_table_artifact(table=rows, key=f"{table_name}-{grid.name}".replace("_", "-"),
-                                  description=table_name.replace("_", " "))
+            create_table_artifact(
+                table=rows,
+                key=f"{table_name}-{grid.name}".replace("_", "-"),
+                description=table_name.replace("_", " "),
+            )
     log.info("report: %s", folder / "report.md")
     return str(folder)

@@ -52,7 +52,9 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
             raise ValueError(f"endpoint {raw!r}: slots must be >= 1")
         if target.startswith("dns:///"):
             host, _, port = target.removeprefix("dns:///").rpartition(":")
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)})
+            addresses = sorted(
+                {info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)}
+            )
             endpoints += [Endpoint(f"{address}:{port}", count) for address in addresses]
         else:
             endpoints.append(Endpoint(target, count))
@@ -80,8 +82,14 @@ def endpoints_from_env(stage: str, env: Mapping[str, str] | None = None) -> list
 class EndpointPool:
     """The endpoints of one stage; ``run`` executes a call on a free slot with retries."""
 
-    def __init__(self, stage: str, endpoints: list[Endpoint], retries: int = 4, backoff_s: float = 1.0,
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        endpoints: list[Endpoint],
+        retries: int = 4,
+        backoff_s: float = 1.0,
+        token: str | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError(f"no endpoints for stage {stage!r}")
         self.stage = stage
@@ -124,8 +132,14 @@ class EndpointPool:
                     endpoint.failures += 1
                     avoid.add(endpoint.target)
                     delay = self.backoff_s * 2**attempt
-                    log.warning("%s on %s failed with %s; retrying in %.1f s%s", what, endpoint.target,
-                                exc.code().name, delay, " on another endpoint" if len(self.endpoints) > 1 else "")
+                    log.warning(
+                        "%s on %s failed with %s; retrying in %.1f s%s",
+                        what,
+                        endpoint.target,
+                        exc.code().name,
+                        delay,
+                        " on another endpoint" if len(self.endpoints) > 1 else "",
+                    )
             time.sleep(delay)
         raise AssertionError("unreachable")
 

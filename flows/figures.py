@@ -69,6 +69,13 @@ def confusion_png(result: dict[str, Any], title: str) -> str:
     axis.imshow(matrix, cmap="Blues")
     for (row, col), value in np.ndenumerate(matrix):
         axis.text(col, row, str(value), ha="center", va="center", fontsize=7)
-    axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-             xlabel="predicted", ylabel="true", title=title)
+    axis.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     return _png(figure)

@@ -36,9 +36,9 @@ class GridError(ValueError):
 @dataclass
 class DataSpec:
     source: str = "phantom"
-    path: str = ""              # folder of the distribution (ham10000, milk10k)
+    path: str = ""  # folder of the distribution (ham10000, milk10k)
     extra_sources: list[dict[str, str]] = field(default_factory=list)  # e.g. MILK10K beside HAM10000
-    count: int = 400            # phantom only
+    count: int = 400  # phantom only
     width: int = 128
     height: int = 96
     seed: int = 0
@@ -63,8 +63,8 @@ class Grid:
     generators: list[str] = field(default_factory=lambda: ["stylegan2_ada", "ddpm"])
     generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     synthetic_label: str = "MEL"
-    synthetic_count: int = 0    # 0: as many as real training images of the synthetic label
-    augment_copies: int = 1     # classic augmentation (pipeline 4): copies per training image
+    synthetic_count: int = 0  # 0: as many as real training images of the synthetic label
+    augment_copies: int = 1  # classic augmentation (pipeline 4): copies per training image
     classifiers: list[str] = field(default_factory=lambda: list(KNOWN_CLASSIFIERS))
     classifier_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -121,11 +121,15 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
     if grid.profile not in ("tiny", "paper"):
         raise GridError(f"profile: must be 'tiny' or 'paper', got {grid.profile!r}")
     if grid.data.source not in DATA_SOURCES:
-        raise GridError(f"data.source: unknown source {grid.data.source!r} (known: {', '.join(DATA_SOURCES)})")
+        raise GridError(
+            f"data.source: unknown source {grid.data.source!r} (known: {', '.join(DATA_SOURCES)})"
+        )
     if grid.data.source != "phantom" and not grid.data.path:
         raise GridError(f"data.path: required for source {grid.data.source!r}")
     if grid.data.source == "phantom" and grid.data.count < 20:
-        raise GridError(f"data.count: at least 20 phantom images are needed for three splits, got {grid.data.count}")
+        raise GridError(
+            f"data.count: at least 20 phantom images are needed for three splits, got {grid.data.count}"
+        )
     fractions = (grid.split.train, grid.split.val, grid.split.test)
     if any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise GridError(f"split: train/val/test must be non-negative and sum to 1, got {fractions}")
@@ -140,10 +144,18 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
     if grid.synthetic_label not in CLASSES:
         raise GridError(f"synthetic_label: must be one of {', '.join(CLASSES)}")
     if grid.synthetic_count < 0:
-        raise GridError("synthetic_count: must be >= 0 (0 means as many as real training images of the label)")
+        raise GridError(
+            "synthetic_count: must be >= 0 (0 means as many as real training images of the label)"
+        )
     if grid.bootstrap_samples < 100:
         raise GridError("bootstrap_samples: at least 100 for a usable 95% interval")
-    for key in ("preprocessing_config", "generator_config", "classifier_config", "evaluation", "controllability"):
+    for key in (
+        "preprocessing_config",
+        "generator_config",
+        "classifier_config",
+        "evaluation",
+        "controllability",
+    ):
         if not isinstance(getattr(grid, key), dict):
             raise GridError(f"{key}: expected a mapping")
     _check_controllability(grid.controllability)
@@ -154,7 +166,9 @@ def _check_controllability(axes: dict[str, Any]) -> None:
     """The shape of the controllability axes; their ranges are the service's to check (it says which)."""
     for key, value in axes.items():
         if key not in CONTROLLABILITY_KEYS:
-            raise GridError(f"controllability.{key}: unknown field (known: {', '.join(CONTROLLABILITY_KEYS)})")
+            raise GridError(
+                f"controllability.{key}: unknown field (known: {', '.join(CONTROLLABILITY_KEYS)})"
+            )
         if key == "repeats":
             if not isinstance(value, int) or value < 1:
                 raise GridError("controllability.repeats: a positive integer")
@@ -162,8 +176,11 @@ def _check_controllability(axes: dict[str, Any]) -> None:
             _check_list(value, "controllability.labels", CLASSES)
         elif key == "centres":
             for i, centre in enumerate(_check_list(value, "controllability.centres")):
-                if not (isinstance(centre, list) and len(centre) == 2
-                        and all(isinstance(c, (int, float)) for c in centre)):
+                if not (
+                    isinstance(centre, list)
+                    and len(centre) == 2
+                    and all(isinstance(c, (int, float)) for c in centre)
+                ):
                     raise GridError(f"controllability.centres[{i}]: an [x, y] pair of fractions")
         elif not all(isinstance(v, (int, float)) for v in _check_list(value, f"controllability.{key}")):
             raise GridError(f"controllability.{key}: a list of numbers")

@@ -42,13 +42,19 @@ class JobOutcome:
 
     def manifest_ref(self, name: str = "manifest") -> common_pb2.ManifestRef:
         ref = self.outputs[name]
-        return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256,
-                                      item_count=int(self.result.get("item_count", 0)))
+        return common_pb2.ManifestRef(
+            uri=ref.uri, sha256=ref.sha256, item_count=int(self.result.get("item_count", 0))
+        )
 
 
-def run_job(pool: EndpointPool, stub_class: type, method: str, request: Any,
-            on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
-            timeout_s: float | None = None) -> JobOutcome:
+def run_job(
+    pool: EndpointPool,
+    stub_class: type,
+    method: str,
+    request: Any,
+    on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+    timeout_s: float | None = None,
+) -> JobOutcome:
     """Start a job on a free endpoint of the pool and watch it to its end, retrying if it is lost."""
     counter = {"events": 0, "endpoint": ""}
 

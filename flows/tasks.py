@@ -4,6 +4,9 @@ progress artifact, and returns plain data.
 
 Re-running a grid recomputes nothing that finished: services identify a job by its request and
 return a finished job as it is, and their outputs are content-addressed in the shared store.
+
+Over 400 lines because it is one task per service call of the grid (fourteen), each a few lines of
+request building around the shared ``_run``; the flow reads them as one list.
 """
 
 from __future__ import annotations
@@ -61,8 +64,14 @@ def _run(wiring: Wiring, stage: str, stub: type, method: str, request: Any, labe
     outcome = run_job(pools_for(wiring)[stage], stub, method, request, on_event=on_event)
     if artifact_id:
         update_progress_artifact(artifact_id, progress=100.0)
-    _logger().info("%s: %s job %s%s (%d events)", label, outcome.kind, outcome.job_id,
-                   " (reused)" if outcome.reused else "", outcome.events)
+    _logger().info(
+        "%s: %s job %s%s (%d events)",
+        label,
+        outcome.kind,
+        outcome.job_id,
+        " (reused)" if outcome.reused else "",
+        outcome.events,
+    )
     return outcome
 
 
@@ -72,7 +81,9 @@ def _ref(outcome: JobOutcome, name: str = "manifest") -> dict[str, Any]:
 
 
 def _manifest(ref: dict[str, Any]) -> common_pb2.ManifestRef:
-    return common_pb2.ManifestRef(uri=ref["uri"], sha256=ref.get("sha256", ""), item_count=ref.get("item_count", 0))
+    return common_pb2.ManifestRef(
+        uri=ref["uri"], sha256=ref.get("sha256", ""), item_count=ref.get("item_count", 0)
+    )
 
 
 def _outputs(outcome: JobOutcome) -> dict[str, str]:
@@ -82,151 +93,311 @@ def _outputs(outcome: JobOutcome) -> dict[str, str]:
 # -- data -----------------------------------------------------------------------------------------
 @task(name="import data", cache_policy=NONE)
 def import_data(wiring: Wiring, source: str, path: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-    request = preprocessing_pb2.ImportRequest(source=source, source_uri=path, options_json=json.dumps(options),
-                                              seed=seed)
-    outcome = _run(wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartImport", request,
-                   f"import {source}")
+    request = preprocessing_pb2.ImportRequest(
+        source=source, source_uri=path, options_json=json.dumps(options), seed=seed
+    )
+    outcome = _run(
+        wiring,
+        "preprocessing",
+        preprocessing_pb2_grpc.PreprocessingStub,
+        "StartImport",
+        request,
+        f"import {source}",
+    )
     return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="split by lesion", cache_policy=NONE)
-def split(wiring: Wiring,
-          manifests: list[dict[str, Any]], fractions: tuple[float, float, float], seed: int) -> dict[str, Any]:
-    request = preprocessing_pb2.SplitRequest(inputs=[_manifest(m) for m in manifests], train_fraction=fractions[0],
-                                             val_fraction=fractions[1], test_fraction=fractions[2], seed=seed)
-    outcome = _run(wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartSplit", request, "split")
+def split(
+    wiring: Wiring, manifests: list[dict[str, Any]], fractions: tuple[float, float, float], seed: int
+) -> dict[str, Any]:
+    request = preprocessing_pb2.SplitRequest(
+        inputs=[_manifest(m) for m in manifests],
+        train_fraction=fractions[0],
+        val_fraction=fractions[1],
+        test_fraction=fractions[2],
+        seed=seed,
+    )
+    outcome = _run(
+        wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartSplit", request, "split"
+    )
     return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="preprocess", cache_policy=NONE)
-def preprocess(wiring: Wiring,
-               manifest: dict[str, Any], pipeline: str, profile: str, config: dict[str, Any], seed: int,
-               augment_copies: int = 0, splits: list[str] | None = None) -> dict[str, Any]:
+def preprocess(
+    wiring: Wiring,
+    manifest: dict[str, Any],
+    pipeline: str,
+    profile: str,
+    config: dict[str, Any],
+    seed: int,
+    augment_copies: int = 0,
+    splits: list[str] | None = None,
+) -> dict[str, Any]:
     request = preprocessing_pb2.PreprocessRequest(
-        input=_manifest(manifest), pipeline=pipeline, profile=profile, config_json=json.dumps(config), seed=seed,
-        augment_copies=augment_copies, splits=splits or [])
+        input=_manifest(manifest),
+        pipeline=pipeline,
+        profile=profile,
+        config_json=json.dumps(config),
+        seed=seed,
+        augment_copies=augment_copies,
+        splits=splits or [],
+    )
     label = f"preprocess {pipeline}" + (f" +{augment_copies} augmented" if augment_copies else "")
-    outcome = _run(wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartPreprocess", request, label)
+    outcome = _run(
+        wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartPreprocess", request, label
+    )
     return {"manifest": _ref(outcome), "result": outcome.result}
 
 
 @task(name="artifact-removal quality", cache_policy=NONE)
-def quality(wiring: Wiring,
-            manifest: dict[str, Any], pipeline: str, profile: str, config: dict[str, Any]) -> dict[str, Any]:
-    request = preprocessing_pb2.QualityReportRequest(input=_manifest(manifest), pipeline=pipeline, profile=profile,
-                                                     config_json=json.dumps(config))
-    outcome = _run(wiring, "preprocessing", preprocessing_pb2_grpc.PreprocessingStub, "StartQualityReport", request,
-                   f"quality {pipeline}")
+def quality(
+    wiring: Wiring, manifest: dict[str, Any], pipeline: str, profile: str, config: dict[str, Any]
+) -> dict[str, Any]:
+    request = preprocessing_pb2.QualityReportRequest(
+        input=_manifest(manifest), pipeline=pipeline, profile=profile, config_json=json.dumps(config)
+    )
+    outcome = _run(
+        wiring,
+        "preprocessing",
+        preprocessing_pb2_grpc.PreprocessingStub,
+        "StartQualityReport",
+        request,
+        f"quality {pipeline}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 # -- generation -------------------------------------------------------------------------------------
 @task(name="train generator", cache_policy=NONE)
-def train_generator(wiring: Wiring,
-                    manifest: dict[str, Any], generator: str, profile: str, config: dict[str, Any],
-                    label: str, seed: int, name: str) -> dict[str, Any]:
+def train_generator(
+    wiring: Wiring,
+    manifest: dict[str, Any],
+    generator: str,
+    profile: str,
+    config: dict[str, Any],
+    label: str,
+    seed: int,
+    name: str,
+) -> dict[str, Any]:
     request = generation_pb2.TrainGeneratorRequest(
-        generator=generator, profile=profile, config_json=json.dumps(config), train=_manifest(manifest),
-        classes=[label], seed=seed, name=name)
-    outcome = _run(wiring, "generation", generation_pb2_grpc.GenerationStub, "StartTraining", request, f"train {name}")
+        generator=generator,
+        profile=profile,
+        config_json=json.dumps(config),
+        train=_manifest(manifest),
+        classes=[label],
+        seed=seed,
+        name=name,
+    )
+    outcome = _run(
+        wiring, "generation", generation_pb2_grpc.GenerationStub, "StartTraining", request, f"train {name}"
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="sample", cache_policy=NONE)
 def sample(wiring: Wiring, model_uri: str, count: int, seed: int, name: str) -> dict[str, Any]:
     request = generation_pb2.SampleRequest(model_uri=model_uri, count=count, seed=seed)
-    outcome = _run(wiring, "generation", generation_pb2_grpc.GenerationStub, "StartSampling", request, f"sample {name}")
+    outcome = _run(
+        wiring, "generation", generation_pb2_grpc.GenerationStub, "StartSampling", request, f"sample {name}"
+    )
     return {"manifest": _ref(outcome), "result": outcome.result}
 
 
 @task(name="controllability", cache_policy=NONE)
-def controllability(wiring: Wiring,
-                    model_uri: str, axes: dict[str, Any], seed: int, name: str) -> dict[str, Any]:
+def controllability(
+    wiring: Wiring, model_uri: str, axes: dict[str, Any], seed: int, name: str
+) -> dict[str, Any]:
     """DermGAN's requested-vs-measured report over the grid's controllability axes."""
     request = generation_pb2.ControllabilityRequest(
-        model_uri=model_uri, labels=axes.get("labels", []),
-        lesion_area_fractions=axes.get("lesion_area_fractions", []), ita_degrees=axes.get("ita_degrees", []),
+        model_uri=model_uri,
+        labels=axes.get("labels", []),
+        lesion_area_fractions=axes.get("lesion_area_fractions", []),
+        ita_degrees=axes.get("ita_degrees", []),
         centres=[generation_pb2.LesionCentre(x=x, y=y) for x, y in axes.get("centres", [])],
-        repeats=int(axes.get("repeats", 0)), seed=seed)
-    outcome = _run(wiring, "generation", generation_pb2_grpc.GenerationStub, "StartControllability", request,
-                   f"controllability {name}")
+        repeats=int(axes.get("repeats", 0)),
+        seed=seed,
+    )
+    outcome = _run(
+        wiring,
+        "generation",
+        generation_pb2_grpc.GenerationStub,
+        "StartControllability",
+        request,
+        f"controllability {name}",
+    )
     return {"manifest": _ref(outcome), "outputs": _outputs(outcome), "result": outcome.result}
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
 @task(name="evaluate synthetic sets", cache_policy=NONE)
-def evaluate(wiring: Wiring,
-             real: dict[str, Any], synthetic: dict[str, dict[str, Any]], label: str, options: dict[str, Any],
-             classifier_checkpoint: str, seed: int, name: str) -> dict[str, Any]:
+def evaluate(
+    wiring: Wiring,
+    real: dict[str, Any],
+    synthetic: dict[str, dict[str, Any]],
+    label: str,
+    options: dict[str, Any],
+    classifier_checkpoint: str,
+    seed: int,
+    name: str,
+) -> dict[str, Any]:
     request = evaluation_pb2.EvaluateRequest(
-        real=_manifest(real), real_splits=["train"], real_labels=[label],
-        synthetic=[evaluation_pb2.SyntheticSet(name=n, manifest=_manifest(m), intended_label=label)
-                   for n, m in synthetic.items()],
-        options_json=json.dumps(options), seed=seed,
-        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint) if classifier_checkpoint else None)
-    outcome = _run(wiring, "evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request, f"evaluate {name}")
+        real=_manifest(real),
+        real_splits=["train"],
+        real_labels=[label],
+        synthetic=[
+            evaluation_pb2.SyntheticSet(name=n, manifest=_manifest(m), intended_label=label)
+            for n, m in synthetic.items()
+        ],
+        options_json=json.dumps(options),
+        seed=seed,
+        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint)
+        if classifier_checkpoint
+        else None,
+    )
+    outcome = _run(
+        wiring,
+        "evaluation",
+        evaluation_pb2_grpc.EvaluationStub,
+        "StartEvaluation",
+        request,
+        f"evaluate {name}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="class anchoring", cache_policy=NONE)
-def class_anchoring(wiring: Wiring,
-                    real: dict[str, Any], synthetic: dict[str, Any], profile: str, classifier_checkpoint: str,
-                    seed: int, name: str) -> dict[str, Any]:
+def class_anchoring(
+    wiring: Wiring,
+    real: dict[str, Any],
+    synthetic: dict[str, Any],
+    profile: str,
+    classifier_checkpoint: str,
+    seed: int,
+    name: str,
+) -> dict[str, Any]:
     """Class anchoring alone, each image against the class it was asked to show (a conditional set)."""
     request = evaluation_pb2.EvaluateRequest(
-        real=_manifest(real), real_splits=["train"],
-        synthetic=[evaluation_pb2.SyntheticSet(name=name, manifest=_manifest(synthetic), per_item_labels=True)],
-        metrics=["class_anchoring"], options_json=json.dumps({"profile": profile, "grid_images": 0}), seed=seed,
-        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint))
-    outcome = _run(wiring, "evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request,
-                   f"class anchoring {name}")
+        real=_manifest(real),
+        real_splits=["train"],
+        synthetic=[
+            evaluation_pb2.SyntheticSet(name=name, manifest=_manifest(synthetic), per_item_labels=True)
+        ],
+        metrics=["class_anchoring"],
+        options_json=json.dumps({"profile": profile, "grid_images": 0}),
+        seed=seed,
+        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint),
+    )
+    outcome = _run(
+        wiring,
+        "evaluation",
+        evaluation_pb2_grpc.EvaluationStub,
+        "StartEvaluation",
+        request,
+        f"class anchoring {name}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 # -- classification -------------------------------------------------------------------------------------
 @task(name="train classifier", cache_policy=NONE)
-def train_classifier(wiring: Wiring,
-                     data: dict[str, Any], classifier: str, profile: str, config: dict[str, Any], regime: str,
-                     synthetic: list[dict[str, Any]], augmented: dict[str, Any] | None, synthetic_count: int,
-                     synthetic_label: str, seed: int, run_name: str) -> dict[str, Any]:
+def train_classifier(
+    wiring: Wiring,
+    data: dict[str, Any],
+    classifier: str,
+    profile: str,
+    config: dict[str, Any],
+    regime: str,
+    synthetic: list[dict[str, Any]],
+    augmented: dict[str, Any] | None,
+    synthetic_count: int,
+    synthetic_label: str,
+    seed: int,
+    run_name: str,
+) -> dict[str, Any]:
     request = classification_pb2.TrainClassifierRequest(
-        classifier=classifier, profile=profile, config_json=json.dumps(config), data=_manifest(data), regime=regime,
-        synthetic=[_manifest(s) for s in synthetic], synthetic_count=synthetic_count,
-        synthetic_label=synthetic_label, seed=seed, run_name=run_name,
-        augmented=_manifest(augmented) if augmented else None)
-    outcome = _run(wiring, "classification", classification_pb2_grpc.ClassificationStub, "StartTraining", request,
-                   f"train {run_name}")
+        classifier=classifier,
+        profile=profile,
+        config_json=json.dumps(config),
+        data=_manifest(data),
+        regime=regime,
+        synthetic=[_manifest(s) for s in synthetic],
+        synthetic_count=synthetic_count,
+        synthetic_label=synthetic_label,
+        seed=seed,
+        run_name=run_name,
+        augmented=_manifest(augmented) if augmented else None,
+    )
+    outcome = _run(
+        wiring,
+        "classification",
+        classification_pb2_grpc.ClassificationStub,
+        "StartTraining",
+        request,
+        f"train {run_name}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="test classifier", cache_policy=NONE)
-def test_classifier(wiring: Wiring,
-                    checkpoint_uri: str, data: dict[str, Any], bootstrap: int, seed: int,
-                    run_name: str) -> dict:
-    request = classification_pb2.TestClassifierRequest(checkpoint_uri=checkpoint_uri, data=_manifest(data),
-                                                       split="test", bootstrap_samples=bootstrap, seed=seed)
-    outcome = _run(wiring, "classification", classification_pb2_grpc.ClassificationStub, "StartTest", request,
-                   f"test {run_name}")
+def test_classifier(
+    wiring: Wiring, checkpoint_uri: str, data: dict[str, Any], bootstrap: int, seed: int, run_name: str
+) -> dict:
+    request = classification_pb2.TestClassifierRequest(
+        checkpoint_uri=checkpoint_uri,
+        data=_manifest(data),
+        split="test",
+        bootstrap_samples=bootstrap,
+        seed=seed,
+    )
+    outcome = _run(
+        wiring,
+        "classification",
+        classification_pb2_grpc.ClassificationStub,
+        "StartTest",
+        request,
+        f"test {run_name}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="compare with baseline", cache_policy=NONE)
-def compare(wiring: Wiring,
-            baseline_uri: str, candidate_uri: str, bootstrap: int, seed: int, name: str) -> dict[str, Any]:
-    request = classification_pb2.CompareRequest(baseline_result_uri=baseline_uri, candidate_result_uri=candidate_uri,
-                                                bootstrap_samples=bootstrap, seed=seed)
-    outcome = _run(wiring, "classification", classification_pb2_grpc.ClassificationStub, "StartComparison", request,
-                   f"compare {name}")
+def compare(
+    wiring: Wiring, baseline_uri: str, candidate_uri: str, bootstrap: int, seed: int, name: str
+) -> dict[str, Any]:
+    request = classification_pb2.CompareRequest(
+        baseline_result_uri=baseline_uri,
+        candidate_result_uri=candidate_uri,
+        bootstrap_samples=bootstrap,
+        seed=seed,
+    )
+    outcome = _run(
+        wiring,
+        "classification",
+        classification_pb2_grpc.ClassificationStub,
+        "StartComparison",
+        request,
+        f"compare {name}",
+    )
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
 @task(name="grad-cam", cache_policy=NONE)
-def gradcam(wiring: Wiring,
-            checkpoint_uri: str, data: dict[str, Any], count: int, run_name: str) -> dict[str, Any]:
-    request = classification_pb2.GradCamRequest(checkpoint_uri=checkpoint_uri, data=_manifest(data), split="test",
-                                                count=count)
-    outcome = _run(wiring, "classification", classification_pb2_grpc.ClassificationStub, "StartGradCam", request,
-                   f"grad-cam {run_name}")
+def gradcam(
+    wiring: Wiring, checkpoint_uri: str, data: dict[str, Any], count: int, run_name: str
+) -> dict[str, Any]:
+    request = classification_pb2.GradCamRequest(
+        checkpoint_uri=checkpoint_uri, data=_manifest(data), split="test", count=count
+    )
+    outcome = _run(
+        wiring,
+        "classification",
+        classification_pb2_grpc.ClassificationStub,
+        "StartGradCam",
+        request,
+        f"grad-cam {run_name}",
+    )
     return {"manifest": _ref(outcome), "outputs": _outputs(outcome)}
 
 
@@ -242,8 +413,13 @@ def service_info(wiring: Wiring, stage: str) -> dict[str, Any]:
             "preprocessing": preprocessing_pb2_grpc.PreprocessingStub,
         }[stage](channel)
         info = stub.GetServiceInfo(common_pb2.GetServiceInfoRequest(), timeout=30)
-        return {"registry": list(info.registry), "device": info.device, "code_version": info.code_version,
-                "store": info.store_uri, "job_slots": info.job_slots}
+        return {
+            "registry": list(info.registry),
+            "device": info.device,
+            "code_version": info.code_version,
+            "store": info.store_uri,
+            "job_slots": info.job_slots,
+        }
 
     return pool.run(call, what=f"{stage} GetServiceInfo")
 

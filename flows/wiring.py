@@ -37,8 +37,11 @@ class Wiring:
         unknown = sorted(set(self.endpoints) - set(SERVICES))
         missing = [stage for stage in SERVICES if not self.endpoints.get(stage)]
         if unknown or missing:
-            raise ValueError(f"wiring: unknown stage(s) {unknown}" if unknown else
-                             f"wiring: no endpoints for stage(s) {missing}")
+            raise ValueError(
+                f"wiring: unknown stage(s) {unknown}"
+                if unknown
+                else f"wiring: no endpoints for stage(s) {missing}"
+            )
         if not self.store_uri:
             raise ValueError("wiring: the store URI is empty")
         # Normalised (stage order, tuples, a SecretStr), so equal wirings compare and hash equal.
@@ -50,16 +53,22 @@ class Wiring:
         return hash((tuple(self.endpoints.items()), self.store_uri, self.auth_token.get_secret_value()))
 
     @classmethod
-    def from_settings(cls, env: Mapping[str, str] | None = None, endpoints: Mapping[str, str] | None = None,
-                      store_uri: str = "") -> Wiring:
+    def from_settings(
+        cls,
+        env: Mapping[str, str] | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        store_uri: str = "",
+    ) -> Wiring:
         """From the environment (a deployment's settings), with ``endpoints`` (stage -> comma-separated
         targets) and ``store_uri`` taking precedence; a stage configured nowhere is on its default port
         on 127.0.0.1."""
         env = dict(os.environ if env is None else env)
         specs = {**endpoint_specs_from_env(env, defaults=True), **dict(endpoints or {})}
-        return cls({stage: split_targets(spec) for stage, spec in specs.items()},
-                   store_uri or env.get("SKINGENBENCH_STORE") or DEFAULT_STORE_DIR,
-                   SecretStr(env.get("SKINGENBENCH_AUTH_TOKEN", "")))
+        return cls(
+            {stage: split_targets(spec) for stage, spec in specs.items()},
+            store_uri or env.get("SKINGENBENCH_STORE") or DEFAULT_STORE_DIR,
+            SecretStr(env.get("SKINGENBENCH_AUTH_TOKEN", "")),
+        )
 
     def store(self) -> ObjectStore:
         return store_from_uri(self.store_uri)
@@ -67,8 +76,10 @@ class Wiring:
     def pools(self) -> dict[str, EndpointPool]:
         """New pools for this wiring (DNS names are resolved now); ``pools_for`` shares them."""
         token = self.auth_token.get_secret_value()
-        return {stage: EndpointPool(stage, parse_endpoints(",".join(targets)), token=token)
-                for stage, targets in self.endpoints.items()}
+        return {
+            stage: EndpointPool(stage, parse_endpoints(",".join(targets)), token=token)
+            for stage, targets in self.endpoints.items()
+        }
 
 
 def split_targets(spec: str) -> tuple[str, ...]:

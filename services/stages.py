@@ -54,8 +54,12 @@ def stage_setup(stage: str) -> StageSetup:
     return STAGES[stage]()
 
 
-def start_service(stage: str, settings: ServiceSettings | None = None, store: ObjectStore | None = None,
-                  extra_setup: StageSetup | None = None) -> RunningService:
+def start_service(
+    stage: str,
+    settings: ServiceSettings | None = None,
+    store: ObjectStore | None = None,
+    extra_setup: StageSetup | None = None,
+) -> RunningService:
     """Start a stage's server (in this process, on the settings' port; port 0 picks a free one)."""
     return server.start_server(stage, stage_setup(stage), settings, store, extra_setup)
 

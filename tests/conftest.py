@@ -32,8 +32,15 @@ def moto_endpoint():
 def make_s3_store(endpoint: str, prefix: str = ""):
     from skingenbench.services.platform.store import S3Store
 
-    return S3Store(f"sgb-{uuid.uuid4().hex[:12]}", prefix, endpoint=endpoint, access_key="testing",
-                   secret_key="testing", region="us-east-1", secure=False)
+    return S3Store(
+        f"sgb-{uuid.uuid4().hex[:12]}",
+        prefix,
+        endpoint=endpoint,
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        secure=False,
+    )
 
 
 @pytest.fixture

@@ -16,8 +16,13 @@ from tests.conftest import free_port
 
 
 def _cli(args, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "skingenbench.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "skingenbench.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_up_status_down(tmp_path, monkeypatch):
@@ -34,7 +39,8 @@ def test_up_status_down(tmp_path, monkeypatch):
         assert started.returncode == 0, started.stdout + started.stderr
         # What `skingenbench run` wires the flow to when it uses the local stack.
         assert {stage: member.target for stage, member in stack.load_members().items()} == {
-            stage: f"127.0.0.1:{port}" for stage, port in ports.items()}
+            stage: f"127.0.0.1:{port}" for stage, port in ports.items()
+        }
         for stage, port in ports.items():
             assert f"127.0.0.1:{port}" in started.stdout
             assert health_status(f"127.0.0.1:{port}", SERVICES[stage][0]) == "SERVING"

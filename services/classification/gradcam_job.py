@@ -43,12 +43,12 @@ MAX_GRADCAM_COUNT = 256
 
 @dataclass(frozen=True)
 class GradCamPlan(JobPlan):
-    checkpoint: ObjectRef      # the file's sha256, as read at Start
+    checkpoint: ObjectRef  # the file's sha256, as read at Start
     data: RequestedManifest
     split: str
     count: int
     labels: tuple[str, ...]
-    layer: str                 # the module path, resolved at Start
+    layer: str  # the module path, resolved at Start
 
 
 def _explained_items(manifest: Manifest, split: str, labels: tuple[str, ...], count: int) -> list[Item]:
@@ -66,7 +66,9 @@ def _resolved_layer(metadata: dict[str, Any], requested: str) -> str:
 
     config = dataclasses.replace(config_from_dict(metadata["config"]), pretrained="none")
     with torch.device("meta"):  # the module tree only: parameters without storage
-        model, _ = CLASSIFIERS.get(metadata["classifier"]).factory(config, num_classes=len(metadata["classes"]))
+        model, _ = CLASSIFIERS.get(metadata["classifier"]).factory(
+            config, num_classes=len(metadata["classes"])
+        )
     layer, _ = target_layer(model, metadata["classifier"], requested)
     return layer
 
@@ -86,8 +88,10 @@ class GradCamKind(JobKind[classification_pb2.GradCamRequest, GradCamPlan]):
         labels = class_labels(request.labels)
         layer = _resolved_layer(metadata, request.target_layer)
         _explained_items(manifest, split, labels, count)
-        prefix = self.address([checkpoint.sha256, manifest.content_hash()],
-                              {"split": split, "count": count, "labels": list(labels), "layer": layer})
+        prefix = self.address(
+            [checkpoint.sha256, manifest.content_hash()],
+            {"split": split, "count": count, "labels": list(labels), "layer": layer},
+        )
         return GradCamPlan(prefix, checkpoint, data, split, count, labels, layer)
 
     def run(self, plan: GradCamPlan, ctx: JobContext) -> JobOutputs:
@@ -104,17 +108,39 @@ class GradCamKind(JobKind[classification_pb2.GradCamRequest, GradCamPlan]):
         for name, item, overlay in zip(item_names(items), items, overlays, strict=True):
             stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             info = ctx.store.put_bytes(f"{plan.output_prefix}/overlays/{stem}.png", overlay.png, "image/png")
-            out_items.append(Item(
-                key=info.key, sha256=info.sha256, label=item.label, lesion_id=item.lesion_id, split=item.split,
-                source=item.source, image_id=f"{stem}_gradcam",
-                meta={"method": "gradcam", "target_layer": layer, "parent_key": item.key,
-                      "explained_class": CLASSES[overlay.target_class],
-                      "probability": float(overlay.probs[overlay.target_class])}))
-        parents = [ParentRef(plan.data.uri, plan.data.sha256), ParentRef(plan.checkpoint.uri, plan.checkpoint.sha256)]
-        provenance = Provenance(stage=self.stage, stage_version=STAGE_VERSION, parents=parents,
-                                config={"classifier": meta["classifier"], "layer": layer, "split": plan.split})
-        ref = write_manifest(ctx.store, f"{plan.output_prefix}/manifest.json",
-                             Manifest(out_items, provenance, name=f"gradcam-{meta['classifier']}"))
+            out_items.append(
+                Item(
+                    key=info.key,
+                    sha256=info.sha256,
+                    label=item.label,
+                    lesion_id=item.lesion_id,
+                    split=item.split,
+                    source=item.source,
+                    image_id=f"{stem}_gradcam",
+                    meta={
+                        "method": "gradcam",
+                        "target_layer": layer,
+                        "parent_key": item.key,
+                        "explained_class": CLASSES[overlay.target_class],
+                        "probability": float(overlay.probs[overlay.target_class]),
+                    },
+                )
+            )
+        parents = [
+            ParentRef(plan.data.uri, plan.data.sha256),
+            ParentRef(plan.checkpoint.uri, plan.checkpoint.sha256),
+        ]
+        provenance = Provenance(
+            stage=self.stage,
+            stage_version=STAGE_VERSION,
+            parents=parents,
+            config={"classifier": meta["classifier"], "layer": layer, "split": plan.split},
+        )
+        ref = write_manifest(
+            ctx.store,
+            f"{plan.output_prefix}/manifest.json",
+            Manifest(out_items, provenance, name=f"gradcam-{meta['classifier']}"),
+        )
         outputs = JobOutputs(summary={"overlays": len(out_items), "layer": layer})
         outputs.add("manifest", ref.uri, ref.sha256)
         return outputs

@@ -23,10 +23,15 @@ class ManifestImages(ItemImages):
         self.store = store
 
 
-def predict_items(model: torch.nn.Module, config: ClassifierConfig, store: ObjectStore, items: Sequence[Item],
-                  device: str = "cpu", batch_size: int = 0,
-                  on_batch: Callable[[int, int], None] | None = None,
-                  ) -> tuple[list[str], list[str], np.ndarray]:
+def predict_items(
+    model: torch.nn.Module,
+    config: ClassifierConfig,
+    store: ObjectStore,
+    items: Sequence[Item],
+    device: str = "cpu",
+    batch_size: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[list[str], list[str], np.ndarray]:
     """(image ids, labels, probabilities [N, C]) of a manifest's items, in the order given."""
     if not items:
         raise FailedPrecondition("no items to predict")

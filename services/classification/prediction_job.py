@@ -38,8 +38,8 @@ MAX_BATCH = 4096
 
 @dataclass(frozen=True)
 class PredictPlan(JobPlan):
-    checkpoint: ObjectRef      # the file's sha256, as read at Start
-    data: RequestedManifest    # as requested (the document records it) and pinned: the run reads those bytes
+    checkpoint: ObjectRef  # the file's sha256, as read at Start
+    data: RequestedManifest  # as requested (the document records it) and pinned: the run reads those bytes
     splits: tuple[str, ...]
     batch_size: int
 
@@ -66,18 +66,41 @@ class PredictKind(JobKind[classification_pb2.PredictRequest, PredictPlan]):
         data = plan.data.read(ctx.store)
         items = [item for item in data.items if not plan.splits or item.split in plan.splits]
         model, config, meta = load_pinned_checkpoint(ctx, plan.checkpoint)
-        ids, labels, probs = predict_items(model, config, ctx.store, items, select_device(), plan.batch_size,
-                                           on_batch=predicting_progress(ctx))
-        rows = [{"image_id": i, "key": item.key, "label": label, "split": item.split, "source": item.source,
-                 "predicted": CLASSES[int(np.argmax(row))], "probs": [float(v) for v in row]}
-                for i, item, label, row in zip(ids, items, labels, probs, strict=True)]
-        document = {"classes": list(CLASSES), "classifier": meta["classifier"],
-                    "run_name": meta.get("run_name", ""),
-                    "checkpoint": {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256},
-                    "data": plan.data.as_request(), "items": rows}
+        ids, labels, probs = predict_items(
+            model,
+            config,
+            ctx.store,
+            items,
+            select_device(),
+            plan.batch_size,
+            on_batch=predicting_progress(ctx),
+        )
+        rows = [
+            {
+                "image_id": i,
+                "key": item.key,
+                "label": label,
+                "split": item.split,
+                "source": item.source,
+                "predicted": CLASSES[int(np.argmax(row))],
+                "probs": [float(v) for v in row],
+            }
+            for i, item, label, row in zip(ids, items, labels, probs, strict=True)
+        ]
+        document = {
+            "classes": list(CLASSES),
+            "classifier": meta["classifier"],
+            "run_name": meta.get("run_name", ""),
+            "checkpoint": {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256},
+            "data": plan.data.as_request(),
+            "items": rows,
+        }
         csv = write_predictions_csv(ids, probs, CLASSES).encode()
         outputs = JobOutputs(summary={"n": len(ids), "splits": list(plan.splits)})
-        outputs.add("predictions_json", *put_json(ctx.store, f"{plan.output_prefix}/predictions.json", document))
-        outputs.add("predictions_csv", *put_bytes(ctx.store, f"{plan.output_prefix}/predictions.csv", csv,
-                                                  "text/csv"))
+        outputs.add(
+            "predictions_json", *put_json(ctx.store, f"{plan.output_prefix}/predictions.json", document)
+        )
+        outputs.add(
+            "predictions_csv", *put_bytes(ctx.store, f"{plan.output_prefix}/predictions.csv", csv, "text/csv")
+        )
         return outputs

@@ -93,21 +93,26 @@ class RequestedManifest:
     """
 
     uri: str
-    sha256: str        # as sent; "" means the client asked for no check
-    item_count: int    # as sent (the flows send it); recorded, never trusted
+    sha256: str  # as sent; "" means the client asked for no check
+    item_count: int  # as sent (the flows send it); recorded, never trusted
     pinned_sha256: str
 
     def as_request(self) -> dict[str, str]:
         """The reference as a request's JSON reads (proto3 JSON: int64 as a string, empty fields left out)."""
-        sent = {"uri": self.uri, "sha256": self.sha256, "item_count": str(self.item_count) if self.item_count else ""}
+        sent = {
+            "uri": self.uri,
+            "sha256": self.sha256,
+            "item_count": str(self.item_count) if self.item_count else "",
+        }
         return {name: value for name, value in sent.items() if value}
 
     def read(self, store: ObjectStore) -> Manifest:
         return read_manifest(store, self.uri, self.pinned_sha256)
 
 
-def requested_manifest(store: ObjectStore, ref: common_pb2.ManifestRef, what: str
-                       ) -> tuple[Manifest, RequestedManifest]:
+def requested_manifest(
+    store: ObjectStore, ref: common_pb2.ManifestRef, what: str
+) -> tuple[Manifest, RequestedManifest]:
     """The manifest a request names, and its reference as sent and pinned (see ``RequestedManifest``)."""
     manifest, pinned = pinned_manifest(store, ref, what)
     return manifest, RequestedManifest(ref.uri, ref.sha256, ref.item_count, pinned)

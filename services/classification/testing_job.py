@@ -61,7 +61,7 @@ def _run_label(meta: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TestPlan(JobPlan):
-    checkpoint: ObjectRef      # the file's sha256, as read at Start
+    checkpoint: ObjectRef  # the file's sha256, as read at Start
     data: RequestedManifest
     split: str
     bootstrap_samples: int
@@ -88,39 +88,80 @@ class TestKind(JobKind[classification_pb2.TestClassifierRequest, TestPlan]):
         checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri)
         manifest, data = requested_manifest(store, request.data, "data manifest")
         split = split_name(request.split)
-        resamples = count_field(request.bootstrap_samples, "bootstrap_samples", MAX_BOOTSTRAP) or DEFAULT_RESAMPLES
+        resamples = (
+            count_field(request.bootstrap_samples, "bootstrap_samples", MAX_BOOTSTRAP) or DEFAULT_RESAMPLES
+        )
         seed = count_field(request.seed, "seed")
         _split_items(manifest, split)
-        prefix = self.address([checkpoint.sha256, manifest.content_hash()],
-                              {"split": split, "bootstrap": resamples}, seed)
+        prefix = self.address(
+            [checkpoint.sha256, manifest.content_hash()], {"split": split, "bootstrap": resamples}, seed
+        )
         return TestPlan(prefix, checkpoint, data, split, resamples, seed)
 
     def run(self, plan: TestPlan, ctx: JobContext) -> JobOutputs:
         items = _split_items(plan.data.read(ctx.store), plan.split)
         model, config, meta = load_pinned_checkpoint(ctx, plan.checkpoint)
-        ids, labels, probs = predict_items(model, config, ctx.store, items, select_device(),
-                                           on_batch=predicting_progress(ctx))
+        ids, labels, probs = predict_items(
+            model, config, ctx.store, items, select_device(), on_batch=predicting_progress(ctx)
+        )
         ctx.progress(len(items), len(items), f"bootstrap ({plan.bootstrap_samples} resamples)")
-        metrics = evaluate_predictions([CLASS_INDEX[label] for label in labels], probs, list(CLASSES), POSITIVE,
-                                       plan.bootstrap_samples, plan.seed)
+        metrics = evaluate_predictions(
+            [CLASS_INDEX[label] for label in labels],
+            probs,
+            list(CLASSES),
+            POSITIVE,
+            plan.bootstrap_samples,
+            plan.seed,
+        )
         rows = {_run_label(meta): metrics}
-        tables = {"global": global_rows(rows), "melanoma": melanoma_rows(rows),
-                  "markdown": global_table(rows) + "\n" + melanoma_table(rows)}
-        run = {k: meta.get(k) for k in ("classifier", "profile", "regime", "seed", "pretrained", "run_name",
-                                        "best_epoch", "selection_metric", "val_metric", "train_counts")}
+        tables = {
+            "global": global_rows(rows),
+            "melanoma": melanoma_rows(rows),
+            "markdown": global_table(rows) + "\n" + melanoma_table(rows),
+        }
+        run = {
+            k: meta.get(k)
+            for k in (
+                "classifier",
+                "profile",
+                "regime",
+                "seed",
+                "pretrained",
+                "run_name",
+                "best_epoch",
+                "selection_metric",
+                "val_metric",
+                "train_counts",
+            )
+        }
         checkpoint = {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256}
-        result = {"run": run, "split": plan.split, "checkpoint": checkpoint, "data": plan.data.as_request(),
-                  **metrics, "tables": tables,
-                  "predictions": [{"image_id": i, "label": label, "probs": [float(v) for v in row]}
-                                  for i, label, row in zip(ids, labels, probs, strict=True)]}
+        result = {
+            "run": run,
+            "split": plan.split,
+            "checkpoint": checkpoint,
+            "data": plan.data.as_request(),
+            **metrics,
+            "tables": tables,
+            "predictions": [
+                {"image_id": i, "label": label, "probs": [float(v) for v in row]}
+                for i, label, row in zip(ids, labels, probs, strict=True)
+            ],
+        }
         csv = write_predictions_csv(ids, probs, CLASSES).encode()
-        outputs = JobOutputs(summary={
-            "n": len(ids), "split": plan.split,
-            **{f"global_{k}": v["value"] for k, v in metrics["global"].items()},
-            **{f"melanoma_{k}": v["value"] for k, v in metrics["melanoma"].items() if isinstance(v, dict)}})
+        outputs = JobOutputs(
+            summary={
+                "n": len(ids),
+                "split": plan.split,
+                **{f"global_{k}": v["value"] for k, v in metrics["global"].items()},
+                **{
+                    f"melanoma_{k}": v["value"] for k, v in metrics["melanoma"].items() if isinstance(v, dict)
+                },
+            }
+        )
         outputs.add("result_json", *put_json(ctx.store, f"{plan.output_prefix}/result.json", result))
-        outputs.add("predictions_csv", *put_bytes(ctx.store, f"{plan.output_prefix}/predictions.csv", csv,
-                                                  "text/csv"))
+        outputs.add(
+            "predictions_csv", *put_bytes(ctx.store, f"{plan.output_prefix}/predictions.csv", csv, "text/csv")
+        )
         return outputs
 
 
@@ -144,13 +185,16 @@ def _pinned_result(store: ObjectStore, uri: str, what: str) -> tuple[dict[str, A
 def _paired(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[dict[str, Any]]:
     """The candidate's predictions in the baseline's image order; refuses results that do not pair."""
     if baseline["classes"] != candidate["classes"]:
-        raise FailedPrecondition(f"the results have different classes: {baseline['classes']} vs "
-                                 f"{candidate['classes']}")
+        raise FailedPrecondition(
+            f"the results have different classes: {baseline['classes']} vs {candidate['classes']}"
+        )
     ids = [p["image_id"] for p in baseline["predictions"]]
     by_id = {p["image_id"]: p for p in candidate["predictions"]}
     if sorted(by_id) != sorted(ids):
-        raise FailedPrecondition("the two results were scored on different images",
-                                 hint="test both checkpoints on the same data manifest and split")
+        raise FailedPrecondition(
+            "the two results were scored on different images",
+            hint="test both checkpoints on the same data manifest and split",
+        )
     paired = [by_id[i] for i in ids]  # the same images, maybe in another order: paired by id
     if any(p["label"] != q["label"] for p, q in zip(baseline["predictions"], paired, strict=True)):
         raise FailedPrecondition("the two results disagree on image labels")
@@ -159,7 +203,7 @@ def _paired(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[dict[st
 
 @dataclass(frozen=True)
 class ComparePlan(JobPlan):
-    baseline: ObjectRef        # the result_json's sha256, as read at Start
+    baseline: ObjectRef  # the result_json's sha256, as read at Start
     candidate: ObjectRef
     bootstrap_samples: int
     seed: int
@@ -175,7 +219,9 @@ class CompareKind(JobKind[classification_pb2.CompareRequest, ComparePlan]):
     def plan(self, request: classification_pb2.CompareRequest, store: ObjectStore) -> ComparePlan:
         require_object(store, request.baseline_result_uri, "baseline_result_uri")
         require_object(store, request.candidate_result_uri, "candidate_result_uri")
-        resamples = count_field(request.bootstrap_samples, "bootstrap_samples", MAX_BOOTSTRAP) or DEFAULT_RESAMPLES
+        resamples = (
+            count_field(request.bootstrap_samples, "bootstrap_samples", MAX_BOOTSTRAP) or DEFAULT_RESAMPLES
+        )
         seed = count_field(request.seed, "seed")
         baseline, baseline_ref = _pinned_result(store, request.baseline_result_uri, "baseline_result_uri")
         candidate, candidate_ref = _pinned_result(store, request.candidate_result_uri, "candidate_result_uri")
@@ -188,23 +234,48 @@ class CompareKind(JobKind[classification_pb2.CompareRequest, ComparePlan]):
     def run(self, plan: ComparePlan, ctx: JobContext) -> JobOutputs:
         baseline, candidate = (
             parse_test_result(read_verified(ctx.store, ctx.store.key_from_uri(ref.uri), ref.sha256), what)
-            for ref, what in ((plan.baseline, "baseline_result_uri"), (plan.candidate, "candidate_result_uri")))
+            for ref, what in (
+                (plan.baseline, "baseline_result_uri"),
+                (plan.candidate, "candidate_result_uri"),
+            )
+        )
         paired = _paired(baseline, candidate)
         ids = [p["image_id"] for p in baseline["predictions"]]
         classes = baseline["classes"]
         labels = [classes.index(p["label"]) for p in baseline["predictions"]]
         ctx.progress(0, 1, "paired tests")
         # A is the candidate and B the baseline, so a positive difference is an improvement.
-        comparison = compare_pipelines(labels, [p["probs"] for p in paired],
-                                       [p["probs"] for p in baseline["predictions"]], ids, ids, classes,
-                                       POSITIVE, plan.bootstrap_samples, plan.seed)
-        document = {"a": "candidate", "b": "baseline", "differences": "candidate - baseline",
-                    "baseline": {"uri": plan.baseline.uri, "run": baseline.get("run")},
-                    "candidate": {"uri": plan.candidate.uri, "run": candidate.get("run")},
-                    **comparison}
+        comparison = compare_pipelines(
+            labels,
+            [p["probs"] for p in paired],
+            [p["probs"] for p in baseline["predictions"]],
+            ids,
+            ids,
+            classes,
+            POSITIVE,
+            plan.bootstrap_samples,
+            plan.seed,
+        )
+        document = {
+            "a": "candidate",
+            "b": "baseline",
+            "differences": "candidate - baseline",
+            "baseline": {"uri": plan.baseline.uri, "run": baseline.get("run")},
+            "candidate": {"uri": plan.candidate.uri, "run": candidate.get("run")},
+            **comparison,
+        }
         delong = comparison["delong_roc_auc"] or {}
-        outputs = JobOutputs(summary={"n": comparison["n"], "delong_p_value": delong.get("p_value"),
-                                      **{f"{name}_difference": entry["difference"]
-                                         for name, entry in comparison["paired_bootstrap"].items()}})
-        outputs.add("comparison_json", *put_json(ctx.store, f"{plan.output_prefix}/comparison.json", document))
+        outputs = JobOutputs(
+            summary={
+                "n": comparison["n"],
+                "delong_p_value": delong.get("p_value"),
+                **{
+                    f"{name}_difference": entry["difference"]
+                    for name, entry in comparison["paired_bootstrap"].items()
+                },
+            }
+        )
+        outputs.add(
+            "comparison_json", *put_json(ctx.store, f"{plan.output_prefix}/comparison.json", document)
+        )
         return outputs

@@ -64,15 +64,15 @@ class SyntheticMix:
 @dataclass(frozen=True)
 class PretrainedWeights:
     uri: str
-    sha256: str            # as sent (in the content address); "" means the client asked for no check
-    pinned_sha256: str     # the file's bytes at Start: what the run loads
+    sha256: str  # as sent (in the content address); "" means the client asked for no check
+    pinned_sha256: str  # the file's bytes at Start: what the run loads
 
 
 @dataclass(frozen=True)
 class TrainPlan(JobPlan):
     classifier: str
     profile: str
-    config: dict[str, JSONValue]    # config_dict of the resolved config: in the address and the checkpoint
+    config: dict[str, JSONValue]  # config_dict of the resolved config: in the address and the checkpoint
     regime: str
     seed: int
     mix: SyntheticMix
@@ -105,31 +105,50 @@ def _check_pretrained_source(name: str, config: ClassifierConfig, weights_given:
     """The refusals of ``build_classifier`` that depend only on the request and this service's setup,
     answered at Start (``build_classifier`` keeps them too, for its other callers)."""
     if weights_given and config.pretrained in ("hub", "none"):
-        raise InvalidArgument(f"a weights file was given but the config says pretrained={config.pretrained!r}",
-                              hint="drop pretrained_weights, or use pretrained 'auto' or 'file'")
+        raise InvalidArgument(
+            f"a weights file was given but the config says pretrained={config.pretrained!r}",
+            hint="drop pretrained_weights, or use pretrained 'auto' or 'file'",
+        )
     if not weights_given and config.pretrained == "file" and local_weights_file(name) is None:
         raise FailedPrecondition(
             f"pretrained='file' but no weights file for {name}",
-            hint=f"pass pretrained_weights or put {name}.safetensors in ${WEIGHTS_DIR_ENV}")
+            hint=f"pass pretrained_weights or put {name}.safetensors in ${WEIGHTS_DIR_ENV}",
+        )
     if config.pretrained == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise FailedPrecondition(
             f"pretrained='hub' asks to download {name} weights, but HF_HUB_OFFLINE is set",
-            hint="unset HF_HUB_OFFLINE on a machine that is online, or give a local file")
+            hint="unset HF_HUB_OFFLINE on a machine that is online, or give a local file",
+        )
 
 
 def _pinned_weights(store: ObjectStore, ref) -> PretrainedWeights:
     pinned = object_sha256(store, ref.uri, "pretrained_weights")
     if ref.sha256 and ref.sha256 != pinned:
-        raise DataIntegrityError(f"weights file {ref.uri} has sha256 {pinned[:12]}…, expected {ref.sha256[:12]}…")
+        raise DataIntegrityError(
+            f"weights file {ref.uri} has sha256 {pinned[:12]}…, expected {ref.sha256[:12]}…"
+        )
     return PretrainedWeights(ref.uri, ref.sha256, pinned)
 
 
-def _selection(data: Manifest, synthetic: list[Manifest], augmented: Manifest | None, regime: str, seed: int,
-               mix: SyntheticMix) -> data_core.TrainingSelection:
+def _selection(
+    data: Manifest,
+    synthetic: list[Manifest],
+    augmented: Manifest | None,
+    regime: str,
+    seed: int,
+    mix: SyntheticMix,
+) -> data_core.TrainingSelection:
     """The run's train and val items: a pure function of the pinned manifests, so Start and run agree."""
-    return data_core.select_training_items(data, regime, synthetic=synthetic, augmented=augmented, seed=seed,
-                                           synthetic_count=mix.synthetic_count,
-                                           synthetic_ratio=mix.synthetic_ratio, synthetic_label=mix.synthetic_label)
+    return data_core.select_training_items(
+        data,
+        regime,
+        synthetic=synthetic,
+        augmented=augmented,
+        seed=seed,
+        synthetic_count=mix.synthetic_count,
+        synthetic_ratio=mix.synthetic_ratio,
+        synthetic_label=mix.synthetic_label,
+    )
 
 
 class ResumeState:
@@ -166,7 +185,9 @@ def _build_model(ctx: JobContext, plan: TrainPlan, config: ClassifierConfig):
             path = Path(folder) / Path(key).name  # keeps .safetensors / .pth: timm reads by suffix
             ctx.store.get_file(key, path)
         # The pinned sha256: a weights file changed since Start is DATA_LOSS, not another model.
-        return build_classifier(plan.classifier, config, path, plan.weights.pinned_sha256 if plan.weights else "")
+        return build_classifier(
+            plan.classifier, config, path, plan.weights.pinned_sha256 if plan.weights else ""
+        )
 
 
 class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
@@ -179,7 +200,9 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
     def plan(self, request: classification_pb2.TrainClassifierRequest, store: ObjectStore) -> TrainPlan:
         name = request.classifier
         if name not in CLASSIFIERS:
-            raise InvalidArgument(f"unknown classifier {name!r}", hint=f"one of: {', '.join(CLASSIFIERS.names())}")
+            raise InvalidArgument(
+                f"unknown classifier {name!r}", hint=f"one of: {', '.join(CLASSIFIERS.names())}"
+            )
         profile = request.profile or "paper"
         config = CLASSIFIERS.config(name, profile, parse_json_field(request.config_json, "config_json"))
         regime = request.regime or "real"
@@ -191,61 +214,132 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
         data, data_ref = requested_manifest(store, request.data, "data manifest")
         pinned = [requested_manifest(store, ref, "synthetic manifest") for ref in request.synthetic]
         synthetic, synthetic_refs = [m for m, _ in pinned], tuple(ref for _, ref in pinned)
-        augmented, augmented_ref = (requested_manifest(store, request.augmented, "augmented manifest")
-                                    if _given(request.augmented) else (None, None))
-        mix = SyntheticMix(count_field(request.synthetic_count, "synthetic_count"), float(request.synthetic_ratio),
-                           request.synthetic_label or POSITIVE)
-        _selection(data, synthetic, augmented, regime, seed, mix)  # its refusals (leakage, counts) answer Start
-        inputs = [data.content_hash(), *(m.content_hash() for m in synthetic),
-                  augmented.content_hash() if augmented else "", request.pretrained_weights.uri,
-                  request.pretrained_weights.sha256]
-        settings = {"classifier": name, "profile": profile, "config": config_dict(config), "regime": regime,
-                    "synthetic_count": mix.synthetic_count, "synthetic_ratio": mix.synthetic_ratio,
-                    "synthetic_label": mix.synthetic_label, "run_name": request.run_name}
-        return TrainPlan(self.address(inputs, settings, seed), name, profile, config_dict(config), regime, seed,
-                         mix, data_ref, synthetic_refs, augmented_ref, weights, request.run_name)
+        augmented, augmented_ref = (
+            requested_manifest(store, request.augmented, "augmented manifest")
+            if _given(request.augmented)
+            else (None, None)
+        )
+        mix = SyntheticMix(
+            count_field(request.synthetic_count, "synthetic_count"),
+            float(request.synthetic_ratio),
+            request.synthetic_label or POSITIVE,
+        )
+        _selection(
+            data, synthetic, augmented, regime, seed, mix
+        )  # its refusals (leakage, counts) answer Start
+        inputs = [
+            data.content_hash(),
+            *(m.content_hash() for m in synthetic),
+            augmented.content_hash() if augmented else "",
+            request.pretrained_weights.uri,
+            request.pretrained_weights.sha256,
+        ]
+        settings = {
+            "classifier": name,
+            "profile": profile,
+            "config": config_dict(config),
+            "regime": regime,
+            "synthetic_count": mix.synthetic_count,
+            "synthetic_ratio": mix.synthetic_ratio,
+            "synthetic_label": mix.synthetic_label,
+            "run_name": request.run_name,
+        }
+        return TrainPlan(
+            self.address(inputs, settings, seed),
+            name,
+            profile,
+            config_dict(config),
+            regime,
+            seed,
+            mix,
+            data_ref,
+            synthetic_refs,
+            augmented_ref,
+            weights,
+            request.run_name,
+        )
 
     def run(self, plan: TrainPlan, ctx: JobContext) -> JobOutputs:
         from skingenbench.services.classification.core.training import train_classifier
 
         config, device = config_from_dict(plan.config), select_device()
-        selection = _selection(plan.data.read(ctx.store), [ref.read(ctx.store) for ref in plan.synthetic],
-                               plan.augmented.read(ctx.store) if plan.augmented else None, plan.regime,
-                               plan.seed, plan.mix)
+        selection = _selection(
+            plan.data.read(ctx.store),
+            [ref.read(ctx.store) for ref in plan.synthetic],
+            plan.augmented.read(ctx.store) if plan.augmented else None,
+            plan.regime,
+            plan.seed,
+            plan.mix,
+        )
         model, pretrained = _build_model(ctx, plan, config)
 
         def progress(event: dict[str, float]) -> None:
             done = (event["epoch"] - 1) * event["steps"] + event["step"]
             metrics = {k: v for k, v in event.items() if k not in ("step", "steps")}
-            ctx.progress(int(done), int(event["steps"] * config.epochs),
-                         f"epoch {int(event['epoch'])}/{config.epochs}", **metrics)
+            ctx.progress(
+                int(done),
+                int(event["steps"] * config.epochs),
+                f"epoch {int(event['epoch'])}/{config.epochs}",
+                **metrics,
+            )
 
         state = ResumeState(ctx.store, plan.output_prefix)
         outcome = train_classifier(
-            model, config, ManifestImages(ctx.store, selection.train),
-            ManifestImages(ctx.store, selection.val), seed=plan.seed, device=device,
-            save_checkpoint=state.save, load_checkpoint=state.load, should_stop=lambda: ctx.should_stop,
-            on_progress=progress, progress_every=max(1, len(selection.train) // config.batch_size // 10))
+            model,
+            config,
+            ManifestImages(ctx.store, selection.train),
+            ManifestImages(ctx.store, selection.val),
+            seed=plan.seed,
+            device=device,
+            save_checkpoint=state.save,
+            load_checkpoint=state.load,
+            should_stop=lambda: ctx.should_stop,
+            on_progress=progress,
+            progress_every=max(1, len(selection.train) // config.batch_size // 10),
+        )
         if outcome.interrupted:
             ctx.check_cancelled()  # raises: cancelled, or resumed from the checkpoint after a restart
             raise FailedPrecondition("training stopped without a cancellation or shutdown")
-        record = {"classes": list(CLASSES), "profile": plan.profile, "regime": plan.regime, "seed": plan.seed,
-                  "pretrained": pretrained["pretrained"], "pretrained_record": pretrained,
-                  "run_name": plan.run_name, "best_epoch": outcome.best_epoch,
-                  "selection_metric": outcome.selection_metric, "val_metric": outcome.best_metric,
-                  "train_counts": selection.counts, "data": plan.data.as_request(), "device": device}
+        record = {
+            "classes": list(CLASSES),
+            "profile": plan.profile,
+            "regime": plan.regime,
+            "seed": plan.seed,
+            "pretrained": pretrained["pretrained"],
+            "pretrained_record": pretrained,
+            "run_name": plan.run_name,
+            "best_epoch": outcome.best_epoch,
+            "selection_metric": outcome.selection_metric,
+            "val_metric": outcome.best_metric,
+            "train_counts": selection.counts,
+            "data": plan.data.as_request(),
+            "device": device,
+        }
         model_bytes = classifier_to_bytes(outcome.best_state, plan.classifier, config, record)
-        history = {"selection_metric": outcome.selection_metric, "best_epoch": outcome.best_epoch,
-                   "epochs": outcome.history, "resumed_from": outcome.resumed_from, "notes": selection.notes}
+        history = {
+            "selection_metric": outcome.selection_metric,
+            "best_epoch": outcome.best_epoch,
+            "epochs": outcome.history,
+            "resumed_from": outcome.resumed_from,
+            "notes": selection.notes,
+        }
         outputs = JobOutputs()
-        outputs.add("checkpoint", *put_bytes(ctx.store, f"{plan.output_prefix}/model.safetensors", model_bytes,
-                                             "application/octet-stream"))
+        outputs.add(
+            "checkpoint",
+            *put_bytes(
+                ctx.store, f"{plan.output_prefix}/model.safetensors", model_bytes, "application/octet-stream"
+            ),
+        )
         outputs.add("history_json", *put_json(ctx.store, f"{plan.output_prefix}/history.json", history))
         speeds = [h["images_per_s"] for h in outcome.history if h["images_per_s"]]
-        outputs.summary = {"classifier": plan.classifier,
-                           **{k: v for k, v in record.items() if k not in ("classes", "data")},
-                           "epochs": len(outcome.history), "resumed_from": outcome.resumed_from,
-                           "notes": selection.notes, "images_per_s": float(np.mean(speeds)) if speeds else 0.0}
+        outputs.summary = {
+            "classifier": plan.classifier,
+            **{k: v for k, v in record.items() if k not in ("classes", "data")},
+            "epochs": len(outcome.history),
+            "resumed_from": outcome.resumed_from,
+            "notes": selection.notes,
+            "images_per_s": float(np.mean(speeds)) if speeds else 0.0,
+        }
         # Every output is stored: the resume point is no longer needed. Should the service die before the
         # framework writes the completion marker, the job trains again from the start to the same weights.
         state.delete()

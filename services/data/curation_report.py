@@ -64,7 +64,10 @@ def curation_report(manifest: Manifest, dropped: Iterable[Skipped] | None = None
             "lesions_by_split": {split: len(lesions_by_split[split]) for split in splits},
         },
         "class_shares": {
-            label: {"share": by_class[label] / total if total else 0.0, "reference": REFERENCE_PROPORTIONS.get(label)}
+            label: {
+                "share": by_class[label] / total if total else 0.0,
+                "reference": REFERENCE_PROPORTIONS.get(label),
+            }
             for label in labels
         },
         "counts": table(None),
@@ -109,10 +112,14 @@ def format_report_markdown(report: dict[str, Any]) -> str:
     else:
         lines.append("Nothing was dropped.")
     lines += ["", "## Duplicates (same sha256, first copy kept)", ""]
-    lines += [f"- {d['ref']} = {d['kept']}" + (" (labels differ!)" if d.get("label_conflict") else "")
-              for d in report["duplicates"]] or ["None."]
+    lines += [
+        f"- {d['ref']} = {d['kept']}" + (" (labels differ!)" if d.get("label_conflict") else "")
+        for d in report["duplicates"]
+    ] or ["None."]
     lines += ["", "## Lesions with images of different labels (majority label used for stratification)", ""]
-    lines += [f"- {m['lesion']}: {m['labels']} → {m['majority']}" for m in report["multi_label_lesions"]] or ["None."]
+    lines += [f"- {m['lesion']}: {m['labels']} → {m['majority']}" for m in report["multi_label_lesions"]] or [
+        "None."
+    ]
     if report["small_strata"]:
         lines += ["", "## Strata with fewer lesions than splits (filled train first)", ""]
         lines += [f"- {' × '.join(s['stratum'])}: {s['lesions']} lesion(s)" for s in report["small_strata"]]
@@ -133,7 +140,9 @@ def describe_manifest(manifest: Manifest) -> str:
         for source, counts in report["counts_by_source"].items():
             lines += ["", f"source {source}"] + _text_table(counts, report["splits"])
     if report["dropped"]:
-        lines += ["", "dropped"] + [f"  {cat:<28} {group['count']:>7,}" for cat, group in report["dropped"].items()]
+        lines += ["", "dropped"] + [
+            f"  {cat:<28} {group['count']:>7,}" for cat, group in report["dropped"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +169,9 @@ def _group_dropped(dropped: list[Skipped]) -> dict[str, dict[str, Any]]:
     for entry in dropped:
         category = entry.reason.split(":", 1)[0].strip() or "(no reason)"
         source = entry.ref.split("/", 1)[0] if "/" in entry.ref else ""
-        group = groups.setdefault(category, {"count": 0, "by_source": Counter(), "reasons": Counter(), "examples": []})
+        group = groups.setdefault(
+            category, {"count": 0, "by_source": Counter(), "reasons": Counter(), "examples": []}
+        )
         group["count"] += 1
         group["by_source"][source] += 1
         group["reasons"][entry.reason] += 1
@@ -186,5 +197,7 @@ def _text_table(counts: dict[str, dict[str, int]], splits: list[str]) -> list[st
     widths = [max(len(c), 7) for c in columns]
     lines = ["class    " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     for label, row in counts.items():
-        lines.append(f"{label:<8} " + " ".join(f"{row[c]:>{w},}" for c, w in zip(columns, widths, strict=True)))
+        lines.append(
+            f"{label:<8} " + " ".join(f"{row[c]:>{w},}" for c, w in zip(columns, widths, strict=True))
+        )
     return lines

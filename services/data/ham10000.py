@@ -70,8 +70,15 @@ class Ham10000Layout:
     diagnosis_column: str = "dx"
     # age is HAM10000's; the rest are the phantom's ground-truth columns (absent from real data).
     numeric_columns: tuple[str, ...] = (
-        "age", "ita", "lesion_area", "hair_fraction",
-        "has_hair", "has_ruler", "has_ink", "has_vignette", "has_bubbles",
+        "age",
+        "ita",
+        "lesion_area",
+        "hair_fraction",
+        "has_hair",
+        "has_ruler",
+        "has_ink",
+        "has_vignette",
+        "has_bubbles",
     )
     clean_dir: str = "phantom_clean"
     masks_dir: str = "phantom_masks"
@@ -129,8 +136,21 @@ def locate_ham10000(
     }
     config = {"source": source, "mapping": mapping.to_dict(), "layout": asdict(layout)}
     hashes = (file_sha256(csv_path), listing_digest([images, clean, *masks.values()]))
-    return Ham10000Folder(root, f"import-{source}", config, hashes, layout, mapping, source, csv_path, image_dirs,
-                          table, images, clean, masks)
+    return Ham10000Folder(
+        root,
+        f"import-{source}",
+        config,
+        hashes,
+        layout,
+        mapping,
+        source,
+        csv_path,
+        image_dirs,
+        table,
+        images,
+        clean,
+        masks,
+    )
 
 
 def import_ham10000(
@@ -180,8 +200,9 @@ def import_ham10000(
             sha, reason = copy_image(store, f"{prefix}/images/{image_id}{layout.image_suffix}", path[0])
         objects: dict[str, ObjectEntry] = {}
         if not reason:
-            objects, reason = copy_side_files(store, prefix, image_id + layout.side_suffix, folder.clean,
-                                              folder.masks)
+            objects, reason = copy_side_files(
+                store, prefix, image_id + layout.side_suffix, folder.clean, folder.masks
+            )
         if reason:
             skipped.append(Skipped(ref, reason))
         else:
@@ -193,7 +214,9 @@ def import_ham10000(
                     lesion_id=lesion_id,
                     source=source,
                     image_id=image_id,
-                    meta=meta_from_row(values, {layout.lesion_column, layout.image_column}, layout.numeric_columns),
+                    meta=meta_from_row(
+                        values, {layout.lesion_column, layout.image_column}, layout.numeric_columns
+                    ),
                     objects=objects,
                 )
             )
@@ -208,8 +231,13 @@ def import_ham10000(
         "unlisted_images": unlisted[:100],
         "unlisted_image_count": len(unlisted),
     }
-    manifest = Manifest(items, Provenance(folder.stage, STAGE_VERSION, folder.config), name=source,
-                        skipped=skipped, extra=extra)
+    manifest = Manifest(
+        items,
+        Provenance(folder.stage, STAGE_VERSION, folder.config),
+        name=source,
+        skipped=skipped,
+        extra=extra,
+    )
     return finish_import(store, prefix, manifest)
 
 

@@ -112,9 +112,13 @@ def read_csv_table(path: Path, required: Iterable[str]) -> CsvTable:
                 table.header = header
                 continue
             if len(row) != len(header):
-                table.malformed.append((reader.line_num, f"{MALFORMED}: {len(row)} fields, header has {len(header)}"))
+                table.malformed.append(
+                    (reader.line_num, f"{MALFORMED}: {len(row)} fields, header has {len(header)}")
+                )
                 continue
-            table.rows.append(CsvRow(reader.line_num, {name: cell.strip() for name, cell in zip(header, row, strict=True)}))
+            table.rows.append(
+                CsvRow(reader.line_num, {name: cell.strip() for name, cell in zip(header, row, strict=True)})
+            )
     if header is None:
         raise InvalidArgument(f"{path.name} is empty", hint="expected a header row and one row per image")
     missing = [name for name in required if name not in header]
@@ -140,7 +144,9 @@ def check_ids(lesion_id: str, image_id: str, lesion_column: str, image_column: s
 def require_dir(source_dir: str | os.PathLike, what: str) -> Path:
     root = Path(source_dir).expanduser()
     if not root.is_dir():
-        raise NotFound(f"{what} source folder not found: {root}", hint="pass the folder the download unpacked into")
+        raise NotFound(
+            f"{what} source folder not found: {root}", hint="pass the folder the download unpacked into"
+        )
     return root.resolve()
 
 
@@ -181,7 +187,9 @@ def index_files(folders: Iterable[Path], *, recursive: bool) -> FileIndex:
 
 def listing_digest(indexes: Iterable[Mapping[str, tuple[Path, int]]]) -> str:
     """Hash of names and sizes: cheap, and changes when files are added, removed or replaced."""
-    return sha256_bytes(canonical_json([sorted((name, size) for name, (_, size) in idx.items()) for idx in indexes]).encode())
+    return sha256_bytes(
+        canonical_json([sorted((name, size) for name, (_, size) in idx.items()) for idx in indexes]).encode()
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -189,7 +197,9 @@ def file_sha256(path: Path) -> str:
         return sha256_stream(handle)
 
 
-def resolve_prefix(output_prefix: str | None, stage: str, input_hashes: list[str], config: dict[str, Any]) -> str:
+def resolve_prefix(
+    output_prefix: str | None, stage: str, input_hashes: list[str], config: dict[str, Any]
+) -> str:
     if output_prefix:
         return validate_key(output_prefix.strip("/"))
     return addressed_prefix(stage, content_address(stage, STAGE_VERSION, input_hashes, config))

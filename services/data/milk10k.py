@@ -122,12 +122,26 @@ def locate_milk10k(
         )
 
     gt_table = read_csv_table(gt_path, (layout.lesion_column, *layout.diagnosis_columns))
-    meta_table = read_csv_table(meta_path, (layout.lesion_column, layout.image_column, layout.image_type_column))
+    meta_table = read_csv_table(
+        meta_path, (layout.lesion_column, layout.image_column, layout.image_type_column)
+    )
     images = index_files([images_dir], recursive=True)
     config = {"source": SOURCE, "mapping": mapping.to_dict(), "layout": asdict(layout)}
     hashes = (file_sha256(gt_path), file_sha256(meta_path), listing_digest([images]))
-    return Milk10kFolder(root, f"import-{SOURCE}", config, hashes, layout, mapping, gt_path, meta_path, images_dir,
-                         gt_table, meta_table, images)
+    return Milk10kFolder(
+        root,
+        f"import-{SOURCE}",
+        config,
+        hashes,
+        layout,
+        mapping,
+        gt_path,
+        meta_path,
+        images_dir,
+        gt_table,
+        meta_table,
+        images,
+    )
 
 
 def import_milk10k(
@@ -147,7 +161,12 @@ def import_milk10k(
     folder = locate_milk10k(source_dir, mapping=mapping, layout=layout)
     folder.check_pinned(pinned_inputs)
     layout, mapping, gt_table, meta_table = folder.layout, folder.mapping, folder.gt_table, folder.meta_table
-    gt_path, meta_path, images_dir, images = folder.gt_path, folder.meta_path, folder.images_dir, folder.images
+    gt_path, meta_path, images_dir, images = (
+        folder.gt_path,
+        folder.meta_path,
+        folder.images_dir,
+        folder.images,
+    )
     prefix = folder.prefix(output_prefix)
 
     skipped = [Skipped(f"{SOURCE}/{gt_path.name}:{line}", r) for line, r in gt_table.malformed]
@@ -196,7 +215,9 @@ def import_milk10k(
     for lesion_id, diagnosis in diagnoses.items():
         kept = isinstance(diagnosis, _Diagnosis) and mapping.lookup(diagnosis.code)[0] is not None
         if kept and lesion_id not in lesions_with_dermoscopy:
-            skipped.append(Skipped(f"{SOURCE}/{lesion_id}", f"{NO_DERMOSCOPIC_IMAGE}: none listed in {meta_path.name}"))
+            skipped.append(
+                Skipped(f"{SOURCE}/{lesion_id}", f"{NO_DERMOSCOPIC_IMAGE}: none listed in {meta_path.name}")
+            )
 
     extra = {
         "importer": SOURCE,
@@ -204,7 +225,13 @@ def import_milk10k(
         "rows": total + len(meta_table.malformed),
         "lesions": len(gt_table.rows) + len(gt_table.malformed),
     }
-    manifest = Manifest(items, Provenance(folder.stage, STAGE_VERSION, folder.config), name=SOURCE, skipped=skipped, extra=extra)
+    manifest = Manifest(
+        items,
+        Provenance(folder.stage, STAGE_VERSION, folder.config),
+        name=SOURCE,
+        skipped=skipped,
+        extra=extra,
+    )
     return finish_import(store, prefix, manifest)
 
 
@@ -214,16 +241,22 @@ def _read_diagnoses(
     """Per lesion the argmax diagnosis, or the reason there is none (kept so its images say why)."""
     columns = list(layout.diagnosis_columns) or [c for c in table.header if c and c != layout.lesion_column]
     if not columns:
-        raise InvalidArgument(f"{csv_name} has no diagnosis columns", hint="expected one column per diagnosis")
+        raise InvalidArgument(
+            f"{csv_name} has no diagnosis columns", hint="expected one column per diagnosis"
+        )
     diagnoses: dict[str, _Diagnosis | str] = {}
     skipped: list[Skipped] = []
     for row in table.rows:
         lesion_id = row.values[layout.lesion_column]
         if not lesion_id:
-            skipped.append(Skipped(f"{SOURCE}/{csv_name}:{row.line}", f"{MALFORMED}: empty {layout.lesion_column}"))
+            skipped.append(
+                Skipped(f"{SOURCE}/{csv_name}:{row.line}", f"{MALFORMED}: empty {layout.lesion_column}")
+            )
             continue
         if lesion_id in diagnoses:
-            skipped.append(Skipped(f"{SOURCE}/{lesion_id}", f"{DUPLICATE_ROW}: lesion listed earlier in {csv_name}"))
+            skipped.append(
+                Skipped(f"{SOURCE}/{lesion_id}", f"{DUPLICATE_ROW}: lesion listed earlier in {csv_name}")
+            )
             continue
         diagnoses[lesion_id] = _argmax(row.values, columns)
     return diagnoses, skipped

@@ -46,7 +46,7 @@ class PhantomSettings:
     """What a phantom set is generated from (with the seed): the same settings give byte-identical files."""
 
     count: int = 200
-    width: int | None = None    # None: the phantom config's own size (600x450)
+    width: int | None = None  # None: the phantom config's own size (600x450)
     height: int | None = None
 
 
@@ -57,8 +57,10 @@ def local_path(uri: str) -> Path:
     if "://" in uri:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
-            raise InvalidArgument(f"source_uri must be a local folder or file:// URI, got {uri!r}",
-                                  hint="download the data set onto the preprocessing node first (docs/data.md)")
+            raise InvalidArgument(
+                f"source_uri must be a local folder or file:// URI, got {uri!r}",
+                hint="download the data set onto the preprocessing node first (docs/data.md)",
+            )
         return Path(unquote(parsed.path))
     return Path(uri)
 
@@ -73,8 +75,10 @@ def import_options(source: str, options: dict[str, Any]) -> dict[str, Any] | Non
     known = PHANTOM_OPTIONS if source == "phantom" else FOLDER_OPTIONS
     unknown = set(options) - known
     if unknown:
-        raise InvalidArgument(f"unknown {source} option(s): {', '.join(sorted(unknown))}",
-                              hint=f"known: {', '.join(sorted(known))}")
+        raise InvalidArgument(
+            f"unknown {source} option(s): {', '.join(sorted(unknown))}",
+            hint=f"known: {', '.join(sorted(known))}",
+        )
     mapping = options.get("mapping")
     return None if mapping is None else resolve_mapping(mapping, None).to_dict()
 
@@ -85,8 +89,10 @@ def phantom_settings(options: dict[str, Any], seed: int) -> PhantomSettings:
     if seed < 0:
         raise InvalidArgument(f"phantom seed must be non-negative, got {seed}")
     count = _whole(options.get("count", PhantomSettings.count), "count", 1, MAX_PHANTOM_COUNT)
-    sides = [None if options.get(name) is None else _whole(options[name], name, *PHANTOM_SIDE)
-             for name in ("width", "height")]
+    sides = [
+        None if options.get(name) is None else _whole(options[name], name, *PHANTOM_SIDE)
+        for name in ("width", "height")
+    ]
     return PhantomSettings(count, *sides)
 
 
@@ -96,17 +102,32 @@ def _whole(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-def import_source(store: ObjectStore, source: str, source_uri: str = "", options: dict[str, Any] | None = None,
-                  seed: int = 0, progress: Progress | None = None) -> DataOutcome:
+def import_source(
+    store: ObjectStore,
+    source: str,
+    source_uri: str = "",
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> DataOutcome:
     """Import HAM10000, MILK10K or a freshly generated phantom set into the store."""
     options = dict(options or {})
     if source == "phantom":
         return import_phantom(store, phantom_settings(options, seed), seed, progress)
-    return import_folder(store, source, local_path(source_uri), import_options(source, options), progress=progress)
+    return import_folder(
+        store, source, local_path(source_uri), import_options(source, options), progress=progress
+    )
 
 
-def import_folder(store: ObjectStore, source: str, folder: Path, mapping: dict[str, Any] | None, *,
-                  pinned_inputs: Iterable[str] | None = None, progress: Progress | None = None) -> DataOutcome:
+def import_folder(
+    store: ObjectStore,
+    source: str,
+    folder: Path,
+    mapping: dict[str, Any] | None,
+    *,
+    pinned_inputs: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> DataOutcome:
     """Import a HAM10000- or MILK10K-layout folder; ``pinned_inputs`` refuses a folder changed since they were read."""
     from skingenbench.services.data.ham10000 import import_ham10000
     from skingenbench.services.data.milk10k import import_milk10k
@@ -116,29 +137,51 @@ def import_folder(store: ObjectStore, source: str, folder: Path, mapping: dict[s
     return DataOutcome(result.ref, result.report_keys, result.report)
 
 
-def import_phantom(store: ObjectStore, settings: PhantomSettings, seed: int,
-                   progress: Progress | None = None) -> DataOutcome:
+def import_phantom(
+    store: ObjectStore, settings: PhantomSettings, seed: int, progress: Progress | None = None
+) -> DataOutcome:
     """Generate a phantom set in a temporary folder and import it (under ``import-phantom/<address>``)."""
     from skingenbench.services.data.core.phantom_dataset import write_phantom_dataset
     from skingenbench.services.data.ham10000 import import_ham10000
 
     with tempfile.TemporaryDirectory(prefix="sgb-phantom-") as folder:
-        write_phantom_dataset(folder, settings.count, width=settings.width, height=settings.height, seed=seed,
-                              progress=(lambda d, t: progress(d, 2 * t, "generating phantom")) if progress else None)
-        result = import_ham10000(folder, store, source="phantom",
-                                 progress=(lambda d, t, m: progress(t + d, 2 * t, m)) if progress else None)
+        write_phantom_dataset(
+            folder,
+            settings.count,
+            width=settings.width,
+            height=settings.height,
+            seed=seed,
+            progress=(lambda d, t: progress(d, 2 * t, "generating phantom")) if progress else None,
+        )
+        result = import_ham10000(
+            folder,
+            store,
+            source="phantom",
+            progress=(lambda d, t, m: progress(t + d, 2 * t, m)) if progress else None,
+        )
     return DataOutcome(result.ref, result.report_keys, result.report)
 
 
 def split_prefix(manifests: Sequence[Manifest], fractions: tuple[float, float, float], seed: int) -> str:
     """Where a split of these manifests' items lives: their items' hashes, the fractions and the seed."""
-    address = content_address(SPLIT_STAGE, SPLIT_VERSION, [m.content_hash() for m in manifests],
-                              {"fractions": list(fractions)}, seed)
+    address = content_address(
+        SPLIT_STAGE,
+        SPLIT_VERSION,
+        [m.content_hash() for m in manifests],
+        {"fractions": list(fractions)},
+        seed,
+    )
     return output_prefix(SPLIT_STAGE, address)
 
 
-def split_manifests(store: ObjectStore, manifests: Sequence[Manifest], parents: Sequence[ParentRef],
-                    fractions: tuple[float, float, float], seed: int, prefix: str) -> DataOutcome:
+def split_manifests(
+    store: ObjectStore,
+    manifests: Sequence[Manifest],
+    parents: Sequence[ParentRef],
+    fractions: tuple[float, float, float],
+    seed: int,
+    prefix: str,
+) -> DataOutcome:
     """Combine manifests (dropping duplicates), split by lesion, and write the curation report and manifest."""
     from skingenbench.services.data.core.splitting import combine_manifests, split_by_lesion
     from skingenbench.services.data.curation_report import curation_report, write_curation_report
@@ -151,8 +194,9 @@ def split_manifests(store: ObjectStore, manifests: Sequence[Manifest], parents: 
     return DataOutcome(ref, report_keys, report)
 
 
-def split_sources(store: ObjectStore, inputs: list[tuple[str, str]], fractions: tuple[float, float, float],
-                  seed: int = 0) -> DataOutcome:
+def split_sources(
+    store: ObjectStore, inputs: list[tuple[str, str]], fractions: tuple[float, float, float], seed: int = 0
+) -> DataOutcome:
     """Combine manifests (given as (uri, sha256)) and split by lesion, under a content address."""
     from skingenbench.services.data.core.splitting import validate_fractions
 
@@ -161,7 +205,9 @@ def split_sources(store: ObjectStore, inputs: list[tuple[str, str]], fractions: 
     fractions = validate_fractions(fractions)
     manifests = [read_manifest(store, uri, sha) for uri, sha in inputs]
     parents = [ParentRef(store.uri(store.key_from_uri(uri)), sha) for uri, sha in inputs]
-    return split_manifests(store, manifests, parents, fractions, seed, split_prefix(manifests, fractions, seed))
+    return split_manifests(
+        store, manifests, parents, fractions, seed, split_prefix(manifests, fractions, seed)
+    )
 
 
 def default_workers() -> int:

@@ -57,20 +57,37 @@ class _Progress:
         self.emit(min(self.step, self.total), self.total, message, **metrics)
 
 
-def _features(cache: FeatureCache, extractor: Extractor, images: ImageSet, progress: _Progress,
-              check: Callable[[], None], timings: list[tuple[int, float]]) -> dict[str, Any]:
-    key = FeatureKey.of(images.content_hash(), extractor.name, extractor.weights_sha256, extractor.preprocessing())
+def _features(
+    cache: FeatureCache,
+    extractor: Extractor,
+    images: ImageSet,
+    progress: _Progress,
+    check: Callable[[], None],
+    timings: list[tuple[int, float]],
+) -> dict[str, Any]:
+    key = FeatureKey.of(
+        images.content_hash(), extractor.name, extractor.weights_sha256, extractor.preprocessing()
+    )
 
     def compute():
         started = time.perf_counter()
-        out = extractor.extract(images, check=check, progress=lambda done, total: progress.emit(
-            progress.step, progress.total, f"{extractor.name} features of {images.spec.name}: {done}/{total}"))
+        out = extractor.extract(
+            images,
+            check=check,
+            progress=lambda done, total: progress.emit(
+                progress.step,
+                progress.total,
+                f"{extractor.name} features of {images.spec.name}: {done}/{total}",
+            ),
+        )
         timings.append((len(images), time.perf_counter() - started))
         return out
 
     features, hit = cache.get_or_compute(key, compute)
     speed = {} if hit or timings[-1][1] <= 0 else {"images_per_s": timings[-1][0] / timings[-1][1]}
-    progress.advance(f"{extractor.name} features of {images.spec.name}" + (" (cached)" if hit else ""), **speed)
+    progress.advance(
+        f"{extractor.name} features of {images.spec.name}" + (" (cached)" if hit else ""), **speed
+    )
     return features
 
 
@@ -83,74 +100,106 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None] = lambda *a, **k: None,
-             check: Callable[[], None] = lambda: None) -> Evaluation:
+def evaluate(
+    store: ObjectStore,
+    plan: EvaluationPlan,
+    emit: Callable[..., None] = lambda *a, **k: None,
+    check: Callable[[], None] = lambda: None,
+) -> Evaluation:
     device = select_device()
     configs = plan.metric_configs()
     extractor = None
     if plan.use_extractor:
         # The weights the plan pinned: a named file is read (and checked) here, the default one by the
         # extractor, which checks it against the same sha256.
-        weights: bytes | Path = read_ref(store, {"uri": plan.weights.uri, "sha256": plan.weights_sha256},
-                                         "extractor weights") if plan.weights.uri else Path(plan.weights_file)
+        weights: bytes | Path = (
+            read_ref(store, {"uri": plan.weights.uri, "sha256": plan.weights_sha256}, "extractor weights")
+            if plan.weights.uri
+            else Path(plan.weights_file)
+        )
         overrides = {**plan.extractor_overrides, "weights_sha256": plan.weights_sha256}
-        extractor = FEATURE_EXTRACTORS.create(plan.extractor, plan.profile, overrides, weights=weights, device=device)
+        extractor = FEATURE_EXTRACTORS.create(
+            plan.extractor, plan.profile, overrides, weights=weights, device=device
+        )
     domain = None
     if any(m in DOMAIN for m in plan.metrics):
-        checkpoint = read_ref(store, {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256},
-                              "classifier checkpoint")
-        domain = domain_extractor_from_checkpoint(checkpoint, device,
-                                                  FEATURE_EXTRACTORS.config("domain", plan.profile).batch_size)
+        checkpoint = read_ref(
+            store, {"uri": plan.checkpoint.uri, "sha256": plan.checkpoint.sha256}, "classifier checkpoint"
+        )
+        domain = domain_extractor_from_checkpoint(
+            checkpoint, device, FEATURE_EXTRACTORS.config("domain", plan.profile).batch_size
+        )
     real_spec = load_set(store, plan.real)
     sets = [ImageSet(store, spec) for spec in [real_spec, *(load_set(store, ref) for ref in plan.synthetic)]]
     spaces = [e for e in (extractor, domain) if e is not None]
     first = spaces[0]  # the space of memorization and of the image-size record: Inception's unless absent
     progress = _Progress(emit, len(sets) * len(spaces) + len(plan.synthetic) + 4)
     cache, timings = FeatureCache(store), []
-    features = {e.name: {s.spec.name: _features(cache, e, s, progress, check, timings) for s in sets} for e in spaces}
+    features = {
+        e.name: {s.spec.name: _features(cache, e, s, progress, check, timings) for s in sets} for e in spaces
+    }
     real_name = real_spec.name
     main = features[first.name]
     report: dict[str, Any] = {"sets": {}, "notes": list(plan.notes)}
     if extractor is not None and not extractor.weights_upstream:
-        report["notes"].append(f"{extractor.name} weights {extractor.weights_sha256[:12]}… are not the published "
-                               "file: numbers are not comparable with published values")
+        report["notes"].append(
+            f"{extractor.name} weights {extractor.weights_sha256[:12]}… are not the published "
+            "file: numbers are not comparable with published values"
+        )
 
     real_entry: dict[str, Any] = {"count": len(sets[0]), "image_sizes": _sizes(main[real_name])}
     if "isc" in plan.metrics:
         real_entry["isc_mean"], real_entry["isc_std"] = inception_score(
-            main[real_name][extractor.layers["isc"]], configs["isc"].splits, plan.seed)
+            main[real_name][extractor.layers["isc"]], configs["isc"].splits, plan.seed
+        )
     if "fid" in plan.metrics and len(sets[0]) >= 4:
         # The FID of two random halves of the real set: what sampling alone gives at this size.
         order = np.random.default_rng(plan.seed).permutation(len(sets[0]))
         real_fid = main[real_name][extractor.layers["fid"]]
         half = len(order) // 2
-        real_entry["fid_real_halves"] = frechet_distance(real_fid[order[:half]], real_fid[order[half:2 * half]])
+        real_entry["fid_real_halves"] = frechet_distance(
+            real_fid[order[:half]], real_fid[order[half : 2 * half]]
+        )
     report["real"] = real_entry
     files: dict[str, tuple[bytes, str]] = {}
     for images in sets[1:]:
         check()
         name = images.spec.name
-        entry: dict[str, Any] = {"count": len(images), "intended_label": images.spec.intended_label,
-                                 "image_sizes": _sizes(main[name])}
+        entry: dict[str, Any] = {
+            "count": len(images),
+            "intended_label": images.spec.intended_label,
+            "image_sizes": _sizes(main[name]),
+        }
         for metric in (m for m in plan.metrics if m in PAIRWISE):
-            entry.update(compute(metric, configs[metric], main[real_name], main[name], extractor.layers,
-                                 plan.seed))
+            entry.update(
+                compute(metric, configs[metric], main[real_name], main[name], extractor.layers, plan.seed)
+            )
         for metric in (m for m in plan.metrics if m in ("domain_fid", "domain_kid")):
             space = features["domain"]
-            entry.update(compute(metric, configs[metric], space[real_name], space[name], domain.layers, plan.seed))
+            entry.update(
+                compute(metric, configs[metric], space[real_name], space[name], domain.layers, plan.seed)
+            )
         report["sets"][name] = entry
         progress.advance(f"metrics of {name}")
 
     if "class_anchoring" in plan.metrics:
         classes = domain.extra.get("class_names") or list(CLASSES)
-        results = {s.spec.name: anchoring.anchoring_from_probabilities(
-            anchoring.softmax(features["domain"][s.spec.name]["logits"].numpy()), classes, s.spec.anchoring_labels)
-            for s in sets[1:]}
+        results = {
+            s.spec.name: anchoring.anchoring_from_probabilities(
+                anchoring.softmax(features["domain"][s.spec.name]["logits"].numpy()),
+                classes,
+                s.spec.anchoring_labels,
+            )
+            for s in sets[1:]
+        }
         report["class_anchoring"] = results
         for name, result in results.items():
             report["sets"][name]["anchoring_share"] = result["share_intended"]
             report["sets"][name]["anchoring_confidence_mean"] = result["confidence_mean"]
-        files["anchoring_confidence"] = (anchoring.confidence_histogram_png(results), "anchoring_confidence.png")
+        files["anchoring_confidence"] = (
+            anchoring.confidence_histogram_png(results),
+            "anchoring_confidence.png",
+        )
     progress.advance("class anchoring")
 
     if "feature_space" in plan.metrics:
@@ -160,7 +209,10 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
             numbers, plots = analysis.feature_space_report(
                 features[space.name][real_name][layer].numpy(),
                 {s.spec.name: features[space.name][s.spec.name][layer].numpy() for s in sets[1:]},
-                _safe(space.name), configs["feature_space"], plan.seed)
+                _safe(space.name),
+                configs["feature_space"],
+                plan.seed,
+            )
             report["feature_space"][space.name] = numbers
             files.update({Path(f).stem: (png, f) for f, png in plots.items()})
     progress.advance("feature-space analysis")
@@ -173,22 +225,33 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
         for images in sets[1:]:
             check()
             result = memorization.memorization_report(
-                main[images.spec.name][layer].numpy(), main[real_name][layer].numpy(), images.image, sets[0].image,
-                config, images.ids, sets[0].ids)
+                main[images.spec.name][layer].numpy(),
+                main[real_name][layer].numpy(),
+                images.image,
+                sets[0].image,
+                config,
+                images.ids,
+                sets[0].ids,
+            )
             report["memorization"][images.spec.name] = result
             report["sets"][images.spec.name]["memorized_share"] = result["share_flagged"]
             pairs = memorization.closest_pairs(result, config.grid_pairs)
-            files[f"memorization_{_safe(images.spec.name)}"] = (memorization.closest_pairs_png(
-                pairs, images.image, sets[0].image), f"memorization_{_safe(images.spec.name)}.png")
+            files[f"memorization_{_safe(images.spec.name)}"] = (
+                memorization.closest_pairs_png(pairs, images.image, sets[0].image),
+                f"memorization_{_safe(images.spec.name)}.png",
+            )
     progress.advance("memorization")
 
     if plan.grid_images:
         rng = np.random.default_rng(plan.seed)
         for images in sets:
             chosen = np.sort(rng.choice(len(images), min(plan.grid_images, len(images)), replace=False))
-            files[f"samples_{_safe(images.spec.name)}"] = (analysis.image_grid_png(
-                [images[int(i)] for i in chosen], title=f"{images.spec.name} ({len(images)} images)"),
-                f"samples_{_safe(images.spec.name)}.png")
+            files[f"samples_{_safe(images.spec.name)}"] = (
+                analysis.image_grid_png(
+                    [images[int(i)] for i in chosen], title=f"{images.spec.name} ({len(images)} images)"
+                ),
+                f"samples_{_safe(images.spec.name)}.png",
+            )
     progress.advance("sample grids")
 
     extracted = sum(n for n, _ in timings)
@@ -196,20 +259,40 @@ def evaluate(store: ObjectStore, plan: EvaluationPlan, emit: Callable[..., None]
     report["provenance"] = {
         "extractor": extractor.provenance() if extractor else None,
         "domain_extractor": domain.provenance() if domain else None,
-        "image_counts": {s.spec.name: len(s) for s in sets}, "libraries": library_versions(),
-        "device": describe_device(), "code_version": code_version(), "seed": plan.seed, "profile": plan.profile,
-        "metrics": list(plan.metrics), "configs": {m: dataclasses.asdict(c) for m, c in configs.items()},
-        "real": {"manifest": real_spec.manifest_uri, "manifest_sha256": real_spec.manifest_sha256,
-                 **real_spec.selection, "set_hash": sets[0].content_hash()},
-        "synthetic": {s.spec.name: {"manifest": s.spec.manifest_uri, "manifest_sha256": s.spec.manifest_sha256,
-                                    "set_hash": s.content_hash()} for s in sets[1:]},
-        "anchoring": {s.name: {"intended_label": s.intended_label, "per_item_labels": s.per_item_labels}
-                      for s in plan.synthetic},
+        "image_counts": {s.spec.name: len(s) for s in sets},
+        "libraries": library_versions(),
+        "device": describe_device(),
+        "code_version": code_version(),
+        "seed": plan.seed,
+        "profile": plan.profile,
+        "metrics": list(plan.metrics),
+        "configs": {m: dataclasses.asdict(c) for m, c in configs.items()},
+        "real": {
+            "manifest": real_spec.manifest_uri,
+            "manifest_sha256": real_spec.manifest_sha256,
+            **real_spec.selection,
+            "set_hash": sets[0].content_hash(),
+        },
+        "synthetic": {
+            s.spec.name: {
+                "manifest": s.spec.manifest_uri,
+                "manifest_sha256": s.spec.manifest_sha256,
+                "set_hash": s.content_hash(),
+            }
+            for s in sets[1:]
+        },
+        "anchoring": {
+            s.name: {"intended_label": s.intended_label, "per_item_labels": s.per_item_labels}
+            for s in plan.synthetic
+        },
         "extractor_name": plan.extractor if plan.use_extractor else "",
         "extractor_options": plan.extractor_overrides if plan.use_extractor else {},
         "grid_images": plan.grid_images,
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},
-        "extraction": {"images": extracted, "seconds": seconds,
-                       "images_per_s": extracted / seconds if seconds > 0 else None},
+        "extraction": {
+            "images": extracted,
+            "seconds": seconds,
+            "images_per_s": extracted / seconds if seconds > 0 else None,
+        },
     }
     return Evaluation(report, files)

@@ -22,8 +22,21 @@ from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import evaluation_pb2
 
-SUMMARY_KEYS = ("count", "fid", "kid_mean", "kid_std", "isc_mean", "isc_std", "precision", "recall", "domain_fid",
-                "domain_kid_mean", "domain_kid_std", "memorized_share", "anchoring_share")
+SUMMARY_KEYS = (
+    "count",
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "isc_mean",
+    "isc_std",
+    "precision",
+    "recall",
+    "domain_fid",
+    "domain_kid_mean",
+    "domain_kid_std",
+    "memorized_share",
+    "anchoring_share",
+)
 
 
 class EvaluateKind(JobKind[evaluation_pb2.EvaluateRequest, EvaluationPlan]):
@@ -45,8 +58,9 @@ class EvaluateKind(JobKind[evaluation_pb2.EvaluateRequest, EvaluationPlan]):
             info = ctx.store.put_bytes(f"{prefix}/{filename}", data, "image/png")
             outputs.add(name, ctx.store.uri(info.key), info.sha256)
         report["outputs"] = {name: ref.uri for name, ref in outputs.files.items()}
-        info = ctx.store.put_bytes(f"{prefix}/report.json", json.dumps(report, indent=1, sort_keys=True).encode(),
-                                   "application/json")
+        info = ctx.store.put_bytes(
+            f"{prefix}/report.json", json.dumps(report, indent=1, sort_keys=True).encode(), "application/json"
+        )
         outputs.add("report_json", ctx.store.uri(info.key), info.sha256)
         md = ctx.store.put_bytes(f"{prefix}/report.md", report_markdown(report).encode(), "text/markdown")
         outputs.add("report_md", ctx.store.uri(md.key), md.sha256)

@@ -37,12 +37,19 @@ class FeatureKey:
     preprocessing: str  # canonical JSON
 
     @classmethod
-    def of(cls, set_hash: str, extractor: str, weights_sha256: str, preprocessing: dict[str, Any]) -> FeatureKey:
+    def of(
+        cls, set_hash: str, extractor: str, weights_sha256: str, preprocessing: dict[str, Any]
+    ) -> FeatureKey:
         return cls(set_hash, extractor, weights_sha256, canonical_json(preprocessing))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"version": CACHE_VERSION, "set": self.set_hash, "extractor": self.extractor,
-                "weights_sha256": self.weights_sha256, "preprocessing": json.loads(self.preprocessing)}
+        return {
+            "version": CACHE_VERSION,
+            "set": self.set_hash,
+            "extractor": self.extractor,
+            "weights_sha256": self.weights_sha256,
+            "preprocessing": json.loads(self.preprocessing),
+        }
 
     def digest(self) -> str:
         return sha256_bytes(canonical_json(self.as_dict()).encode())
@@ -89,8 +96,9 @@ class FeatureCache:
         self.store.put_bytes(name, data, "application/octet-stream")
         return name
 
-    def get_or_compute(self, key: FeatureKey, compute: Callable[[], dict[str, torch.Tensor]]
-                       ) -> tuple[dict[str, torch.Tensor], bool]:
+    def get_or_compute(
+        self, key: FeatureKey, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], bool]:
         """(features, whether they came from the cache)."""
         cached = self.get(key)
         if cached is not None:
@@ -107,4 +115,4 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     length = int.from_bytes(data[:8], "little")
     if len(data) < 8 or length > len(data) - 8:
         raise ValueError("not a safetensors file")
-    return dict(json.loads(data[8:8 + length]).get("__metadata__") or {})
+    return dict(json.loads(data[8 : 8 + length]).get("__metadata__") or {})

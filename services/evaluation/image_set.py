@@ -42,11 +42,20 @@ def load_set(store: ObjectStore, ref: SetRef) -> SetSpec:
     manifest = read_manifest(store, ref.manifest.uri, ref.manifest.sha256)
     items = [item for item in manifest.items if ref.selects(item)]
     if image_set_hash((item.key, item.sha256) for item in items) != ref.set_hash:
-        raise DataIntegrityError(f"set {ref.name!r} of {ref.manifest.uri} no longer selects the planned items",
-                                 expected=ref.set_hash)
+        raise DataIntegrityError(
+            f"set {ref.name!r} of {ref.manifest.uri} no longer selects the planned items",
+            expected=ref.set_hash,
+        )
     selection = {"splits": list(ref.splits), "labels": list(ref.labels)} if ref.is_selection else {}
-    return SetSpec(ref.name, items, ref.intended_label, ref.manifest.uri, ref.manifest.sha256, selection,
-                   ref.per_item_labels)
+    return SetSpec(
+        ref.name,
+        items,
+        ref.intended_label,
+        ref.manifest.uri,
+        ref.manifest.sha256,
+        selection,
+        ref.per_item_labels,
+    )
 
 
 class ImageSet:

@@ -35,8 +35,9 @@ def pin_weights(store: ObjectStore, extractor: str, ref: dict[str, str]) -> tupl
         raise missing_weights_error(extractor, path)
     if path is None and not store.exists(store.key_from_uri(uri)):
         raise missing_weights_error(extractor, Path(uri))
-    return ("" if uri else str(path)), pin_file(store, {"uri": uri or str(path), "sha256": ref.get("sha256", "")},
-                                               "extractor weights")
+    return ("" if uri else str(path)), pin_file(
+        store, {"uri": uri or str(path), "sha256": ref.get("sha256", "")}, "extractor weights"
+    )
 
 
 def pin_file(store: ObjectStore, ref: dict[str, str], what: str) -> str:

@@ -33,8 +33,17 @@ from skingenbench.services.platform.manifest_io import pin_manifest
 from skingenbench.services.platform.servicer import parse_json_field
 from skingenbench.services.platform.store import ObjectStore
 
-ALL_METRICS = ("fid", "kid", "isc", "prc", "domain_fid", "domain_kid", "feature_space", "memorization",
-               "class_anchoring")
+ALL_METRICS = (
+    "fid",
+    "kid",
+    "isc",
+    "prc",
+    "domain_fid",
+    "domain_kid",
+    "feature_space",
+    "memorization",
+    "class_anchoring",
+)
 PAIRWISE = ("fid", "kid", "isc", "prc")
 DOMAIN = ("domain_fid", "domain_kid", "class_anchoring")
 GENERAL_OPTIONS = {"profile", "grid_images"}
@@ -70,24 +79,30 @@ class EvaluationPlan(JobPlan):
     real: SetRef
     synthetic: tuple[SetRef, ...]
     metrics: tuple[str, ...]
-    configs: dict[str, dict[str, JSONValue]]  # metric -> its config's fields (``metric_configs`` rebuilds them)
+    configs: dict[
+        str, dict[str, JSONValue]
+    ]  # metric -> its config's fields (``metric_configs`` rebuilds them)
     profile: str
     extractor: str
     extractor_overrides: dict[str, JSONValue]
-    weights: ObjectRef           # as requested; no URI: the extractor's default file, ``weights_file``
+    weights: ObjectRef  # as requested; no URI: the extractor's default file, ``weights_file``
     weights_file: str
-    weights_sha256: str          # of the bytes read at Start; "" when only the domain space is evaluated
-    checkpoint: ObjectRef        # pinned at Start when a domain metric reads it
+    weights_sha256: str  # of the bytes read at Start; "" when only the domain space is evaluated
+    checkpoint: ObjectRef  # pinned at Start when a domain metric reads it
     grid_images: int
     seed: int
     notes: tuple[str, ...] = ()
     use_extractor: bool = True  # False: only the domain space is evaluated (weights absent, or not needed)
 
     def metric_configs(self) -> dict[str, Any]:
-        return {m: config_from_dict(METRICS.get(m).config_cls, None, fields) for m, fields in self.configs.items()}
+        return {
+            m: config_from_dict(METRICS.get(m).config_cls, None, fields) for m, fields in self.configs.items()
+        }
 
 
-def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+def _split_options(
+    options: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
     """(general, per-metric overrides, extractor overrides) from flat keys such as ``kid_subset_size``."""
     general, per_metric, extractor = {}, {}, {}
     prefixes = sorted(ALL_METRICS, key=len, reverse=True)
@@ -99,9 +114,11 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, d
         else:
             metric = next((m for m in prefixes if key.startswith(f"{m}_")), None)
             if metric is None:
-                raise InvalidArgument(f"unknown option {key!r} in options_json",
-                                      hint="options are profile, grid_images, extractor_<field> or <metric>_<field>, "
-                                           f"e.g. kid_subset_size, prc_k; metrics: {', '.join(ALL_METRICS)}")
+                raise InvalidArgument(
+                    f"unknown option {key!r} in options_json",
+                    hint="options are profile, grid_images, extractor_<field> or <metric>_<field>, "
+                    f"e.g. kid_subset_size, prc_k; metrics: {', '.join(ALL_METRICS)}",
+                )
             per_metric.setdefault(metric, {})[key.removeprefix(f"{metric}_")] = value
     return general, per_metric, extractor
 
@@ -109,15 +126,21 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, d
 def _select_metrics(requested: list[str], has_checkpoint: bool, extractor: str) -> list[str]:
     unknown = [m for m in requested if m not in ALL_METRICS]
     if unknown:
-        raise InvalidArgument(f"unknown metric(s) {', '.join(unknown)}", hint=f"known: {', '.join(ALL_METRICS)}")
+        raise InvalidArgument(
+            f"unknown metric(s) {', '.join(unknown)}", hint=f"known: {', '.join(ALL_METRICS)}"
+        )
     inception = FEATURE_EXTRACTORS.get(extractor).capabilities.get("inception_score") == "true"
     if requested:
         missing = [m for m in requested if m in DOMAIN]
         if missing and not has_checkpoint:
-            raise InvalidArgument(f"{', '.join(missing)} need a classifier checkpoint",
-                                  hint="set classifier_checkpoint to a classification service checkpoint")
+            raise InvalidArgument(
+                f"{', '.join(missing)} need a classifier checkpoint",
+                hint="set classifier_checkpoint to a classification service checkpoint",
+            )
         if "isc" in requested and not inception:
-            raise InvalidArgument(f"the Inception Score needs Inception logits; extractor {extractor!r} has none")
+            raise InvalidArgument(
+                f"the Inception Score needs Inception logits; extractor {extractor!r} has none"
+            )
         return [m for m in ALL_METRICS if m in requested]
     return [m for m in ALL_METRICS if (m not in DOMAIN or has_checkpoint) and (m != "isc" or inception)]
 
@@ -135,33 +158,46 @@ def _manifest_items(store: ObjectStore, ref: dict[str, Any], what: str) -> tuple
 
 
 def _set_ref(name: str, items: list[Item], manifest: ObjectRef, **selection: Any) -> SetRef:
-    return SetRef(name, manifest, image_set_hash((item.key, item.sha256) for item in items), len(items),
-                  **selection)
+    return SetRef(
+        name, manifest, image_set_hash((item.key, item.sha256) for item in items), len(items), **selection
+    )
 
 
-def _adjust_sizes(plan_configs: dict[str, Any], explicit: dict[str, dict[str, Any]], smallest: int,
-                  notes: list[str]) -> None:
+def _adjust_sizes(
+    plan_configs: dict[str, Any], explicit: dict[str, dict[str, Any]], smallest: int, notes: list[str]
+) -> None:
     """Defaults that a small set cannot meet are lowered (and noted); explicit values are checked strictly."""
     for metric in ("kid", "domain_kid"):
         config = plan_configs.get(metric)
         if config is None or config.subset_size <= smallest:
             continue
         if "subset_size" in explicit.get(metric, {}):
-            raise InvalidArgument(f"{metric} subset size {config.subset_size} is larger than the smallest set "
-                                  f"({smallest} images)", hint=f"set {metric}_subset_size to at most {smallest}")
-        notes.append(f"{metric}: subset size lowered from {config.subset_size} to {smallest} (the smallest set)")
+            raise InvalidArgument(
+                f"{metric} subset size {config.subset_size} is larger than the smallest set "
+                f"({smallest} images)",
+                hint=f"set {metric}_subset_size to at most {smallest}",
+            )
+        notes.append(
+            f"{metric}: subset size lowered from {config.subset_size} to {smallest} (the smallest set)"
+        )
         plan_configs[metric] = dataclasses.replace(config, subset_size=smallest)
     isc = plan_configs.get("isc")
     if isc is not None and isc.splits > smallest:
         if "splits" in explicit.get("isc", {}):
-            raise InvalidArgument(f"IS with {isc.splits} splits needs at least {isc.splits} images per set, the "
-                                  f"smallest has {smallest}", hint=f"set isc_splits to at most {smallest}")
+            raise InvalidArgument(
+                f"IS with {isc.splits} splits needs at least {isc.splits} images per set, the "
+                f"smallest has {smallest}",
+                hint=f"set isc_splits to at most {smallest}",
+            )
         notes.append(f"isc: splits lowered from {isc.splits} to {smallest}")
         plan_configs["isc"] = dataclasses.replace(isc, splits=smallest)
     prc = plan_configs.get("prc")
     if prc is not None and prc.k >= smallest:
-        raise InvalidArgument(f"precision/recall with k={prc.k} needs more than {prc.k} images per set, the "
-                              f"smallest has {smallest}", hint=f"set prc_k below {smallest}")
+        raise InvalidArgument(
+            f"precision/recall with k={prc.k} needs more than {prc.k} images per set, the "
+            f"smallest has {smallest}",
+            hint=f"set prc_k below {smallest}",
+        )
 
 
 def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Address) -> EvaluationPlan:
@@ -171,17 +207,23 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     profile = str(general.get("profile") or "paper")
     extractor = request.get("feature_extractor") or DEFAULT_EXTRACTOR
     if extractor == "domain":
-        raise InvalidArgument("the domain feature space is requested as metrics domain_fid / domain_kid",
-                              hint="keep feature_extractor for torch-fidelity's networks and set classifier_checkpoint")
+        raise InvalidArgument(
+            "the domain feature space is requested as metrics domain_fid / domain_kid",
+            hint="keep feature_extractor for torch-fidelity's networks and set classifier_checkpoint",
+        )
     if extractor not in FEATURE_EXTRACTORS:
-        raise InvalidArgument(f"unknown feature extractor {extractor!r}",
-                              hint=f"one of: {', '.join(n for n in FEATURE_EXTRACTORS.names() if n != 'domain')}")
+        raise InvalidArgument(
+            f"unknown feature extractor {extractor!r}",
+            hint=f"one of: {', '.join(n for n in FEATURE_EXTRACTORS.names() if n != 'domain')}",
+        )
     checkpoint = dict(request.get("classifier_checkpoint") or {})
     metrics = _select_metrics(list(request.get("metrics") or []), bool(checkpoint.get("uri")), extractor)
     stray = sorted(set(per_metric) - set(metrics))
     if stray:
         raise InvalidArgument(f"options given for metric(s) not evaluated: {', '.join(stray)}")
-    extractor_config = FEATURE_EXTRACTORS.config(extractor, profile, extractor_overrides)  # validates them now
+    extractor_config = FEATURE_EXTRACTORS.config(
+        extractor, profile, extractor_overrides
+    )  # validates them now
     notes: list[str] = []
     weights = dict(request.get("extractor_weights") or {})
     weights_file, weights_sha256 = "", ""
@@ -200,8 +242,10 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
         notes.append(f"FID, KID, IS and precision/recall skipped: {missing}")
     expected = getattr(extractor_config, "weights_sha256", "")
     if use_extractor and expected and expected != weights_sha256:
-        raise DataIntegrityError(f"the {extractor} weights have sha256 {weights_sha256[:12]}…, expected "
-                                 f"{expected[:12]}…", hint="the file changed or is another file")
+        raise DataIntegrityError(
+            f"the {extractor} weights have sha256 {weights_sha256[:12]}…, expected {expected[:12]}…",
+            hint="the file changed or is another file",
+        )
     configs = {m: METRICS.config(m, profile, per_metric.get(m)) for m in metrics}
 
     synthetic_refs = list(request.get("synthetic") or [])
@@ -225,13 +269,17 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     labels = list(request.get("real_labels") or sorted(wanted))
     real_items = [i for i in items if i.split in splits and i.label in labels]
     if not real_items:
-        raise FailedPrecondition(f"no real items with split in {splits} and label in {labels} ({manifest.uri})",
-                                 hint="check real_splits and real_labels against the manifest")
+        raise FailedPrecondition(
+            f"no real items with split in {splits} and label in {labels} ({manifest.uri})",
+            hint="check real_splits and real_labels against the manifest",
+        )
     real = _set_ref("real", real_items, manifest, splits=tuple(splits), labels=tuple(labels))
 
     if "memorization" in metrics and splits != ["train"]:
-        notes.append(f"memorization compares with the real selection (splits {splits}), not only the training "
-                     "split the generators were trained on")
+        notes.append(
+            f"memorization compares with the real selection (splits {splits}), not only the training "
+            "split the generators were trained on"
+        )
     smallest = min(s.count for s in [real, *synthetic])
     _adjust_sizes(configs, per_metric, smallest, notes)
     for metric in ("fid", "domain_fid"):
@@ -250,14 +298,37 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     # configs, the weights' and the checkpoint's hashes, the set names, and (since version 2) what each
     # synthetic set is anchored against, the extractor and its settings, and the sample grids. Version 1
     # left those out, so two requests differing only there shared a prefix.
-    prefix = address([real.set_hash] + [s.set_hash for s in synthetic],
-                     {"metrics": metrics, "configs": config_fields, "extractor": weights_sha256 if use_extractor else "",
-                      "domain": checkpoint_ref.sha256 if uses_domain else "", "names": names,
-                      "anchoring": [[s.intended_label, s.per_item_labels] for s in synthetic],
-                      "extractor_name": extractor if use_extractor else "", "profile": profile,
-                      "extractor_options": extractor_overrides if use_extractor else {},
-                      "grid_images": grid_images}, seed)
-    return EvaluationPlan(prefix, real, tuple(synthetic), tuple(metrics), config_fields, profile, extractor,
-                          extractor_overrides, ObjectRef(weights.get("uri", ""), weights.get("sha256", "")),
-                          weights_file, weights_sha256 if use_extractor else "", checkpoint_ref, grid_images, seed,
-                          tuple(notes), use_extractor)
+    prefix = address(
+        [real.set_hash] + [s.set_hash for s in synthetic],
+        {
+            "metrics": metrics,
+            "configs": config_fields,
+            "extractor": weights_sha256 if use_extractor else "",
+            "domain": checkpoint_ref.sha256 if uses_domain else "",
+            "names": names,
+            "anchoring": [[s.intended_label, s.per_item_labels] for s in synthetic],
+            "extractor_name": extractor if use_extractor else "",
+            "profile": profile,
+            "extractor_options": extractor_overrides if use_extractor else {},
+            "grid_images": grid_images,
+        },
+        seed,
+    )
+    return EvaluationPlan(
+        prefix,
+        real,
+        tuple(synthetic),
+        tuple(metrics),
+        config_fields,
+        profile,
+        extractor,
+        extractor_overrides,
+        ObjectRef(weights.get("uri", ""), weights.get("sha256", "")),
+        weights_file,
+        weights_sha256 if use_extractor else "",
+        checkpoint_ref,
+        grid_images,
+        seed,
+        tuple(notes),
+        use_extractor,
+    )

@@ -24,8 +24,10 @@ def _describe(name: str) -> dict[str, Any]:
     for registry in (METRICS, FEATURE_EXTRACTORS):
         if name in registry:
             return registry.describe(name)
-    raise NotFound(f"no metric or feature extractor named {name!r}",
-                   hint=f"registered: {', '.join(METRICS.names() + FEATURE_EXTRACTORS.names())}")
+    raise NotFound(
+        f"no metric or feature extractor named {name!r}",
+        hint=f"registered: {', '.join(METRICS.names() + FEATURE_EXTRACTORS.names())}",
+    )
 
 
 class EvaluationServicer(evaluation_pb2_grpc.EvaluationServicer):

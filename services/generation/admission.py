@@ -41,9 +41,10 @@ class Admission:
     def slot(self, context: grpc.ServicerContext) -> Iterator[None]:
         with self._lock:
             if self._admitted >= self.capacity:
-                raise ResourceExhausted(f"the generator is busy ({self.capacity} Generate calls running or "
-                                        "queued)",
-                                        hint="retry with backoff, or use StartSampling for large sets")
+                raise ResourceExhausted(
+                    f"the generator is busy ({self.capacity} Generate calls running or queued)",
+                    hint="retry with backoff, or use StartSampling for large sets",
+                )
             self._admitted += 1
         try:
             while not self._slots.acquire(timeout=0.05):
@@ -72,9 +73,11 @@ class Deadline:
     def before_batch(self, done: int, size: int) -> None:
         remaining = self.context.time_remaining()
         if remaining is not None and remaining < self.seconds_per_image * size:
-            raise TimeoutError(f"the deadline would pass before the next {size} image(s) ({done} of "
-                               f"{self.count} done at {self.seconds_per_image:.2f} s/image); give a longer "
-                               "deadline or ask for fewer images")
+            raise TimeoutError(
+                f"the deadline would pass before the next {size} image(s) ({done} of "
+                f"{self.count} done at {self.seconds_per_image:.2f} s/image); give a longer "
+                "deadline or ask for fewer images"
+            )
         if not self.context.is_active():  # the deadline passed (gRPC cancels the call) or the caller left
             raise Cancelled("the call ended before the next batch")
         self._pending = (time.perf_counter(), size)

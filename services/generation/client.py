@@ -69,7 +69,9 @@ def conditioning_message(conditioning: dict[str, Any] | None) -> generation_pb2.
     known = set(generation_pb2.Conditioning.DESCRIPTOR.fields_by_name)
     unknown = sorted(set(conditioning) - known)
     if unknown:
-        raise ValueError(f"unknown conditioning key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown conditioning key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return generation_pb2.Conditioning(**conditioning)
 
 
@@ -80,8 +82,14 @@ def _manifest_ref(manifest: str | common_pb2.ManifestRef) -> common_pb2.Manifest
 class GenerationClient:
     """Calls of ``skingenbench.v1.Generation``; gRPC errors propagate as ``grpc.RpcError``."""
 
-    def __init__(self, target: str | None = None, token: str | None = None, *, timeout_s: float | None = None,
-                 max_message_mb: int = 64) -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        max_message_mb: int = 64,
+    ) -> None:
         self.target = target or default_target()
         self.timeout_s = timeout_s
         self.channel = open_channel(self.target, token, max_message_mb)
@@ -106,45 +114,86 @@ class GenerationClient:
         return list(self.stub.ListTrainedModels(request, timeout=self.timeout_s).models)
 
     # -- jobs ----------------------------------------------------------------------------------------------
-    def train(self, manifest: str | common_pb2.ManifestRef, *, generator: str = "ddpm",
-              profile: str = "paper", config: dict[str, Any] | None = None, classes: Sequence[str] = ("MEL",),
-              seed: int = 0, name: str = "", init_checkpoint: str = "", wait: bool = True,
-              on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
-              timeout_s: float | None = None) -> common_pb2.Job:
+    def train(
+        self,
+        manifest: str | common_pb2.ManifestRef,
+        *,
+        generator: str = "ddpm",
+        profile: str = "paper",
+        config: dict[str, Any] | None = None,
+        classes: Sequence[str] = ("MEL",),
+        seed: int = 0,
+        name: str = "",
+        init_checkpoint: str = "",
+        wait: bool = True,
+        on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> common_pb2.Job:
         """Start training on a train-only manifest; with ``wait`` follow it and return the finished job.
 
         The model record is the job's output ``model`` (``{o.name: o for o in job.outputs}["model"].uri``).
         """
         request = generation_pb2.TrainGeneratorRequest(
-            generator=generator, profile=profile, train=_manifest_ref(manifest), classes=list(classes),
-            seed=seed, name=name, config_json=json.dumps(config, sort_keys=True) if config else "")
+            generator=generator,
+            profile=profile,
+            train=_manifest_ref(manifest),
+            classes=list(classes),
+            seed=seed,
+            name=name,
+            config_json=json.dumps(config, sort_keys=True) if config else "",
+        )
         if init_checkpoint:
             request.init_checkpoint.uri = init_checkpoint
         job = self.stub.StartTraining(request, timeout=self.timeout_s)
         return self._follow(job, wait, on_event, timeout_s)
 
-    def sample_to_store(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
-                        eta: float = 0.0, batch_size: int = 0, wait: bool = True,
-                        on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
-                        timeout_s: float | None = None) -> common_pb2.Job:
+    def sample_to_store(
+        self,
+        model: str,
+        count: int,
+        seed: int = 0,
+        *,
+        sampler: str = "",
+        steps: int = 0,
+        eta: float = 0.0,
+        batch_size: int = 0,
+        wait: bool = True,
+        on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> common_pb2.Job:
         """A StartSampling job; with ``wait`` the finished job, whose output ``manifest`` lists the PNGs."""
-        request = generation_pb2.SampleRequest(model_uri=model, count=count, seed=seed,
-                                               sampler=_sampler(sampler, steps, eta, batch_size))
+        request = generation_pb2.SampleRequest(
+            model_uri=model, count=count, seed=seed, sampler=_sampler(sampler, steps, eta, batch_size)
+        )
         job = self.stub.StartSampling(request, timeout=self.timeout_s)
         return self._follow(job, wait, on_event, timeout_s)
 
-    def controllability(self, model: str, *, labels: Sequence[str] = (),
-                        lesion_area_fractions: Sequence[float] = (), ita_degrees: Sequence[float] = (),
-                        centres: Sequence[tuple[float, float]] = (), repeats: int = 0, seed: int = 0,
-                        wait: bool = True, on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
-                        timeout_s: float | None = None) -> common_pb2.Job:
+    def controllability(
+        self,
+        model: str,
+        *,
+        labels: Sequence[str] = (),
+        lesion_area_fractions: Sequence[float] = (),
+        ita_degrees: Sequence[float] = (),
+        centres: Sequence[tuple[float, float]] = (),
+        repeats: int = 0,
+        seed: int = 0,
+        wait: bool = True,
+        on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> common_pb2.Job:
         """A StartControllability job over labels x sizes x tones x centres (empty: the server's defaults);
         with ``wait`` the finished job, whose outputs ``report_md``, ``report_json`` and ``manifest`` hold
         requested vs measured per attribute."""
         request = generation_pb2.ControllabilityRequest(
-            model_uri=model, labels=list(labels), lesion_area_fractions=list(lesion_area_fractions),
-            ita_degrees=list(ita_degrees), centres=[generation_pb2.LesionCentre(x=x, y=y) for x, y in centres],
-            repeats=repeats, seed=seed)
+            model_uri=model,
+            labels=list(labels),
+            lesion_area_fractions=list(lesion_area_fractions),
+            ita_degrees=list(ita_degrees),
+            centres=[generation_pb2.LesionCentre(x=x, y=y) for x, y in centres],
+            repeats=repeats,
+            seed=seed,
+        )
         job = self.stub.StartControllability(request, timeout=self.timeout_s)
         return self._follow(job, wait, on_event, timeout_s)
 
@@ -157,10 +206,20 @@ class GenerationClient:
         return final
 
     # -- synchronous generation --------------------------------------------------------------------------
-    def iter_generate(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
-                      eta: float = 0.0, batch_size: int = 0, chunk: int = 16,
-                      timeout_s: float | None = None, conditioning: dict[str, Any] | None = None,
-                      ) -> Iterator[tuple[str, list[generation_pb2.GeneratedImage]]]:
+    def iter_generate(
+        self,
+        model: str,
+        count: int,
+        seed: int = 0,
+        *,
+        sampler: str = "",
+        steps: int = 0,
+        eta: float = 0.0,
+        batch_size: int = 0,
+        chunk: int = 16,
+        timeout_s: float | None = None,
+        conditioning: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[str, list[generation_pb2.GeneratedImage]]]:
         """(model_uri, images) per inline call of at most ``chunk`` images; the caller shows progress."""
         if count <= 0:
             raise ValueError(f"count must be >= 1, got {count}")
@@ -170,35 +229,70 @@ class GenerationClient:
         done = 0
         while done < count:
             size = min(chunk, count - done)
-            request = generation_pb2.GenerateRequest(model=model, count=size, seed=seed + done,
-                                                     sampler=options, conditioning=condition)
+            request = generation_pb2.GenerateRequest(
+                model=model, count=size, seed=seed + done, sampler=options, conditioning=condition
+            )
             reply = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
             model = reply.model_uri  # later chunks use the very model the first one resolved
             done += size
             yield reply.model_uri, list(reply.images)
 
-    def generate(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
-                 eta: float = 0.0, batch_size: int = 0, as_: str = "pil",
-                 timeout_s: float | None = None, conditioning: dict[str, Any] | None = None) -> list[Any]:
+    def generate(
+        self,
+        model: str,
+        count: int,
+        seed: int = 0,
+        *,
+        sampler: str = "",
+        steps: int = 0,
+        eta: float = 0.0,
+        batch_size: int = 0,
+        as_: str = "pil",
+        timeout_s: float | None = None,
+        conditioning: dict[str, Any] | None = None,
+    ) -> list[Any]:
         """``count`` images (PIL by default; ``as_="numpy"`` or ``"png"``), image i drawn with seed + i.
 
         ``conditioning`` asks a conditional generator for a lesion, e.g. ``{"label": "MEL",
         "lesion_area_fraction": 0.2, "center_x": 0.5, "center_y": 0.5, "ita_degrees": -20}``."""
         images: list[Any] = []
-        for _, chunk in self.iter_generate(model, count, seed, sampler=sampler, steps=steps, eta=eta,
-                                           batch_size=batch_size, chunk=INLINE_MAX_IMAGES,
-                                           timeout_s=timeout_s, conditioning=conditioning):
+        for _, chunk in self.iter_generate(
+            model,
+            count,
+            seed,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            batch_size=batch_size,
+            chunk=INLINE_MAX_IMAGES,
+            timeout_s=timeout_s,
+            conditioning=conditioning,
+        ):
             images += [decode_png(image.png, as_) for image in chunk]
         return images
 
-    def generate_to_store(self, model: str, count: int, seed: int = 0, *, sampler: str = "", steps: int = 0,
-                          eta: float = 0.0, batch_size: int = 0, timeout_s: float | None = None,
-                          conditioning: dict[str, Any] | None = None) -> tuple[str, common_pb2.ManifestRef]:
+    def generate_to_store(
+        self,
+        model: str,
+        count: int,
+        seed: int = 0,
+        *,
+        sampler: str = "",
+        steps: int = 0,
+        eta: float = 0.0,
+        batch_size: int = 0,
+        timeout_s: float | None = None,
+        conditioning: dict[str, Any] | None = None,
+    ) -> tuple[str, common_pb2.ManifestRef]:
         """Synchronous generation into the store: (model_uri, manifest reference)."""
-        request = generation_pb2.GenerateRequest(model=model, count=count, seed=seed,
-                                                 sampler=_sampler(sampler, steps, eta, batch_size),
-                                                 output=generation_pb2.OUTPUT_MODE_STORE,
-                                                 conditioning=conditioning_message(conditioning))
+        request = generation_pb2.GenerateRequest(
+            model=model,
+            count=count,
+            seed=seed,
+            sampler=_sampler(sampler, steps, eta, batch_size),
+            output=generation_pb2.OUTPUT_MODE_STORE,
+            conditioning=conditioning_message(conditioning),
+        )
         reply = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
         return reply.model_uri, reply.manifest
 

@@ -48,41 +48,52 @@ from skingenbench.api.v1 import generation_pb2
 
 STAGE, VERSION = "controllability", "1"
 MAX_IMAGES = 10_000  # a grid beyond this is a mistake in the request, not a measurement
-OUTPUT_FILES = (("report_json", "report.json"), ("report_md", "report.md"), ("montage", "montage.png"),
-                ("manifest", MANIFEST_NAME))
+OUTPUT_FILES = (
+    ("report_json", "report.json"),
+    ("report_md", "report.md"),
+    ("montage", "montage.png"),
+    ("manifest", MANIFEST_NAME),
+)
 
 
 @dataclass(frozen=True)
 class ControllabilityPlan(JobPlan):
-    model: ObjectRef                          # the model record, pinned by the sha256 of its bytes at Start
-    labels: tuple[str, ...]                   # the grid's axes after defaults (the grid itself is rebuilt
+    model: ObjectRef  # the model record, pinned by the sha256 of its bytes at Start
+    labels: tuple[str, ...]  # the grid's axes after defaults (the grid itself is rebuilt
     lesion_area_fractions: tuple[float, ...]  # from them: up to MAX_IMAGES requests stay out of the plan)
     ita_degrees: tuple[float, ...]
     centres: tuple[tuple[float, float], ...]
     repeats: int
     seed: int
-    sampler: SamplerOptions                   # defaults resolved
+    sampler: SamplerOptions  # defaults resolved
 
     def requests(self) -> list[MapParams]:
         """One semantic-map request per image; image i has seed ``seed + i``."""
-        return controllability.grid(self.labels, self.lesion_area_fractions, self.ita_degrees, self.centres,
-                                    self.repeats)
+        return controllability.grid(
+            self.labels, self.lesion_area_fractions, self.ita_degrees, self.centres, self.repeats
+        )
 
     def grid(self) -> dict[str, Any]:
         """The axes as the report records them."""
-        return {"labels": list(self.labels), "lesion_area_fractions": list(self.lesion_area_fractions),
-                "ita_degrees": list(self.ita_degrees), "centres": [list(c) for c in self.centres],
-                "repeats": self.repeats}
+        return {
+            "labels": list(self.labels),
+            "lesion_area_fractions": list(self.lesion_area_fractions),
+            "ita_degrees": list(self.ita_degrees),
+            "centres": [list(c) for c in self.centres],
+            "repeats": self.repeats,
+        }
 
 
-def _numbers(values: list[Any], default: tuple[float, ...], field: str, low: float, high: float,
-             low_open: bool = True) -> list[float]:
+def _numbers(
+    values: list[Any], default: tuple[float, ...], field: str, low: float, high: float, low_open: bool = True
+) -> list[float]:
     values = [float(v) for v in values] or list(default)
     for value in values:
         inside = (low < value if low_open else low <= value) and value <= high
         if not math.isfinite(value) or not inside:
-            raise InvalidArgument(f"{field}: {value} is outside {'(' if low_open else '['}{low}, {high}]",
-                                  field=field)
+            raise InvalidArgument(
+                f"{field}: {value} is outside {'(' if low_open else '['}{low}, {high}]", field=field
+            )
     return sorted(set(values))
 
 
@@ -101,20 +112,33 @@ class ControllabilityKind(JobKind[generation_pb2.ControllabilityRequest, Control
     def plan(self, request: generation_pb2.ControllabilityRequest, store: ObjectStore) -> ControllabilityPlan:
         record = models.resolve_model(store, request.model_uri)
         if GENERATORS.get(record.generator).capabilities.get("conditional") != "true":
-            raise FailedPrecondition(f"{record.generator} draws no lesion of a requested size, centre or skin "
-                                     "tone; controllability applies to conditional generators",
-                                     hint="train a dermgan model")
+            raise FailedPrecondition(
+                f"{record.generator} draws no lesion of a requested size, centre or skin "
+                "tone; controllability applies to conditional generators",
+                hint="train a dermgan model",
+            )
         labels = sorted(set(request.labels or record.classes))
         unknown = [label for label in labels if label not in CLASSES]
         if unknown:
-            raise InvalidArgument(f"unknown class(es) {', '.join(unknown)}", field="labels",
-                                  hint=f"one of: {', '.join(CLASSES)}")
+            raise InvalidArgument(
+                f"unknown class(es) {', '.join(unknown)}",
+                field="labels",
+                hint=f"one of: {', '.join(CLASSES)}",
+            )
         unseen = [label for label in labels if label not in record.classes]
         if unseen:
-            raise InvalidArgument(f"the model was trained on {', '.join(record.classes)}, not {', '.join(unseen)}",
-                                  field="labels", hint="ask only for classes the model learnt")
-        areas = _numbers(list(request.lesion_area_fractions), controllability.DEFAULT_AREAS,
-                         "lesion_area_fractions", 0.0, 0.95)
+            raise InvalidArgument(
+                f"the model was trained on {', '.join(record.classes)}, not {', '.join(unseen)}",
+                field="labels",
+                hint="ask only for classes the model learnt",
+            )
+        areas = _numbers(
+            list(request.lesion_area_fractions),
+            controllability.DEFAULT_AREAS,
+            "lesion_area_fractions",
+            0.0,
+            0.95,
+        )
         itas = _numbers(list(request.ita_degrees), controllability.DEFAULT_ITAS, "ita_degrees", -90.0, 90.0)
         centres = [(float(c.x), float(c.y)) for c in request.centres] or list(controllability.DEFAULT_CENTRES)
         for x, y in centres:
@@ -126,17 +150,33 @@ class ControllabilityKind(JobKind[generation_pb2.ControllabilityRequest, Control
         for params in requests[::repeats]:  # each combination once; MapParams knows its open bounds
             params.validate()
         if len(requests) > MAX_IMAGES:
-            raise InvalidArgument(f"the grid asks for {len(requests)} images; at most {MAX_IMAGES}",
-                                  hint="fewer sizes, tones, centres or repeats")
+            raise InvalidArgument(
+                f"the grid asks for {len(requests)} images; at most {MAX_IMAGES}",
+                hint="fewer sizes, tones, centres or repeats",
+            )
         seed = int(request.seed)
         check_seeds([seed, seed + len(requests) - 1])
-        options = resolve_sampler(unbuilt_backend(store, record), sampler_options(request_to_dict(request.sampler)))
-        address = content_address(STAGE, VERSION, [record.checkpoint["sha256"]],
-                                  {"requests": [p.to_dict() for p in requests],
-                                   "sampler": dataclasses.asdict(options)}, seed)
-        return ControllabilityPlan(output_prefix(f"{STAGE}/{record.generator}", address),
-                                   ObjectRef(store.uri(record.key), record.sha256), tuple(labels), tuple(areas),
-                                   tuple(itas), tuple(centres), repeats, seed, options)
+        options = resolve_sampler(
+            unbuilt_backend(store, record), sampler_options(request_to_dict(request.sampler))
+        )
+        address = content_address(
+            STAGE,
+            VERSION,
+            [record.checkpoint["sha256"]],
+            {"requests": [p.to_dict() for p in requests], "sampler": dataclasses.asdict(options)},
+            seed,
+        )
+        return ControllabilityPlan(
+            output_prefix(f"{STAGE}/{record.generator}", address),
+            ObjectRef(store.uri(record.key), record.sha256),
+            tuple(labels),
+            tuple(areas),
+            tuple(itas),
+            tuple(centres),
+            repeats,
+            seed,
+            options,
+        )
 
     def run(self, plan: ControllabilityPlan, ctx: JobContext) -> JobOutputs:
         store = ctx.store
@@ -150,7 +190,9 @@ class ControllabilityKind(JobKind[generation_pb2.ControllabilityRequest, Control
 
         def render(seeds: list[int], params: list[MapParams]) -> np.ndarray:
             image_keys = [f"{plan.output_prefix}/images/seed-{s}.png" for s in seeds]
-            if all(store.exists(k) for k in image_keys):  # drawn before an interruption: same seeds, same bytes
+            if all(
+                store.exists(k) for k in image_keys
+            ):  # drawn before an interruption: same seeds, same bytes
                 pngs = [store.get_bytes(k) for k in image_keys]
                 image_hashes.update({s: sha256_bytes(png) for s, png in zip(seeds, pngs, strict=True)})
                 images = np.stack([decode_image(png) for png in pngs])
@@ -167,21 +209,33 @@ class ControllabilityKind(JobKind[generation_pb2.ControllabilityRequest, Control
                 ctx.check_cancelled()
                 raise Cancelled("controllability stopped")
 
-        report = controllability.measure_controllability(render, requests, plan.seed,
-                                                         batch_size=options.batch_size, on_batch=on_batch)
+        report = controllability.measure_controllability(
+            render, requests, plan.seed, batch_size=options.batch_size, on_batch=on_batch
+        )
         model_uri = store.uri(record.key)
-        document = {**report.to_dict(), "grid": plan.grid(), "sampler": settings, "seed": plan.seed,
-                    "model_uri": model_uri, "by_requested_tone": controllability.by_requested_tone(report)}
+        document = {
+            **report.to_dict(),
+            "grid": plan.grid(),
+            "sampler": settings,
+            "seed": plan.seed,
+            "model_uri": model_uri,
+            "by_requested_tone": controllability.by_requested_tone(report),
+        }
         title = f"Controllability of {record.generator} `{record.name or record.model_id}`"
         written = {
-            "report_json": store.put_bytes(keys["report_json"], json.dumps(document, indent=1, sort_keys=True).encode(),
-                                           "application/json").sha256,
-            "report_md": store.put_bytes(keys["report_md"], controllability.report_markdown(report, title).encode(),
-                                         "text/markdown").sha256,
+            "report_json": store.put_bytes(
+                keys["report_json"],
+                json.dumps(document, indent=1, sort_keys=True).encode(),
+                "application/json",
+            ).sha256,
+            "report_md": store.put_bytes(
+                keys["report_md"], controllability.report_markdown(report, title).encode(), "text/markdown"
+            ).sha256,
             "montage": store.put_bytes(keys["montage"], to_png_bytes(_montage(tiles)), "image/png").sha256,
         }
-        written["manifest"] = _write_manifest(store, keys["manifest"], plan, record, report, image_hashes,
-                                              settings).sha256
+        written["manifest"] = _write_manifest(
+            store, keys["manifest"], plan, record, report, image_hashes, settings
+        ).sha256
         outputs = JobOutputs(summary=_summary(document["attributes"], len(requests), model_uri))
         for name, _ in OUTPUT_FILES:
             outputs.add(name, store.uri(keys[name]), written[name])
@@ -207,27 +261,59 @@ def _montage(tiles: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
     canvas = np.full((rows * (side + 2), columns * (side + 2), 3), 255, np.uint8)
     for (row, column), image in tiles.items():
         top, left = row * (side + 2), column * (side + 2)
-        canvas[top:top + side, left:left + side] = image
+        canvas[top : top + side, left : left + side] = image
     return canvas
 
 
-def _write_manifest(store: ObjectStore, key: str, plan: ControllabilityPlan, record: models.ModelRecord,
-                    report: controllability.ControllabilityReport, hashes: dict[int, str],
-                    settings: dict[str, Any]) -> ManifestRef:
+def _write_manifest(
+    store: ObjectStore,
+    key: str,
+    plan: ControllabilityPlan,
+    record: models.ModelRecord,
+    report: controllability.ControllabilityReport,
+    hashes: dict[int, str],
+    settings: dict[str, Any],
+) -> ManifestRef:
     model_uri, checkpoint_uri = store.uri(record.key), store.uri(record.checkpoint["key"])
     prefix = key.rsplit("/", 1)[0]
-    items = [Item(key=f"{prefix}/images/seed-{row['seed']}.png", sha256=hashes[row["seed"]],
-                  label=row["requested"]["label"], lesion_id=f"synthetic-{record.model_id}-{row['seed']}",
-                  split="train", source=record.generator, image_id=f"{record.model_id}-ctrl-{row['seed']}",
-                  meta={"synthetic": True, "seed": row["seed"], "conditioning": row["requested"],
-                        "measured": controllability.json_safe(row["measured"]), **settings,
-                        "model_uri": model_uri, "checkpoint_uri": checkpoint_uri})
-             for row in report.rows]
-    provenance = Provenance(stage=f"{STAGE}:{record.generator}", stage_version=VERSION, seed=plan.seed,
-                            config={"grid": plan.grid(), "sampler": settings, "model_uri": model_uri},
-                            parents=[ParentRef(model_uri, record.sha256)])
-    return write_manifest(store, key, Manifest(items, provenance, name=f"controllability-{record.model_id}",
-                                               extra={"synthetic": True, "model_uri": model_uri}))
+    items = [
+        Item(
+            key=f"{prefix}/images/seed-{row['seed']}.png",
+            sha256=hashes[row["seed"]],
+            label=row["requested"]["label"],
+            lesion_id=f"synthetic-{record.model_id}-{row['seed']}",
+            split="train",
+            source=record.generator,
+            image_id=f"{record.model_id}-ctrl-{row['seed']}",
+            meta={
+                "synthetic": True,
+                "seed": row["seed"],
+                "conditioning": row["requested"],
+                "measured": controllability.json_safe(row["measured"]),
+                **settings,
+                "model_uri": model_uri,
+                "checkpoint_uri": checkpoint_uri,
+            },
+        )
+        for row in report.rows
+    ]
+    provenance = Provenance(
+        stage=f"{STAGE}:{record.generator}",
+        stage_version=VERSION,
+        seed=plan.seed,
+        config={"grid": plan.grid(), "sampler": settings, "model_uri": model_uri},
+        parents=[ParentRef(model_uri, record.sha256)],
+    )
+    return write_manifest(
+        store,
+        key,
+        Manifest(
+            items,
+            provenance,
+            name=f"controllability-{record.model_id}",
+            extra={"synthetic": True, "model_uri": model_uri},
+        ),
+    )
 
 
 def _summary(attributes: dict[str, Any], count: int, model_uri: str) -> dict[str, Any]:

@@ -34,21 +34,36 @@ INLINE_MAX_BYTES = 32 * 1024 * 1024
 STORE_MAX_IMAGES = 10_000  # a synchronous call beyond this is a job: StartSampling
 
 
-def generate(store: ObjectStore, cache: models.BackendCache, admission: Admission,
-             request: generation_pb2.GenerateRequest, context: grpc.ServicerContext) -> generation_pb2.GenerateResponse:
+def generate(
+    store: ObjectStore,
+    cache: models.BackendCache,
+    admission: Admission,
+    request: generation_pb2.GenerateRequest,
+    context: grpc.ServicerContext,
+) -> generation_pb2.GenerateResponse:
     count, seed = int(request.count), int(request.seed)
     if count <= 0:
         raise InvalidArgument(f"count must be >= 1, got {count}", field="count")
     to_store = request.output == generation_pb2.OUTPUT_MODE_STORE
     if not to_store and count > INLINE_MAX_IMAGES:
-        raise ResourceExhausted(f"{count} images exceed the inline cap of {INLINE_MAX_IMAGES}",
-                                hint="use output OUTPUT_MODE_STORE, StartSampling, or several calls with "
-                                     "seed offsets (image i has seed + i)")
+        raise ResourceExhausted(
+            f"{count} images exceed the inline cap of {INLINE_MAX_IMAGES}",
+            hint="use output OUTPUT_MODE_STORE, StartSampling, or several calls with "
+            "seed offsets (image i has seed + i)",
+        )
     if to_store and count > STORE_MAX_IMAGES:
-        raise ResourceExhausted(f"{count} images exceed the synchronous cap of {STORE_MAX_IMAGES}",
-                                hint="use StartSampling (a job) for large sets")
-    checked = check_sampling(store, request.model, count, seed, request_to_dict(request.sampler),
-                             request_to_dict(request.conditioning))
+        raise ResourceExhausted(
+            f"{count} images exceed the synchronous cap of {STORE_MAX_IMAGES}",
+            hint="use StartSampling (a job) for large sets",
+        )
+    checked = check_sampling(
+        store,
+        request.model,
+        count,
+        seed,
+        request_to_dict(request.sampler),
+        request_to_dict(request.conditioning),
+    )
     model_uri = store.uri(checked.record.key)
     if to_store:
         ref = _to_store(store, cache, admission, checked, count, seed, context)
@@ -60,33 +75,53 @@ def generate(store: ObjectStore, cache: models.BackendCache, admission: Admissio
         return response
 
 
-def _to_store(store: ObjectStore, cache: models.BackendCache, admission: Admission, checked: CheckedSampling,
-              count: int, seed: int, context: grpc.ServicerContext) -> common_pb2.ManifestRef:
+def _to_store(
+    store: ObjectStore,
+    cache: models.BackendCache,
+    admission: Admission,
+    checked: CheckedSampling,
+    count: int,
+    seed: int,
+    context: grpc.ServicerContext,
+) -> common_pb2.ManifestRef:
     plan = sample_plan(store, checked, count, seed)
     outputs = finished_outputs(store, plan)
     if outputs is None:
         with admission.slot(context):
             backend = cache.get(checked.record)
             deadline = Deadline(context, count)
-            outputs = draw_samples(store, plan, checked.record, backend, before_batch=deadline.before_batch,
-                                   progress=lambda *_: deadline.after_batch())
+            outputs = draw_samples(
+                store,
+                plan,
+                checked.record,
+                backend,
+                before_batch=deadline.before_batch,
+                progress=lambda *_: deadline.after_batch(),
+            )
         mark_finished(store, plan, outputs)  # last, as the job runner does: every file it names is stored
     manifest = outputs.files["manifest"]
     return common_pb2.ManifestRef(uri=manifest.uri, sha256=manifest.sha256, item_count=count)
 
 
-def _inline(response: generation_pb2.GenerateResponse, backend: GeneratorBackend, checked: CheckedSampling,
-            seeds: list[int], deadline: Deadline) -> None:
+def _inline(
+    response: generation_pb2.GenerateResponse,
+    backend: GeneratorBackend,
+    checked: CheckedSampling,
+    seeds: list[int],
+    deadline: Deadline,
+) -> None:
     options, conditioning = checked.options, checked.conditioning
-    if len(seeds) * backend.resolution ** 2 * 3 > INLINE_MAX_BYTES:
+    if len(seeds) * backend.resolution**2 * 3 > INLINE_MAX_BYTES:
         side = backend.resolution
-        raise ResourceExhausted(f"{len(seeds)} images of {side}x{side} may exceed the inline cap of "
-                                f"{INLINE_MAX_BYTES >> 20} MiB", hint="use OUTPUT_MODE_STORE")
+        raise ResourceExhausted(
+            f"{len(seeds)} images of {side}x{side} may exceed the inline cap of {INLINE_MAX_BYTES >> 20} MiB",
+            hint="use OUTPUT_MODE_STORE",
+        )
     label = (conditioning or {}).get("label") or checked.record.label
     conditioning_json = json.dumps(conditioning or {"label": label}, sort_keys=True)
     size, total_bytes = options.batch_size, 0
     for start in range(0, len(seeds), size):
-        batch = seeds[start:start + size]
+        batch = seeds[start : start + size]
         deadline.before_batch(start, len(batch))
         images = backend.sample(batch, options, conditioning)
         deadline.after_batch()
@@ -94,7 +129,8 @@ def _inline(response: generation_pb2.GenerateResponse, backend: GeneratorBackend
             png = to_png_bytes(image)
             total_bytes += len(png)
             if total_bytes > INLINE_MAX_BYTES:
-                raise ResourceExhausted(f"the PNGs exceed the inline cap of {INLINE_MAX_BYTES >> 20} MiB",
-                                        hint="use OUTPUT_MODE_STORE")
+                raise ResourceExhausted(
+                    f"the PNGs exceed the inline cap of {INLINE_MAX_BYTES >> 20} MiB",
+                    hint="use OUTPUT_MODE_STORE",
+                )
             response.images.add(png=png, seed=image_seed, label=label, conditioning_json=conditioning_json)
-

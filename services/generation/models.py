@@ -130,8 +130,9 @@ def read_record(store: ObjectStore, reference: str, expected_sha256: str = "") -
     try:
         raw = store.get_bytes(key)
     except NotFound:
-        raise NotFound(f"no trained model at {store.uri(key)}",
-                       hint="ListTrainedModels shows what exists") from None
+        raise NotFound(
+            f"no trained model at {store.uri(key)}", hint="ListTrainedModels shows what exists"
+        ) from None
     if expected_sha256 and sha256_bytes(raw) != expected_sha256:
         raise DataIntegrityError(f"model record {store.uri(key)} has changed since it was referenced")
     return ModelRecord.from_json(raw, key)
@@ -162,8 +163,10 @@ def resolve_model(store: ObjectStore, reference: str) -> ModelRecord:
     if "/" in reference:
         record = read_record(store, reference)
         if not record.complete:
-            raise FailedPrecondition(f"model {store.uri(record.key)} is not complete (step {record.step} of "
-                                     f"{record.total_steps})", hint="wait for its training job to finish")
+            raise FailedPrecondition(
+                f"model {store.uri(record.key)} is not complete (step {record.step} of {record.total_steps})",
+                hint="wait for its training job to finish",
+            )
         return record
     complete = [r for r in list_records(store) if r.complete]
     by_generator = [r for r in complete if r.generator == reference]
@@ -171,24 +174,33 @@ def resolve_model(store: ObjectStore, reference: str) -> ModelRecord:
         if matches:
             return max(matches, key=lambda r: r.completed_at)
     if reference in GENERATORS:
-        raise NotFound(f"no complete trained {reference} model in the store",
-                       hint="train one with StartTraining")
-    raise NotFound(f"no generator or trained model named {reference!r}",
-                   hint=f"generators: {', '.join(GENERATORS.names())}; or a model URI from ListTrainedModels")
+        raise NotFound(
+            f"no complete trained {reference} model in the store", hint="train one with StartTraining"
+        )
+    raise NotFound(
+        f"no generator or trained model named {reference!r}",
+        hint=f"generators: {', '.join(GENERATORS.names())}; or a model URI from ListTrainedModels",
+    )
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
-def save_checkpoint(store: ObjectStore, prefix: str, step: int, state: dict[str, Any],
-                    config_document: str) -> dict[str, Any]:
+def save_checkpoint(
+    store: ObjectStore, prefix: str, step: int, state: dict[str, Any], config_document: str
+) -> dict[str, Any]:
     """Write the tensors, then the descriptor that names them; returns {"key", "sha256", "step"}."""
     tensors, skeleton = state_to_bytes(state)
     stem = f"{prefix}/checkpoints/step-{step:08d}"
     tensor_info = store.put_bytes(f"{stem}.safetensors", tensors)
-    descriptor = {"format": CHECKPOINT_FORMAT, "step": step, "config": json.loads(config_document),
-                  "tensors": {"key": tensor_info.key, "sha256": tensor_info.sha256},
-                  "skeleton": json.loads(skeleton)}
-    info = store.put_bytes(f"{stem}.json", json.dumps(descriptor, sort_keys=True).encode(),
-                           "application/json")
+    descriptor = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "config": json.loads(config_document),
+        "tensors": {"key": tensor_info.key, "sha256": tensor_info.sha256},
+        "skeleton": json.loads(skeleton),
+    }
+    info = store.put_bytes(
+        f"{stem}.json", json.dumps(descriptor, sort_keys=True).encode(), "application/json"
+    )
     return {"key": info.key, "sha256": info.sha256, "step": step}
 
 

@@ -25,10 +25,10 @@ from skingenbench.services.core.errors import (
 from skingenbench.services.core.hashing import content_address, output_prefix, sha256_bytes
 from skingenbench.services.core.manifest import MANIFEST_NAME, Item, Manifest, ParentRef, Provenance
 from skingenbench.services.generation import models
+from skingenbench.services.generation.class_labels import class_count
 from skingenbench.services.generation.core.backend import GeneratorBackend, SamplerOptions, check_seeds
 from skingenbench.services.generation.core.registry import backend_from_config_json
 from skingenbench.services.generation.core.sampling import image_seeds, to_png_bytes
-from skingenbench.services.generation.training_job import class_count
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext
 from skingenbench.services.platform.manifest_io import write_manifest
@@ -38,7 +38,9 @@ from skingenbench.services.platform.store import ObjectStore
 from skingenbench.api.v1 import generation_pb2
 
 SAMPLE_STAGE, SAMPLE_VERSION = "sample", "1"
-RequestWithModel = TypeVar("RequestWithModel", generation_pb2.SampleRequest, generation_pb2.ControllabilityRequest)
+RequestWithModel = TypeVar(
+    "RequestWithModel", generation_pb2.SampleRequest, generation_pb2.ControllabilityRequest
+)
 
 
 # -- sampling ---------------------------------------------------------------------------------------------
@@ -47,10 +49,13 @@ def sampler_options(data: dict[str, Any] | None) -> SamplerOptions:
     "unset": ``resolve_sampler`` gives it the backend's default (StyleGAN2-ADA paper: 0.8, as the
     reference study sampled; 1.0, no truncation, elsewhere)."""
     data = data or {}
-    options = SamplerOptions(sampler=str(data.get("sampler", "")), steps=int(data.get("steps", 0)),
-                             eta=float(data.get("eta", 0.0)),
-                             truncation_psi=float(data.get("truncation_psi") or 0.0),
-                             batch_size=int(data.get("batch_size", 0)))
+    options = SamplerOptions(
+        sampler=str(data.get("sampler", "")),
+        steps=int(data.get("steps", 0)),
+        eta=float(data.get("eta", 0.0)),
+        truncation_psi=float(data.get("truncation_psi") or 0.0),
+        batch_size=int(data.get("batch_size", 0)),
+    )
     options.validate()
     return options
 
@@ -63,8 +68,9 @@ def resolve_sampler(backend: GeneratorBackend, options: SamplerOptions) -> Sampl
     return backend.resolve_options(options)
 
 
-def check_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
-                       conditioning: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_conditioning(
+    backend: GeneratorBackend, record: models.ModelRecord, conditioning: dict[str, Any] | None
+) -> dict[str, Any] | None:
     """The conditioning the backend is given, from a request's ``Conditioning`` (as a dict).
 
     - A conditional backend (DermGAN, semantic maps) gets the fields as they are.
@@ -79,13 +85,17 @@ def check_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
     label = conditioning.pop("label", record.label)
     if label != record.label or conditioning:
         given = ", ".join(sorted(conditioning)) or f"label {label!r}"
-        raise InvalidArgument(f"{record.generator} is unconditional (trained on {record.label}); it cannot "
-                              f"honour {given}", field="conditioning", hint="leave conditioning empty")
+        raise InvalidArgument(
+            f"{record.generator} is unconditional (trained on {record.label}); it cannot honour {given}",
+            field="conditioning",
+            hint="leave conditioning empty",
+        )
     return None
 
 
-def class_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
-                       conditioning: dict[str, Any]) -> dict[str, Any]:
+def class_conditioning(
+    backend: GeneratorBackend, record: models.ModelRecord, conditioning: dict[str, Any]
+) -> dict[str, Any]:
     """``{"label": name, "class": index}`` for a class-conditional model from a request's ``label``.
 
     The index is the label's position in the record's sorted ``classes``, the order training used
@@ -96,22 +106,33 @@ def class_conditioning(backend: GeneratorBackend, record: models.ModelRecord,
     """
     classes = list(record.classes)
     if len(classes) != class_count(backend.config):
-        raise FailedPrecondition(f"model {record.key} is conditioned on {class_count(backend.config)} classes but "
-                                 f"its record lists {len(classes)} ({', '.join(classes)}); the class order is "
-                                 "unknown", hint="retrain it: StartTraining checks num_classes against classes")
+        raise FailedPrecondition(
+            f"model {record.key} is conditioned on {class_count(backend.config)} classes but "
+            f"its record lists {len(classes)} ({', '.join(classes)}); the class order is "
+            "unknown",
+            hint="retrain it: StartTraining checks num_classes against classes",
+        )
     others = sorted(k for k in conditioning if k != "label")
     if others:
-        raise InvalidArgument(f"{record.generator} is conditional on the class only; it cannot honour "
-                              f"{', '.join(others)}", field="conditioning",
-                              hint=f"give only conditioning.label, one of {', '.join(classes)}")
+        raise InvalidArgument(
+            f"{record.generator} is conditional on the class only; it cannot honour {', '.join(others)}",
+            field="conditioning",
+            hint=f"give only conditioning.label, one of {', '.join(classes)}",
+        )
     label = conditioning.get("label")
     if label is None:
-        raise InvalidArgument(f"this {record.generator} model is class-conditional: conditioning.label must name "
-                              f"the class to draw, one of {', '.join(classes)}", field="conditioning.label",
-                              hint=f"e.g. label {classes[0]!r}")
+        raise InvalidArgument(
+            f"this {record.generator} model is class-conditional: conditioning.label must name "
+            f"the class to draw, one of {', '.join(classes)}",
+            field="conditioning.label",
+            hint=f"e.g. label {classes[0]!r}",
+        )
     if label not in classes:
-        raise InvalidArgument(f"this {record.generator} model draws {', '.join(classes)}; it was not trained on "
-                              f"{label!r}", field="conditioning.label", hint=f"one of {', '.join(classes)}")
+        raise InvalidArgument(
+            f"this {record.generator} model draws {', '.join(classes)}; it was not trained on {label!r}",
+            field="conditioning.label",
+            hint=f"one of {', '.join(classes)}",
+        )
     return {"label": label, "class": classes.index(label)}
 
 
@@ -130,8 +151,14 @@ class CheckedSampling:
     conditioning: dict[str, Any] | None
 
 
-def check_sampling(store: ObjectStore, model: str, count: int, seed: int, sampler: dict[str, Any] | None,
-                   conditioning: dict[str, Any] | None) -> CheckedSampling:
+def check_sampling(
+    store: ObjectStore,
+    model: str,
+    count: int,
+    seed: int,
+    sampler: dict[str, Any] | None,
+    conditioning: dict[str, Any] | None,
+) -> CheckedSampling:
     """Everything StartSampling and Generate refuse, checked once: count, seeds, sampler, model, conditioning.
 
     ``sampler`` and ``conditioning`` are the request's messages as dicts (proto field names)."""
@@ -167,28 +194,44 @@ def with_resolved_model(store: ObjectStore, request: RequestWithModel) -> Reques
 # -- the sample job -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SamplePlan(JobPlan):
-    model: ObjectRef               # the model record, pinned by the sha256 of its bytes at Start
+    model: ObjectRef  # the model record, pinned by the sha256 of its bytes at Start
     generator: str
     count: int
     seed: int
-    sampler: SamplerOptions        # defaults resolved: exactly how the images are drawn and recorded
-    conditioning: dict[str, Any]   # as checked ({}: none), what the backend is given
+    sampler: SamplerOptions  # defaults resolved: exactly how the images are drawn and recorded
+    conditioning: dict[str, Any]  # as checked ({}: none), what the backend is given
 
 
 def sample_plan(store: ObjectStore, checked: CheckedSampling, count: int, seed: int) -> SamplePlan:
     """The plan of a checked request; its prefix is the content address the sample has always had."""
     record, conditioning = checked.record, checked.conditioning or {}
-    address = content_address(SAMPLE_STAGE, SAMPLE_VERSION, [record.checkpoint["sha256"]],
-                              {"count": count, "sampler": dataclasses.asdict(checked.options),
-                               "conditioning": conditioning}, seed)
-    return SamplePlan(output_prefix(f"samples/{record.generator}", address),
-                      ObjectRef(store.uri(record.key), record.sha256), record.generator, count, seed,
-                      checked.options, conditioning)
+    address = content_address(
+        SAMPLE_STAGE,
+        SAMPLE_VERSION,
+        [record.checkpoint["sha256"]],
+        {"count": count, "sampler": dataclasses.asdict(checked.options), "conditioning": conditioning},
+        seed,
+    )
+    return SamplePlan(
+        output_prefix(f"samples/{record.generator}", address),
+        ObjectRef(store.uri(record.key), record.sha256),
+        record.generator,
+        count,
+        seed,
+        checked.options,
+        conditioning,
+    )
 
 
-def draw_samples(store: ObjectStore, plan: SamplePlan, record: models.ModelRecord, backend: GeneratorBackend, *,
-                 progress: Callable[[int, int, float], None] | None = None,
-                 before_batch: Callable[[int, int], None] | None = None) -> JobOutputs:
+def draw_samples(
+    store: ObjectStore,
+    plan: SamplePlan,
+    record: models.ModelRecord,
+    backend: GeneratorBackend,
+    *,
+    progress: Callable[[int, int, float], None] | None = None,
+    before_batch: Callable[[int, int], None] | None = None,
+) -> JobOutputs:
     """Draw the plan's images (seeds seed..seed+count-1) as PNGs, then the manifest that lists them.
 
     PNGs already in the prefix (written before an interruption: same seeds, same bytes) are kept. The
@@ -203,7 +246,7 @@ def draw_samples(store: ObjectStore, plan: SamplePlan, record: models.ModelRecor
     items: list[Item] = []
     started = time.perf_counter()
     for start in range(0, plan.count, options.batch_size):
-        batch = seeds[start:start + options.batch_size]
+        batch = seeds[start : start + options.batch_size]
         keys = [f"{plan.output_prefix}/images/seed-{s}.png" for s in batch]
         if all(store.exists(k) for k in keys):
             hashes = [sha256_bytes(store.get_bytes(k)) for k in keys]
@@ -211,26 +254,60 @@ def draw_samples(store: ObjectStore, plan: SamplePlan, record: models.ModelRecor
             if before_batch is not None:
                 before_batch(start, len(batch))
             images = backend.sample(batch, options, conditioning)
-            hashes = [store.put_bytes(key, to_png_bytes(image), "image/png").sha256
-                      for key, image in zip(keys, images, strict=True)]
+            hashes = [
+                store.put_bytes(key, to_png_bytes(image), "image/png").sha256
+                for key, image in zip(keys, images, strict=True)
+            ]
         for s, key, sha in zip(batch, keys, hashes, strict=True):
-            items.append(Item(key=key, sha256=sha, label=label, lesion_id=f"synthetic-{record.model_id}-{s}",
-                              split="train", source=record.generator, image_id=f"{record.model_id}-{s}",
-                              meta={"synthetic": True, "seed": s, **settings, "model_uri": model_uri,
-                                    "checkpoint_uri": checkpoint_uri, "checkpoint_step": record.step,
-                                    **({"conditioning": conditioning} if conditioning else {})}))
+            items.append(
+                Item(
+                    key=key,
+                    sha256=sha,
+                    label=label,
+                    lesion_id=f"synthetic-{record.model_id}-{s}",
+                    split="train",
+                    source=record.generator,
+                    image_id=f"{record.model_id}-{s}",
+                    meta={
+                        "synthetic": True,
+                        "seed": s,
+                        **settings,
+                        "model_uri": model_uri,
+                        "checkpoint_uri": checkpoint_uri,
+                        "checkpoint_step": record.step,
+                        **({"conditioning": conditioning} if conditioning else {}),
+                    },
+                )
+            )
         if progress is not None:
             progress(len(items), plan.count, len(items) / max(time.perf_counter() - started, 1e-9))
     provenance = Provenance(
-        stage=f"{SAMPLE_STAGE}:{record.generator}", stage_version=SAMPLE_VERSION, seed=plan.seed,
-        config={"model_uri": model_uri, "checkpoint_uri": checkpoint_uri, "count": plan.count, "sampler": settings,
-                "conditioning": conditioning or {}, "device": backend.device},
-        parents=[ParentRef(model_uri, record.sha256),
-                 ParentRef(record.trained_on["uri"], record.trained_on["sha256"])])
-    manifest = Manifest(items, provenance, name=f"{record.generator}-{record.model_id}-seed{plan.seed}-n{plan.count}",
-                        extra={"synthetic": True, "model_uri": model_uri})
+        stage=f"{SAMPLE_STAGE}:{record.generator}",
+        stage_version=SAMPLE_VERSION,
+        seed=plan.seed,
+        config={
+            "model_uri": model_uri,
+            "checkpoint_uri": checkpoint_uri,
+            "count": plan.count,
+            "sampler": settings,
+            "conditioning": conditioning or {},
+            "device": backend.device,
+        },
+        parents=[
+            ParentRef(model_uri, record.sha256),
+            ParentRef(record.trained_on["uri"], record.trained_on["sha256"]),
+        ],
+    )
+    manifest = Manifest(
+        items,
+        provenance,
+        name=f"{record.generator}-{record.model_id}-seed{plan.seed}-n{plan.count}",
+        extra={"synthetic": True, "model_uri": model_uri},
+    )
     ref = write_manifest(store, f"{plan.output_prefix}/{MANIFEST_NAME}", manifest)
-    outputs = JobOutputs(summary={"item_count": ref.item_count, "model_uri": model_uri, "reused_output": False})
+    outputs = JobOutputs(
+        summary={"item_count": ref.item_count, "model_uri": model_uri, "reused_output": False}
+    )
     outputs.add("manifest", ref.uri, ref.sha256)
     return outputs
 
@@ -249,8 +326,14 @@ class SampleKind(JobKind[generation_pb2.SampleRequest, SamplePlan]):
 
     def plan(self, request: generation_pb2.SampleRequest, store: ObjectStore) -> SamplePlan:
         count, seed = int(request.count), int(request.seed)
-        checked = check_sampling(store, request.model_uri, count, seed, request_to_dict(request.sampler),
-                                 request_to_dict(request.conditioning))
+        checked = check_sampling(
+            store,
+            request.model_uri,
+            count,
+            seed,
+            request_to_dict(request.sampler),
+            request_to_dict(request.conditioning),
+        )
         return sample_plan(store, checked, count, seed)
 
     def run(self, plan: SamplePlan, ctx: JobContext) -> JobOutputs:

@@ -29,12 +29,21 @@ from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 def model_to_proto(store, record: models.ModelRecord) -> generation_pb2.TrainedModel:
     checkpoint = store.uri(record.checkpoint["key"]) if record.checkpoint else ""
     return generation_pb2.TrainedModel(
-        model_uri=store.uri(record.key), generator=record.generator, profile=record.profile,
-        trained_on=common_pb2.ManifestRef(uri=record.trained_on["uri"], sha256=record.trained_on["sha256"],
-                                          item_count=int(record.trained_on["item_count"])),
-        classes=record.classes, step=record.step, checkpoint_uri=checkpoint,
-        provenance_json=json.dumps(record.provenance, sort_keys=True), complete=record.complete,
-        name=record.name)
+        model_uri=store.uri(record.key),
+        generator=record.generator,
+        profile=record.profile,
+        trained_on=common_pb2.ManifestRef(
+            uri=record.trained_on["uri"],
+            sha256=record.trained_on["sha256"],
+            item_count=int(record.trained_on["item_count"]),
+        ),
+        classes=record.classes,
+        step=record.step,
+        checkpoint_uri=checkpoint,
+        provenance_json=json.dumps(record.provenance, sort_keys=True),
+        complete=record.complete,
+        name=record.name,
+    )
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
@@ -42,7 +51,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         self.ctx = ctx
         self.store = ctx.store
         self.cache = cache
-        self.admission = Admission(generation_setting(ctx, "concurrency", 2), generation_setting(ctx, "queue", 2))
+        self.admission = Admission(
+            generation_setting(ctx, "concurrency", 2), generation_setting(ctx, "queue", 2)
+        )
 
     # -- metadata -----------------------------------------------------------------------------------------
     def GetServiceInfo(self, request, context):
@@ -59,12 +70,15 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             GENERATORS.get(request.generator)
         records = models.list_records(self.store, request.generator)
         return generation_pb2.ListTrainedModelsResponse(
-            models=[model_to_proto(self.store, r) for r in records])
+            models=[model_to_proto(self.store, r) for r in records]
+        )
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def StartTraining(self, request, context):
         # Spellings of one request (profile left out, classes unsorted) share one job, as they share one model.
-        return job_reply(self.ctx.runner, training_job.TrainKind.name, training_job.canonical_request(request))
+        return job_reply(
+            self.ctx.runner, training_job.TrainKind.name, training_job.canonical_request(request)
+        )
 
     # A model name resolves at Start: the job (and its id) is for the model the name means now.
     def StartSampling(self, request, context):

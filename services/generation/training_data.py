@@ -34,15 +34,22 @@ def select_training_items(manifest: Manifest, classes: list[str], uri: str = "")
         raise FailedPrecondition(
             f"the training manifest {uri} holds {counts} item(s) of {'+'.join(classes)} outside the train "
             "split; generators are trained on training-split items only",
-            hint="pass a train-only manifest, e.g. preprocess with splits=['train']", split_counts=counts)
+            hint="pass a train-only manifest, e.g. preprocess with splits=['train']",
+            split_counts=counts,
+        )
     if not chosen:
         raise FailedPrecondition(f"the training manifest {uri} has no train items of {'+'.join(classes)}")
     return chosen
 
 
 # -- the training job -------------------------------------------------------------------------------------
-def load_training_images(store: ObjectStore, items: list[Item], resolution: int, classes: list[str],
-                         check: Callable[[], None] = lambda: None) -> list[tuple[np.ndarray, int]]:
+def load_training_images(
+    store: ObjectStore,
+    items: list[Item],
+    resolution: int,
+    classes: list[str],
+    check: Callable[[], None] = lambda: None,
+) -> list[tuple[np.ndarray, int]]:
     """(image, class index) per item: uint8 [R, R, 3] (hash-checked; square images only, resized when needed)
     and the index of the item's label in ``classes`` (the plan's sorted classes, the model's class order).
 
@@ -56,14 +63,17 @@ def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
     for item in items:
         check()
         if item.label not in index_of:  # select_training_items only picks items of ``classes``
-            raise FailedPrecondition(f"training item {item.key} has label {item.label!r}, not one of the "
-                                     f"model's classes {', '.join(classes)}")
+            raise FailedPrecondition(
+                f"training item {item.key} has label {item.label!r}, not one of the "
+                f"model's classes {', '.join(classes)}"
+            )
         image = decode_image(read_item(store, item))
         height, width = image.shape[:2]
         if height != width:
-            raise FailedPrecondition(f"training item {item.key} is {width}x{height}; generators train on "
-                                     "square images",
-                                     hint="train on a preprocessed manifest (its images are square)")
+            raise FailedPrecondition(
+                f"training item {item.key} is {width}x{height}; generators train on square images",
+                hint="train on a preprocessed manifest (its images are square)",
+            )
         if height != resolution:
             interpolation = cv2.INTER_AREA if height > resolution else cv2.INTER_CUBIC
             image = cv2.resize(image, (resolution, resolution), interpolation=interpolation)
@@ -71,8 +81,9 @@ def load_training_images(store: ObjectStore, items: list[Item], resolution: int,
     return dataset
 
 
-def conditional_training_set(store: ObjectStore, backend: GeneratorBackend, items: list[Item],
-                             dataset: list[tuple[np.ndarray, int]]) -> list[tuple[Any, ...]]:
+def conditional_training_set(
+    store: ObjectStore, backend: GeneratorBackend, items: list[Item], dataset: list[tuple[np.ndarray, int]]
+) -> list[tuple[Any, ...]]:
     """A conditional backend (DermGAN) trains on (image, class, semantic map): the map comes from the
     item's lesion mask and skin tone, which the preprocessing service measured."""
     from skingenbench.services.core.imaging.decoding import decode_mask
@@ -81,8 +92,10 @@ def conditional_training_set(store: ObjectStore, backend: GeneratorBackend, item
     for (image, _), item in zip(dataset, items, strict=True):
         entry = item.objects.get("mask_lesion")
         if entry is None:
-            raise FailedPrecondition(f"training item {item.key} has no lesion mask; {backend.name} needs one",
-                                     hint="train on a manifest from the preprocessing service")
+            raise FailedPrecondition(
+                f"training item {item.key} has no lesion mask; {backend.name} needs one",
+                hint="train on a manifest from the preprocessing service",
+            )
         mask = decode_mask(read_verified(store, entry.key, entry.sha256))
         examples.append((image, mask, item.meta.get("ita_degrees"), item.label))
     conditional, _skipped = backend.training_set(examples)

@@ -25,13 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from google.protobuf import json_format
 from skingenbench.services.core.classes import CLASSES
@@ -44,7 +40,8 @@ from skingenbench.services.core.errors import (
 from skingenbench.services.core.hashing import canonical_json, content_address, output_prefix, sha256_bytes
 from skingenbench.services.core.manifest import Item, Manifest, ParentRef, Provenance
 from skingenbench.services.generation import models
-from skingenbench.services.generation.core.backend import GeneratorBackend, as_json, check_seeds
+from skingenbench.services.generation.class_labels import check_class_count
+from skingenbench.services.generation.core.backend import as_json, check_seeds
 from skingenbench.services.generation.core.registry import GENERATORS, create_backend
 from skingenbench.services.generation.core.training import train
 from skingenbench.services.generation.training_data import (
@@ -52,6 +49,7 @@ from skingenbench.services.generation.training_data import (
     load_training_images,
     select_training_items,
 )
+from skingenbench.services.generation.transfer_init import check_init, init_folder
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext, JobInterrupted
 from skingenbench.services.platform.manifest_io import read_manifest
@@ -69,15 +67,15 @@ DEFAULT_CLASSES = ("MEL",)
 class TrainingPlan(JobPlan):
     generator: str
     profile: str
-    overrides: dict[str, Any]     # the request's config_json
-    config: dict[str, Any]        # the full config (JSON form): what the address hashes and the record keeps
-    classes: tuple[str, ...]      # sorted: the model's class order
+    overrides: dict[str, Any]  # the request's config_json
+    config: dict[str, Any]  # the full config (JSON form): what the address hashes and the record keeps
+    classes: tuple[str, ...]  # sorted: the model's class order
     seed: int
     name: str
-    train: ObjectRef              # the training manifest and the sha256 of its bytes as read at Start
-    init: dict[str, str]          # as requested ({"uri"[, "sha256"]}; empty: none): what the address hashes
+    train: ObjectRef  # the training manifest and the sha256 of its bytes as read at Start
+    init: dict[str, str]  # as requested ({"uri"[, "sha256"]}; empty: none): what the address hashes
     init_model: ObjectRef | None  # a trained model to start from, pinned by its record's sha256
-    init_folder: str              # or a local folder of pretrained weights ("" for none)
+    init_folder: str  # or a local folder of pretrained weights ("" for none)
 
 
 @dataclass
@@ -100,8 +98,9 @@ def normalise_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
     chosen = sorted(set(classes or DEFAULT_CLASSES))
     unknown = [c for c in chosen if c not in CLASSES]
     if unknown:
-        raise InvalidArgument(f"unknown class(es) {', '.join(unknown)}", field="classes",
-                              hint=f"one of: {', '.join(CLASSES)}")
+        raise InvalidArgument(
+            f"unknown class(es) {', '.join(unknown)}", field="classes", hint=f"one of: {', '.join(CLASSES)}"
+        )
     return chosen
 
 
@@ -125,41 +124,15 @@ def _read_manifest(store: ObjectStore, ref: common_pb2.ManifestRef) -> tuple[Man
         raise NotFound(f"train manifest not found: {store.uri(key)}") from None
     sha = sha256_bytes(raw)
     if ref.sha256 and ref.sha256 != sha:
-        raise DataIntegrityError(f"manifest {store.uri(key)} has changed since it was referenced "
-                                 "(sha256 mismatch)")
+        raise DataIntegrityError(
+            f"manifest {store.uri(key)} has changed since it was referenced (sha256 mismatch)"
+        )
     return Manifest.from_json(raw), store.uri(key), sha
 
 
-def class_count(config: Any) -> int:
-    """How many classes a config's network is conditioned on by class index (0: not class-conditional).
-
-    StyleGAN2-ADA's ``num_classes``. DermGAN conditions on semantic maps (``backend.conditional``), not on a
-    class index, and DDPM is unconditional: both have no ``num_classes`` and count 0 here.
-    """
-    return int(getattr(config, "num_classes", 0) or 0)
-
-
-def check_class_count(generator: str, config: Any, classes: list[str]) -> None:
-    """A class-conditional config must have exactly one class per requested class.
-
-    The network's class i is ``classes[i]`` (sorted); with more outputs than classes some embeddings would never
-    see an image, with fewer the labels would not fit. ``num_classes`` is not filled in from ``classes``: it is
-    part of the config that defines the weights (and the model's address), so it says what the user wrote, and
-    0 with several classes stays a legitimate choice (one unconditional model over their union).
-    """
-    wanted = class_count(config)
-    if wanted and wanted != len(classes):
-        raise InvalidArgument(
-            f"{generator} config has num_classes={wanted}, but the request trains on {len(classes)} class(es) "
-            f"({', '.join(classes)}); a class-conditional model needs exactly one class per requested class",
-            field="config_json",
-            hint=f'set "num_classes": {len(classes)} (class index i = the i-th of {", ".join(classes)}, '
-                 'sorted) and/or list the classes in "classes"; or "num_classes": 0 for one unconditional '
-                 "model over their union")
-
-
-def plan_training(store: ObjectStore, request: generation_pb2.TrainGeneratorRequest | dict[str, Any]
-                  ) -> PlannedTraining:
+def plan_training(
+    store: ObjectStore, request: generation_pb2.TrainGeneratorRequest | dict[str, Any]
+) -> PlannedTraining:
     """Check a TrainGeneratorRequest completely and work out where its model lives.
 
     ``request`` may also be the request as a dict (proto field names, int64 values as strings: how job
@@ -168,8 +141,9 @@ def plan_training(store: ObjectStore, request: generation_pb2.TrainGeneratorRequ
         request = json_format.ParseDict(request, generation_pb2.TrainGeneratorRequest())
     generator = request.generator
     if not generator:
-        raise InvalidArgument("generator is required", field="generator",
-                              hint=f"one of: {', '.join(GENERATORS.names())}")
+        raise InvalidArgument(
+            "generator is required", field="generator", hint=f"one of: {', '.join(GENERATORS.names())}"
+        )
     GENERATORS.get(generator)  # NotFound for an unknown name
     profile = request.profile or "paper"
     overrides = parse_json_field(request.config_json, "config_json")
@@ -179,95 +153,39 @@ def plan_training(store: ObjectStore, request: generation_pb2.TrainGeneratorRequ
     check_class_count(generator, backend.config, classes)
     manifest, uri, sha = _read_manifest(store, request.train)
     items = select_training_items(manifest, classes, uri)
-    init = {k: v for k, v in (("uri", request.init_checkpoint.uri), ("sha256", request.init_checkpoint.sha256)) if v}
-    init_model, init_folder = _check_init(store, init, backend, generator, classes) if init else (None, "")
+    init = {
+        k: v
+        for k, v in (("uri", request.init_checkpoint.uri), ("sha256", request.init_checkpoint.sha256))
+        if v
+    }
+    init_model, init_folder = check_init(store, init, backend, generator, classes) if init else (None, "")
     name = str(request.name)
     items_hash = sha256_bytes(canonical_json([item.to_dict() for item in items]).encode())
-    identity = {"generator": generator, "config": dataclasses.asdict(backend.config), "classes": classes,
-                "name": name, "init": init}
-    prefix = output_prefix(f"models/{generator}",
-                           content_address(TRAIN_STAGE, TRAIN_VERSION, [items_hash], identity, seed))
-    plan = TrainingPlan(prefix, generator, profile, overrides, as_json(dataclasses.asdict(backend.config)),
-                        tuple(classes), seed, name, ObjectRef(uri, sha), init, init_model, init_folder)
+    identity = {
+        "generator": generator,
+        "config": dataclasses.asdict(backend.config),
+        "classes": classes,
+        "name": name,
+        "init": init,
+    }
+    prefix = output_prefix(
+        f"models/{generator}", content_address(TRAIN_STAGE, TRAIN_VERSION, [items_hash], identity, seed)
+    )
+    plan = TrainingPlan(
+        prefix,
+        generator,
+        profile,
+        overrides,
+        as_json(dataclasses.asdict(backend.config)),
+        tuple(classes),
+        seed,
+        name,
+        ObjectRef(uri, sha),
+        init,
+        init_model,
+        init_folder,
+    )
     return PlannedTraining(plan, items)
-
-
-# -- initialisation (transfer learning) -------------------------------------------------------------------
-def _local_folder(store: ObjectStore, uri: str) -> Path | None:
-    """A folder on this machine named by a path or a file:// URI outside the store, else None."""
-    if "://" in uri:
-        if uri.startswith(store.root_uri.rstrip("/") + "/") or urlparse(uri).scheme != "file":
-            return None
-        return Path(unquote(urlparse(uri).path))
-    return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
-
-
-def _check_init(store: ObjectStore, init: dict[str, str], backend: GeneratorBackend, generator: str,
-                classes: list[str]) -> tuple[ObjectRef | None, str]:
-    """The initialisation exists and fits the new run: same generator, same class order for a class-conditional
-    run, network-shaping fields equal. Returns (the init model pinned, or None; the local folder, or "").
-
-    A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only): its
-    config is checked here when it has ours, and a foreign export (a diffusers UNet) when the backend loads it.
-    """
-    folder = _local_folder(store, init["uri"])
-    if folder is not None:
-        if not folder.is_dir():
-            raise InvalidArgument(f"init_checkpoint {init['uri']} is not a folder on the generation server",
-                                  field="init_checkpoint",
-                                  hint="a diffusers UNet folder, or a trained model's URI")
-        backend.check_pretrained_folder(folder)  # a folder of ours names its config; a foreign one is checked on load
-        return None, str(folder)
-    record = models.read_record(store, init["uri"], init.get("sha256", ""))
-    if not record.complete:
-        raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
-    if record.generator != generator:
-        raise InvalidArgument(f"init_checkpoint {init['uri']} is a {record.generator} model; this run trains "
-                              f"{generator}", field="init_checkpoint", hint=f"start from a {generator} model")
-    check_init_classes(init["uri"], record, backend.config, classes)
-    # The backend's declared ``model_fields`` (network shape, diffusion process): weights made under other values
-    # do not fit, so the request is refused now rather than failing the job when it loads them.
-    backend.check_init_config(record.config)
-    return ObjectRef(store.uri(record.key), record.sha256), ""
-
-
-def check_init_classes(uri: str, record: models.ModelRecord, config: Any, classes: list[str]) -> None:
-    """A class-conditional run may start only from a class-conditional model of the same classes.
-
-    Class embeddings are indexed by position in the sorted classes (G's embedding, D's projection), so the weights
-    of a model trained on other classes load without complaint when the count matches and then mean other classes:
-    with MEL, NV as classes 0, 1, a run on BCC, MEL would start with BCC drawn by MEL's embedding. When either side
-    is unconditional (``num_classes`` 0) there is no class order to confuse and this check has nothing to say
-    (whether the weights fit is the backend's ``init_from`` check).
-
-    INVALID_ARGUMENT, not FAILED_PRECONDITION: a trained model's classes never change (its record is
-    content-addressed and complete), so no later state of the system makes this request valid; only changing
-    ``classes`` or ``init_checkpoint`` does. It is the same kind of mismatch as ``check_class_count``'s
-    ``num_classes`` against ``classes``, which is answered the same way. (FAILED_PRECONDITION above is for an
-    init model still training: waiting does fix that.)
-    """
-    init_classes = list(record.classes)
-    if not class_count(config) or not int(record.config.get("num_classes", 0) or 0) or init_classes == classes:
-        return
-    raise InvalidArgument(
-        f"init_checkpoint {uri} is a class-conditional model of classes {', '.join(init_classes)}, but this run "
-        f"trains the classes {', '.join(classes)}; its class embeddings are indexed by the sorted classes, so "
-        "they would start out meaning other classes",
-        field="init_checkpoint",
-        hint=f"train on the init model's classes ({', '.join(init_classes)}), or leave init_checkpoint empty")
-
-
-@contextlib.contextmanager
-def init_folder(store: ObjectStore, plan: TrainingPlan) -> Iterator[str | None]:
-    """The local folder to initialise from: given, or the pinned trained model exported to one."""
-    if plan.init_model is None:
-        yield plan.init_folder or None
-        return
-    record = models.read_record(store, plan.init_model.uri, plan.init_model.sha256)
-    backend = models.load_sampling_backend(store, record)
-    with tempfile.TemporaryDirectory(prefix="sgb-init-") as tmp:
-        backend.save_pretrained(tmp)
-        yield tmp
 
 
 # -- the training job -------------------------------------------------------------------------------------
@@ -308,13 +226,19 @@ class TrainKind(JobKind[generation_pb2.TrainGeneratorRequest, TrainingPlan]):
             return _training_outputs(store, record, {"reused_model": True})
         backend = create_backend(plan.generator, plan.profile, plan.overrides)
         if as_json(dataclasses.asdict(backend.config)) != plan.config:
-            raise FailedPrecondition(f"the {plan.generator} profile {plan.profile!r} has changed since the job was "
-                                     "planned; its model address names the old config",
-                                     hint="submit the request again to train under the current config")
-        manifest = read_manifest(store, plan.train.uri, plan.train.sha256)  # DATA_LOSS if it changed since Start
+            raise FailedPrecondition(
+                f"the {plan.generator} profile {plan.profile!r} has changed since the job was "
+                "planned; its model address names the old config",
+                hint="submit the request again to train under the current config",
+            )
+        manifest = read_manifest(
+            store, plan.train.uri, plan.train.sha256
+        )  # DATA_LOSS if it changed since Start
         items = select_training_items(manifest, list(plan.classes), plan.train.uri)
         ctx.progress(0, 0, f"loading {len(items)} training images")
-        dataset = load_training_images(store, items, backend.resolution, list(plan.classes), ctx.check_cancelled)
+        dataset = load_training_images(
+            store, items, backend.resolution, list(plan.classes), ctx.check_cancelled
+        )
         if backend.conditional:  # its training set pairs each image with a semantic map
             dataset = conditional_training_set(store, backend, items, dataset)
         total = backend.total_steps_for(len(dataset))
@@ -328,7 +252,9 @@ class TrainKind(JobKind[generation_pb2.TrainGeneratorRequest, TrainingPlan]):
             record = models.write_record(store, _new_record(plan, key, total, len(dataset)))
 
         def save(step: int, state: dict[str, Any]) -> None:
-            record.checkpoint = models.save_checkpoint(store, plan.output_prefix, step, state, config_document)
+            record.checkpoint = models.save_checkpoint(
+                store, plan.output_prefix, step, state, config_document
+            )
             record.step = step
             models.write_record(store, record)
             models.prune_checkpoints(store, plan.output_prefix)
@@ -342,36 +268,73 @@ class TrainKind(JobKind[generation_pb2.TrainGeneratorRequest, TrainingPlan]):
         def report(step: int, total_steps: int, metrics: dict[str, float]) -> None:
             ctx.progress(step, total_steps, "training", **metrics)
 
-        result = train(backend, dataset, seed=plan.seed, on_progress=report, save_checkpoint=save,
-                       load_checkpoint=load, should_stop=lambda: ctx.should_stop,
-                       progress_every=max(1, total // 500))
+        result = train(
+            backend,
+            dataset,
+            seed=plan.seed,
+            on_progress=report,
+            save_checkpoint=save,
+            load_checkpoint=load,
+            should_stop=lambda: ctx.should_stop,
+            progress_every=max(1, total // 500),
+        )
         if result.interrupted:
             ctx.check_cancelled()  # raises: the job stops here and resumes from the checkpoint just written
             raise JobInterrupted("training stopped early")
         record.complete, record.completed_at = True, models.utc_now()
         record.training.update(device=backend.device, metrics=result.metrics)
         models.write_record(store, record)
-        return _training_outputs(store, record, {"resumed_from": result.resumed_from, "reused_model": False,
-                                                 "loss": result.metrics.get("loss")})
+        return _training_outputs(
+            store,
+            record,
+            {"resumed_from": result.resumed_from, "reused_model": False, "loss": result.metrics.get("loss")},
+        )
 
 
 def _new_record(plan: TrainingPlan, key: str, total: int, dataset_size: int) -> models.ModelRecord:
-    settings = {"generator": plan.generator, "profile": plan.profile, "overrides": plan.overrides,
-                "config": plan.config, "classes": list(plan.classes), "name": plan.name, "init": plan.init}
-    provenance = Provenance(stage=f"{TRAIN_STAGE}:{plan.generator}", stage_version=TRAIN_VERSION,
-                            config=settings, seed=plan.seed, parents=[ParentRef(plan.train.uri, plan.train.sha256)])
+    settings = {
+        "generator": plan.generator,
+        "profile": plan.profile,
+        "overrides": plan.overrides,
+        "config": plan.config,
+        "classes": list(plan.classes),
+        "name": plan.name,
+        "init": plan.init,
+    }
+    provenance = Provenance(
+        stage=f"{TRAIN_STAGE}:{plan.generator}",
+        stage_version=TRAIN_VERSION,
+        config=settings,
+        seed=plan.seed,
+        parents=[ParentRef(plan.train.uri, plan.train.sha256)],
+    )
     return models.ModelRecord(
-        key=key, generator=plan.generator, profile=plan.profile, config=as_json(plan.config),
-        overrides=plan.overrides, trained_on={"uri": plan.train.uri, "sha256": plan.train.sha256,
-                                              "item_count": dataset_size},
-        classes=list(plan.classes), seed=plan.seed, name=plan.name, total_steps=total,
-        provenance=as_json(dataclasses.asdict(provenance)), training={"dataset_size": dataset_size})
+        key=key,
+        generator=plan.generator,
+        profile=plan.profile,
+        config=as_json(plan.config),
+        overrides=plan.overrides,
+        trained_on={"uri": plan.train.uri, "sha256": plan.train.sha256, "item_count": dataset_size},
+        classes=list(plan.classes),
+        seed=plan.seed,
+        name=plan.name,
+        total_steps=total,
+        provenance=as_json(dataclasses.asdict(provenance)),
+        training={"dataset_size": dataset_size},
+    )
 
 
 def _training_outputs(store: ObjectStore, record: models.ModelRecord, extra: dict[str, Any]) -> JobOutputs:
-    outputs = JobOutputs(summary={"model_uri": store.uri(record.key), "step": record.step,
-                                  "total_steps": record.total_steps, "dataset_size": record.trained_on["item_count"],
-                                  "device": record.training.get("device", ""), **extra})
+    outputs = JobOutputs(
+        summary={
+            "model_uri": store.uri(record.key),
+            "step": record.step,
+            "total_steps": record.total_steps,
+            "dataset_size": record.trained_on["item_count"],
+            "device": record.training.get("device", ""),
+            **extra,
+        }
+    )
     outputs.add("model", store.uri(record.key), record.sha256)
     outputs.add("checkpoint", store.uri(record.checkpoint["key"]), record.checkpoint["sha256"])
     return outputs

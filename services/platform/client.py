@@ -27,7 +27,11 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
 
     def _details(self, details):
         metadata = list(details.metadata or []) + [self._header]
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+        return (
+            details._replace(metadata=metadata)
+            if hasattr(details, "_replace")
+            else _Details(details, metadata)
+        )
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
@@ -70,15 +74,18 @@ def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> str
 
 def error_detail(exc: grpc.RpcError) -> common_pb2.ErrorDetail | None:
     """The ErrorDetail a SkinGenBench server attached to a failed call, if any."""
-    for key, value in (exc.trailing_metadata() or ()):
+    for key, value in exc.trailing_metadata() or ():
         if key == ERROR_METADATA_KEY:
             return common_pb2.ErrorDetail.FromString(value)
     return None
 
 
-def watch_job(channel: grpc.Channel, job_id: str,
-              on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
-              timeout_s: float | None = None) -> common_pb2.Job:
+def watch_job(
+    channel: grpc.Channel,
+    job_id: str,
+    on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
+    timeout_s: float | None = None,
+) -> common_pb2.Job:
     """Follow a job's progress stream to its end and return the final job."""
     jobs = common_pb2_grpc.JobsStub(channel)
     for event in jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s):

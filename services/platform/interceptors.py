@@ -22,7 +22,9 @@ _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
 
 def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHandler:
     """A copy of ``handler`` whose behaviour is ``wrap(behaviour, streaming_response)``."""
-    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    kwargs = dict(
+        request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **kwargs)
     if handler.unary_stream:
@@ -37,8 +39,9 @@ def _abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
     from skingenbench.api.v1 import common_pb2
 
     detail = error_detail_dict(exc)
-    proto = common_pb2.ErrorDetail(code=detail["code"], message=detail["message"], hint=detail["hint"],
-                                   context=detail["context"])
+    proto = common_pb2.ErrorDetail(
+        code=detail["code"], message=detail["message"], hint=detail["hint"], context=detail["context"]
+    )
     context.set_trailing_metadata(((ERROR_METADATA_KEY, proto.SerializeToString()),))
     text = detail["message"] + (f" (hint: {detail['hint']})" if detail["hint"] else "")
     context.abort(status_for_exception(exc), text)
@@ -55,12 +58,14 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
         def wrap(behaviour, streaming):
             if streaming:
+
                 def stream_behaviour(request, context):
                     try:
                         yield from behaviour(request, context)
                     except Exception as exc:
                         _log_failure(method, exc)
                         _abort_with(context, exc)
+
                 return stream_behaviour
 
             def unary_behaviour(request, context):
@@ -69,6 +74,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                 except Exception as exc:
                     _log_failure(method, exc)
                     _abort_with(context, exc)
+
             return unary_behaviour
 
         return _rewrap(handler, wrap)
@@ -103,12 +109,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def wrap(_behaviour, streaming):
             def deny(request, context):
-                context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                              f"{reason}: send 'authorization: Bearer <SKINGENBENCH_AUTH_TOKEN>'")
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"{reason}: send 'authorization: Bearer <SKINGENBENCH_AUTH_TOKEN>'",
+                )
+
             if streaming:
+
                 def deny_stream(request, context):
                     deny(request, context)
                     yield  # pragma: no cover - deny always aborts
+
                 return deny_stream
             return deny
 
@@ -126,13 +137,19 @@ class LoggingInterceptor(grpc.ServerInterceptor):
 
         def wrap(behaviour, streaming):
             if streaming:
+
                 def stream_behaviour(request, context):
                     start = time.perf_counter()
                     try:
                         yield from behaviour(request, context)
                     finally:
-                        log.info("%s from %s: %.1f ms (stream)", method, context.peer(),
-                                 1e3 * (time.perf_counter() - start))
+                        log.info(
+                            "%s from %s: %.1f ms (stream)",
+                            method,
+                            context.peer(),
+                            1e3 * (time.perf_counter() - start),
+                        )
+
                 return stream_behaviour
 
             def unary_behaviour(request, context):
@@ -140,7 +157,10 @@ class LoggingInterceptor(grpc.ServerInterceptor):
                 try:
                     return behaviour(request, context)
                 finally:
-                    log.info("%s from %s: %.1f ms", method, context.peer(), 1e3 * (time.perf_counter() - start))
+                    log.info(
+                        "%s from %s: %.1f ms", method, context.peer(), 1e3 * (time.perf_counter() - start)
+                    )
+
             return unary_behaviour
 
         return _rewrap(handler, wrap)

@@ -77,8 +77,9 @@ class JobOutputs:
 
     def to_marker(self) -> bytes:
         outputs = {name: [ref.uri, ref.sha256] for name, ref in self.files.items()}
-        return json.dumps({"outputs": outputs, "summary": self.summary}, indent=1, sort_keys=True,
-                          default=_jsonable).encode()
+        return json.dumps(
+            {"outputs": outputs, "summary": self.summary}, indent=1, sort_keys=True, default=_jsonable
+        ).encode()
 
     @classmethod
     def from_marker(cls, raw: bytes, where: str) -> JobOutputs:
@@ -87,8 +88,10 @@ class JobOutputs:
             files = {name: ObjectRef(str(uri), str(sha)) for name, (uri, sha) in data["outputs"].items()}
             return cls(files, dict(data["summary"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataIntegrityError(f"completion marker {where} is unreadable ({type(exc).__name__}: {exc})",
-                                     hint="delete the marker to recompute the job's outputs") from None
+            raise DataIntegrityError(
+                f"completion marker {where} is unreadable ({type(exc).__name__}: {exc})",
+                hint="delete the marker to recompute the job's outputs",
+            ) from None
 
 
 def _jsonable(value: object) -> JSONValue:
@@ -111,9 +114,9 @@ _DACITE = dacite.Config(cast=[tuple], strict=True)
 class JobKind(abc.ABC, Generic[RequestT, PlanT]):
     """One kind of long work. Subclasses set the class attributes and write ``plan`` and ``run``."""
 
-    name: ClassVar[str]               # the job kind as clients see it (Job.kind)
-    stage: ClassVar[str]              # namespace of its content addresses (the prefix's first part)
-    version: ClassVar[str] = "1"      # bump when the same plan would now give different outputs
+    name: ClassVar[str]  # the job kind as clients see it (Job.kind)
+    stage: ClassVar[str]  # namespace of its content addresses (the prefix's first part)
+    version: ClassVar[str] = "1"  # bump when the same plan would now give different outputs
     request_type: ClassVar[type[Message]]
     plan_type: ClassVar[type[JobPlan]]
 

@@ -2,10 +2,15 @@
 
 A job is identified by a hash of (service, kind, request): submitting the same request again returns
 the existing job instead of starting a second one, which makes a grid that died resumable. The
-runner persists each job's record (state, last progress, outputs, error, request) under
-``jobs/<service>/<job_id>.json``, so ``GetJob``/``WatchJob`` answer after a restart, and jobs that
-were queued or running when the server stopped are started again on the next start; their handlers
-resume from the checkpoints they wrote (training) or find their content-addressed outputs (the rest).
+runner persists each job's record (state, last progress, outputs, error, request and the kind's plan)
+under ``jobs/<service>/<job_id>.json``, so ``GetJob``/``WatchJob`` answer after a restart, and jobs
+that were queued or running when the server stopped are started again on the next start, from their
+persisted plan; they resume from the checkpoints they wrote (training) or find their content-addressed
+outputs through the completion marker (``job_kind``).
+
+One module of a little over 400 lines: the record, the context a job sees and the runner are one state
+machine (queued -> running -> final, persisted at each change), kept together so that every transition
+reads in one place.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-_EVENTS_KEPT = 1000            # per job, in memory, for WatchJob replay
-_PERSIST_INTERVAL_S = 1.0      # progress is persisted at most this often; state changes always
+_EVENTS_KEPT = 1000  # per job, in memory, for WatchJob replay
+_PERSIST_INTERVAL_S = 1.0  # progress is persisted at most this often; state changes always
 
 
 def _now() -> str:
@@ -125,7 +130,9 @@ class JobRunner:
         self._kinds: dict[str, JobKind] = {}
         self._live: dict[str, _Live] = {}
         self._lock = threading.RLock()
-        self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"job-{service.split('.')[-1]}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.slots, thread_name_prefix=f"job-{service.split('.')[-1]}"
+        )
         self.stopping = threading.Event()
 
     # -- registration ----------------------------------------------------------------------------
@@ -138,7 +145,9 @@ class JobRunner:
 
     @staticmethod
     def job_id_for(service: str, kind: str, request: dict[str, Any]) -> str:
-        return sha256_bytes(canonical_json({"service": service, "kind": kind, "request": request}).encode())[:24]
+        return sha256_bytes(canonical_json({"service": service, "kind": kind, "request": request}).encode())[
+            :24
+        ]
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, kind: str, request: Message) -> JobRecord:
@@ -168,7 +177,9 @@ class JobRunner:
             if found is not None:
                 return found
             existing = self._load(job_id)
-            record = JobRecord(job_id=job_id, kind=kind, service=self.service, request=request_dict, plan=plan)
+            record = JobRecord(
+                job_id=job_id, kind=kind, service=self.service, request=request_dict, plan=plan
+            )
             if existing is not None:
                 record.attempts = existing.attempts
                 record.created = existing.created
@@ -228,8 +239,14 @@ class JobRunner:
             result = self._run_kind(self._kinds[record.kind], record, context)
         except JobInterrupted:
             record.state = QUEUED
-            self._emit(record, step=record.last_progress.get("step", 0), total=record.last_progress.get("total", 0),
-                       message="interrupted by shutdown; resumes when the service restarts", metrics={}, force=True)
+            self._emit(
+                record,
+                step=record.last_progress.get("step", 0),
+                total=record.last_progress.get("total", 0),
+                message="interrupted by shutdown; resumes when the service restarts",
+                metrics={},
+                force=True,
+            )
             return
         except Cancelled:
             self._finish(record, CANCELLED, message="cancelled")
@@ -268,11 +285,25 @@ class JobRunner:
         record.state = state
         record.finished = _now()
         last = record.last_progress
-        self._emit(record, step=last.get("step", 0), total=last.get("total", 0), message=message,
-                   metrics=last.get("metrics", {}), force=True)
+        self._emit(
+            record,
+            step=last.get("step", 0),
+            total=last.get("total", 0),
+            message=message,
+            metrics=last.get("metrics", {}),
+            force=True,
+        )
 
-    def _emit(self, record: JobRecord, *, step: int, total: int, message: str, metrics: dict[str, float],
-              force: bool = False) -> None:
+    def _emit(
+        self,
+        record: JobRecord,
+        *,
+        step: int,
+        total: int,
+        message: str,
+        metrics: dict[str, float],
+        force: bool = False,
+    ) -> None:
         live = self._live.get(record.job_id)
         sequence = (live.sequence + 1) if live else record.last_progress.get("sequence", 0) + 1
         event = {
@@ -308,11 +339,18 @@ class JobRunner:
     def get(self, job_id: str) -> JobRecord:
         record = self._load(job_id)
         if record is None:
-            raise NotFound(f"no job {job_id!r} on {self.service}", hint="job ids are returned by the Start* calls")
+            raise NotFound(
+                f"no job {job_id!r} on {self.service}", hint="job ids are returned by the Start* calls"
+            )
         return record
 
-    def watch(self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True,
-              poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+    def watch(
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+        poll_s: float = 0.5,
+    ) -> Iterator[dict[str, Any]]:
         """Progress events after ``after_sequence`` until the job reaches a final state."""
         record = self.get(job_id)
         live = self._live.get(job_id)

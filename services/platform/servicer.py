@@ -14,7 +14,9 @@ from skingenbench.services.platform.server import ServiceContext
 from skingenbench.api.v1 import common_pb2
 
 
-def service_info(ctx: ServiceContext, registry_names: list[str], device: str | None = None) -> common_pb2.ServiceInfo:
+def service_info(
+    ctx: ServiceContext, registry_names: list[str], device: str | None = None
+) -> common_pb2.ServiceInfo:
     return common_pb2.ServiceInfo(
         service=ctx.settings.service_name,
         code_version=code_version(),
@@ -25,15 +27,22 @@ def service_info(ctx: ServiceContext, registry_names: list[str], device: str | N
     )
 
 
-def registry_entry(name: str, kind: str, description: str, profiles: dict[str, dict[str, Any]],
-                   capabilities: dict[str, str] | None = None,
-                   requirements: list[dict[str, Any]] | None = None) -> common_pb2.RegistryEntry:
+def registry_entry(
+    name: str,
+    kind: str,
+    description: str,
+    profiles: dict[str, dict[str, Any]],
+    capabilities: dict[str, str] | None = None,
+    requirements: list[dict[str, Any]] | None = None,
+) -> common_pb2.RegistryEntry:
     return common_pb2.RegistryEntry(
         name=name,
         kind=kind,
         description=description,
-        profiles=[common_pb2.ProfileConfig(profile=p, config_json=json.dumps(c, sort_keys=True))
-                  for p, c in profiles.items()],
+        profiles=[
+            common_pb2.ProfileConfig(profile=p, config_json=json.dumps(c, sort_keys=True))
+            for p, c in profiles.items()
+        ],
         capabilities=capabilities or {},
         requirements=[common_pb2.Requirement(**r) for r in requirements or []],
     )

@@ -58,7 +58,9 @@ class ObjectStore(ABC):
 
     # -- writing ---------------------------------------------------------------------------------
     @abstractmethod
-    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> ObjectInfo:
+    def put_stream(
+        self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
         """Write an object from a stream; readers never see a partial object."""
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
@@ -66,7 +68,9 @@ class ObjectStore(ABC):
 
         return self.put_stream(key, io.BytesIO(data), content_type)
 
-    def put_file(self, key: str, path: str | os.PathLike, content_type: str = "application/octet-stream") -> ObjectInfo:
+    def put_file(
+        self, key: str, path: str | os.PathLike, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
         with open(path, "rb") as handle:
             return self.put_stream(key, handle, content_type)
 
@@ -116,7 +120,7 @@ class ObjectStore(ABC):
                 f"URI {uri!r} is not inside this service's store {self.root_uri!r}",
                 hint="services and the flow must share one object store; check SKINGENBENCH_STORE",
             )
-        return validate_key(unquote(uri[len(root):]))
+        return validate_key(unquote(uri[len(root) :]))
 
 
 class LocalFolderStore(ObjectStore):
@@ -228,7 +232,12 @@ class S3Store(ObjectStore):
             ca_certs=ca_bundle or (__import__("certifi").where() if secure else None),
         )
         self.client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
         )
         if create_bucket:
             with self._translate_errors(""):
@@ -248,7 +257,9 @@ class S3Store(ObjectStore):
             yield
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"):
-                raise NotFound(f"object not found: {self.uri(key) if key else self.root_uri}", key=key) from None
+                raise NotFound(
+                    f"object not found: {self.uri(key) if key else self.root_uri}", key=key
+                ) from None
             if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise Unavailable(
                     f"object store refused access ({exc.code})",
@@ -268,7 +279,10 @@ class S3Store(ObjectStore):
             # S3 makes the object visible only once the upload completes.
             self.client.put_object(
                 # minio only calls read(), all _HashingReader has; its annotation asks for a BinaryIO.
-                self.bucket, self._object_name(key), cast(BinaryIO, reader), length=-1,
+                self.bucket,
+                self._object_name(key),
+                cast(BinaryIO, reader),
+                length=-1,
                 part_size=_S3_PART_SIZE,
                 content_type=content_type,
             )
@@ -301,7 +315,9 @@ class S3Store(ObjectStore):
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._translate_errors(prefix):
-            names = [obj.object_name for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True)]
+            names = [
+                obj.object_name for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True)
+            ]
         return iter(sorted(name[strip:] for name in names))
 
     def delete(self, key):

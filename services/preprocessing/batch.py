@@ -88,7 +88,9 @@ def _init_worker(name: str, profile: str, overrides: dict[str, Any]) -> None:
     _worker_pipeline = create_pipeline(name, profile, **overrides)
 
 
-def process_one(data: bytes, seeds: list[tuple[int, bool]]) -> list[tuple[bytes, bytes, dict[str, Any]]] | str:
+def process_one(
+    data: bytes, seeds: list[tuple[int, bool]]
+) -> list[tuple[bytes, bytes, dict[str, Any]]] | str:
     """Decode and run the pipeline for each (seed, augment) variant; a string is a skip reason."""
     from skingenbench.services.core.imaging.decoding import (
         ImageDecodeError,
@@ -122,9 +124,15 @@ def output_location(input_manifest: Manifest, spec: PreprocessSpec, config: dict
     ``max_failure_fraction`` and ``workers`` are not part of it: they do not change what is written.
     """
     address = content_address(
-        STAGE, STAGE_VERSION, [input_manifest.content_hash()],
-        {"pipeline": spec.pipeline, "config": config, "augment_copies": spec.augment_copies,
-         "splits": sorted(spec.splits)},
+        STAGE,
+        STAGE_VERSION,
+        [input_manifest.content_hash()],
+        {
+            "pipeline": spec.pipeline,
+            "config": config,
+            "augment_copies": spec.augment_copies,
+            "splits": sorted(spec.splits),
+        },
         spec.seed,
     )
     return output_prefix(f"{STAGE}-{spec.pipeline}", address)
@@ -173,8 +181,9 @@ def preprocess_manifest(
     source = read_manifest(store, input_uri, input_sha256)
     target = plan_batch(source, spec, input_uri)
     parent = ParentRef(store.uri(store.key_from_uri(input_uri)), input_sha256)
-    return run_batch(store, source, parent, spec, target, workers=workers, progress=progress,
-                     should_stop=should_stop)
+    return run_batch(
+        store, source, parent, spec, target, workers=workers, progress=progress, should_stop=should_stop
+    )
 
 
 def run_batch(
@@ -205,15 +214,27 @@ def run_batch(
                 out_items += _store_outputs(store, prefix, item, outcome)
             if progress is not None and (done % 16 == 0 or done == len(items)):
                 elapsed = time.perf_counter() - started
-                progress(done, len(items), {"images_per_s": done / elapsed if elapsed else 0.0,
-                                            "skipped": float(len(skipped))})
+                progress(
+                    done,
+                    len(items),
+                    {"images_per_s": done / elapsed if elapsed else 0.0, "skipped": float(len(skipped))},
+                )
     check_failures(len(skipped), len(items), spec.max_failure_fraction, skipped)
     manifest = Manifest(
         out_items,
-        Provenance(stage=f"{STAGE}:{spec.pipeline}", stage_version=STAGE_VERSION,
-                   config={"pipeline": spec.pipeline, "profile": spec.profile, "config": target.config,
-                           "augment_copies": spec.augment_copies, "splits": list(spec.splits)},
-                   seed=spec.seed, parents=[parent]),
+        Provenance(
+            stage=f"{STAGE}:{spec.pipeline}",
+            stage_version=STAGE_VERSION,
+            config={
+                "pipeline": spec.pipeline,
+                "profile": spec.profile,
+                "config": target.config,
+                "augment_copies": spec.augment_copies,
+                "splits": list(spec.splits),
+            },
+            seed=spec.seed,
+            parents=[parent],
+        ),
         name=f"{source.name or 'data'}-{spec.pipeline}",
         skipped=list(source.skipped) + skipped,
         extra={"pipeline": spec.pipeline, "selected": len(items), "failed": len(skipped)},
@@ -229,7 +250,8 @@ def check_failures(failed: int, selected: int, max_failure_fraction: float, skip
         examples = "; ".join(f"{s.ref}: {s.reason}" for s in skipped[:3])
         raise FailedPrecondition(
             f"{failed} of {selected} items could not be processed "
-            f"({fraction:.1%} > max_failure_fraction {max_failure_fraction:.1%})" + (f": {examples}" if examples else ""),
+            f"({fraction:.1%} > max_failure_fraction {max_failure_fraction:.1%})"
+            + (f": {examples}" if examples else ""),
             hint="fix or drop the broken items, or raise max_failure_fraction",
         )
 
@@ -260,12 +282,21 @@ def _executor(workers: int, spec: PreprocessSpec):
         return _InProcess(spec)
     # "spawn", not fork: the parent runs gRPC and OpenCV thread pools, and a forked child inherits
     # their locks in whatever state they were (a known deadlock with both libraries).
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(spec.pipeline, spec.profile, spec.overrides))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(spec.pipeline, spec.profile, spec.overrides),
+    )
 
 
-def _bounded_map(pool: ProcessPoolExecutor | _InProcess, store: ObjectStore, items: list[Item], spec: PreprocessSpec,
-                 window: int) -> Iterator[tuple[Item, Any]]:
+def _bounded_map(
+    pool: ProcessPoolExecutor | _InProcess,
+    store: ObjectStore,
+    items: list[Item],
+    spec: PreprocessSpec,
+    window: int,
+) -> Iterator[tuple[Item, Any]]:
     """Submit items as earlier ones finish, keeping at most ``window`` in flight, in input order."""
     pending: deque[tuple[Item, Future | str]] = deque()
     for index, item in enumerate(items):
@@ -284,8 +315,9 @@ def _resolve(item: Item, outcome: Future | str) -> tuple[Item, Any]:
     return item, outcome if isinstance(outcome, str) else outcome.result()
 
 
-def _store_outputs(store: ObjectStore, prefix: str, item: Item,
-                   variants: list[tuple[bytes, bytes, dict[str, Any]]]) -> list[Item]:
+def _store_outputs(
+    store: ObjectStore, prefix: str, item: Item, variants: list[tuple[bytes, bytes, dict[str, Any]]]
+) -> list[Item]:
     stem = item.image_id or item.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     produced = []
     for copy, (png, mask_png, measurements) in enumerate(variants):
@@ -295,9 +327,17 @@ def _store_outputs(store: ObjectStore, prefix: str, item: Item,
         meta = {**item.meta, **measurements, "parent_key": item.key}
         if copy:
             meta["augmented_from"] = item.image_id
-        produced.append(Item(
-            key=image.key, sha256=image.sha256, label=item.label, lesion_id=item.lesion_id, split=item.split,
-            source=item.source, image_id=name, meta=meta,
-            objects={"mask_lesion": ObjectEntry(mask.key, mask.sha256)},
-        ))
+        produced.append(
+            Item(
+                key=image.key,
+                sha256=image.sha256,
+                label=item.label,
+                lesion_id=item.lesion_id,
+                split=item.split,
+                source=item.source,
+                image_id=name,
+                meta=meta,
+                objects={"mask_lesion": ObjectEntry(mask.key, mask.sha256)},
+            )
+        )
     return produced

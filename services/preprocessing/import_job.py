@@ -44,10 +44,10 @@ PHANTOM_VERSION = "1"
 
 @dataclass(frozen=True)
 class ImportPlan(JobPlan):
-    source: str                          # ham10000 | milk10k | phantom
-    folder: str = ""                     # the distribution folder, resolved (folder imports)
+    source: str  # ham10000 | milk10k | phantom
+    folder: str = ""  # the distribution folder, resolved (folder imports)
     mapping: dict[str, Any] | None = None  # the diagnosis mapping's dict form; None: the source's default
-    input_hashes: tuple[str, ...] = ()   # sha256 of the metadata CSVs and the listing digest, as read at Start
+    input_hashes: tuple[str, ...] = ()  # sha256 of the metadata CSVs and the listing digest, as read at Start
     phantom: PhantomSettings | None = None
     seed: int = 0
 
@@ -64,7 +64,9 @@ class ImportKind(JobKind[preprocessing_pb2.ImportRequest, ImportPlan]):
         if request.source == "phantom":
             settings = phantom_settings(options, request.seed)
             address = content_address(PHANTOM_STAGE, PHANTOM_VERSION, [], asdict(settings), request.seed)
-            return ImportPlan(output_prefix(PHANTOM_STAGE, address), "phantom", phantom=settings, seed=request.seed)
+            return ImportPlan(
+                output_prefix(PHANTOM_STAGE, address), "phantom", phantom=settings, seed=request.seed
+            )
         locate = locate_ham10000 if request.source == "ham10000" else locate_milk10k
         folder = locate(local_path(request.source_uri), mapping=mapping)
         return ImportPlan(folder.prefix(), request.source, str(folder.root), mapping, folder.input_hashes)
@@ -77,8 +79,14 @@ class ImportKind(JobKind[preprocessing_pb2.ImportRequest, ImportPlan]):
         if plan.phantom is not None:
             outcome = import_phantom(ctx.store, plan.phantom, plan.seed, progress)
         else:
-            outcome = import_folder(ctx.store, plan.source, local_path(plan.folder), plan.mapping,
-                                    pinned_inputs=plan.input_hashes, progress=progress)
+            outcome = import_folder(
+                ctx.store,
+                plan.source,
+                local_path(plan.folder),
+                plan.mapping,
+                pinned_inputs=plan.input_hashes,
+                progress=progress,
+            )
         return data_outputs(ctx.store, outcome)
 
 
@@ -86,10 +94,13 @@ def data_outputs(store: ObjectStore, outcome: DataOutcome) -> JobOutputs:
     """An import's or a split's outputs: the manifest, its curation report, and the counts."""
     report = outcome.report
     dropped = report.get("dropped", {})
-    outputs = JobOutputs(summary={
-        "item_count": outcome.ref.item_count, "totals": report.get("totals", {}),
-        "dropped": dropped.get("total", 0) if isinstance(dropped, dict) else len(dropped),
-    })
+    outputs = JobOutputs(
+        summary={
+            "item_count": outcome.ref.item_count,
+            "totals": report.get("totals", {}),
+            "dropped": dropped.get("total", 0) if isinstance(dropped, dict) else len(dropped),
+        }
+    )
     outputs.add("manifest", outcome.ref.uri, outcome.ref.sha256)
     for name, key in zip(("report_json", "report_md"), outcome.report_keys, strict=True):
         if key:

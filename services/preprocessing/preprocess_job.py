@@ -35,9 +35,9 @@ from skingenbench.api.v1 import preprocessing_pb2
 class PreprocessPlan(JobPlan):
     input: PinnedManifest
     spec: PreprocessSpec
-    config: dict[str, Any]   # the pipeline's resolved config (profile + overrides), as recorded in provenance
-    selected: int            # items the splits select: what max_failure_fraction is a fraction of
-    workers: int             # 0: one per core of the machine that runs the job
+    config: dict[str, Any]  # the pipeline's resolved config (profile + overrides), as recorded in provenance
+    selected: int  # items the splits select: what max_failure_fraction is a fraction of
+    workers: int  # 0: one per core of the machine that runs the job
 
 
 class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan]):
@@ -51,9 +51,15 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
         manifest, pinned = pin_input(store, request.input)
         profile = request.profile or "paper"
         overrides, _ = pipeline_overrides(request.pipeline, profile, request.config_json)
-        spec = PreprocessSpec(request.pipeline, profile, overrides, request.seed, request.augment_copies,
-                              tuple(request.splits),
-                              request.max_failure_fraction or DEFAULT_MAX_FAILURE_FRACTION)
+        spec = PreprocessSpec(
+            request.pipeline,
+            profile,
+            overrides,
+            request.seed,
+            request.augment_copies,
+            tuple(request.splits),
+            request.max_failure_fraction or DEFAULT_MAX_FAILURE_FRACTION,
+        )
         if request.workers < 0:
             raise InvalidArgument(f"workers must be 0 (one per core) or more, got {request.workers}")
         target = plan_batch(manifest, spec, request.input.uri)
@@ -64,14 +70,23 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
     def run(self, plan: PreprocessPlan, ctx: JobContext) -> JobOutputs:
         source = plan.input.read(ctx.store)
         outcome = run_batch(
-            ctx.store, source, plan.input.parent(ctx.store), plan.spec,
+            ctx.store,
+            source,
+            plan.input.parent(ctx.store),
+            plan.spec,
             BatchTarget(plan.output_prefix, plan.config, plan.selected),
             workers=plan.workers or default_workers(),
             progress=lambda done, total, metrics: ctx.progress(done, total, "preprocessing", **metrics),
             should_stop=ctx.check_cancelled,
         )
-        outputs = JobOutputs(summary={"item_count": outcome.ref.item_count, "processed": outcome.processed,
-                                      "skipped": outcome.skipped, "reused_output": False})
+        outputs = JobOutputs(
+            summary={
+                "item_count": outcome.ref.item_count,
+                "processed": outcome.processed,
+                "skipped": outcome.skipped,
+                "reused_output": False,
+            }
+        )
         outputs.add("manifest", outcome.ref.uri, outcome.ref.sha256)
         return outputs
 
@@ -84,4 +99,6 @@ def _refuse_finished_run_over_threshold(store: ObjectStore, plan: PreprocessPlan
     """
     finished = finished_outputs(store, plan)
     if finished is not None:
-        check_failures(int(finished.summary.get("skipped", 0)), plan.selected, plan.spec.max_failure_fraction, [])
+        check_failures(
+            int(finished.summary.get("skipped", 0)), plan.selected, plan.spec.max_failure_fraction, []
+        )

@@ -20,7 +20,13 @@ from skingenbench.services.preprocessing.request_checks import PinnedManifest, p
 
 from skingenbench.api.v1 import preprocessing_pb2
 
-SUMMARY_KEYS = ("psnr_hair_before", "psnr_hair_after", "psnr_outside_before", "psnr_outside_after", "hair_iou")
+SUMMARY_KEYS = (
+    "psnr_hair_before",
+    "psnr_hair_after",
+    "psnr_outside_before",
+    "psnr_outside_after",
+    "hair_iou",
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,9 @@ class QualityReportKind(JobKind[preprocessing_pb2.QualityReportRequest, QualityP
         manifest, pinned = pin_input(store, request.input, "phantom manifest")
         pipeline, profile = request.pipeline or "advanced", request.profile or "paper"
         overrides, config = pipeline_overrides(pipeline, profile, request.config_json)
-        phantom_items(manifest, request.limit)  # refuses a manifest without ground truth, and a negative limit
+        phantom_items(
+            manifest, request.limit
+        )  # refuses a manifest without ground truth, and a negative limit
         settings = {"pipeline": pipeline, "profile": profile, "config": config, "limit": request.limit}
         prefix = self.address([manifest.content_hash()], settings)
         return QualityPlan(prefix, pinned, pipeline, profile, overrides, request.limit)
@@ -53,14 +61,23 @@ class QualityReportKind(JobKind[preprocessing_pb2.QualityReportRequest, QualityP
             ctx.check_cancelled()
             ctx.progress(done, total)
 
-        report = quality_report(ctx.store, plan.input.ref.uri, plan.pipeline, plan.profile, plan.overrides,
-                                plan.limit, plan.input.sha256, progress=progress)
+        report = quality_report(
+            ctx.store,
+            plan.input.ref.uri,
+            plan.pipeline,
+            plan.profile,
+            plan.overrides,
+            plan.limit,
+            plan.input.sha256,
+            progress=progress,
+        )
         hair = report["hair_regions"]
         outputs = JobOutputs(summary={key: hair[key]["mean"] for key in SUMMARY_KEYS if key in hair})
         document = json.dumps(report, indent=1).encode()
         info = ctx.store.put_bytes(f"{plan.output_prefix}/quality.json", document, "application/json")
         outputs.add("report_json", ctx.store.uri(info.key), info.sha256)
-        info = ctx.store.put_bytes(f"{plan.output_prefix}/quality.md", quality_markdown(report).encode(),
-                                   "text/markdown")
+        info = ctx.store.put_bytes(
+            f"{plan.output_prefix}/quality.md", quality_markdown(report).encode(), "text/markdown"
+        )
         outputs.add("report_md", ctx.store.uri(info.key), info.sha256)
         return outputs

@@ -97,10 +97,20 @@ def quality_report(
 def quality_markdown(report: dict[str, Any]) -> str:
     from skingenbench.services.preprocessing.core.quality import format_quality_markdown
 
-    header = (f"Pipeline `{report['pipeline']}` ({report['profile']}), {report['images']} phantom images, "
-              f"{report['images_with_hair']} with hair.\n\n")
-    body = format_quality_markdown(report["hair_regions"], title=f"Artifact removal quality: {report['pipeline']}")
+    header = (
+        f"Pipeline `{report['pipeline']}` ({report['profile']}), {report['images']} phantom images, "
+        f"{report['images_with_hair']} with hair.\n\n"
+    )
+    body = format_quality_markdown(
+        report["hair_regions"], title=f"Artifact removal quality: {report['pipeline']}"
+    )
     dice = report.get("lesion_dice_all_images") or {}
-    footer = (f"\nLesion-mask Dice over all images: {dice.get('mean', float('nan')):.3f} "
-              f"± {dice.get('std', float('nan')):.3f} (n={dice.get('n', 0)})\n") if dice else ""
+    footer = (
+        (
+            f"\nLesion-mask Dice over all images: {dice.get('mean', float('nan')):.3f} "
+            f"± {dice.get('std', float('nan')):.3f} (n={dice.get('n', 0)})\n"
+        )
+        if dice
+        else ""
+    )
     return header + body + footer

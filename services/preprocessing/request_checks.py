@@ -38,7 +38,9 @@ class PinnedManifest:
         return ParentRef(store.uri(store.key_from_uri(self.ref.uri)), self.ref.sha256)
 
 
-def pin_input(store: ObjectStore, ref: common_pb2.ManifestRef, what: str = "input manifest") -> tuple[Manifest, PinnedManifest]:
+def pin_input(
+    store: ObjectStore, ref: common_pb2.ManifestRef, what: str = "input manifest"
+) -> tuple[Manifest, PinnedManifest]:
     """The manifest a request's reference names (NOT_FOUND if absent, DATA_LOSS if its sha256 differs)."""
     if not ref.uri:
         raise InvalidArgument(f"{what} is required")

@@ -27,8 +27,10 @@ def _describe(name: str) -> dict[str, Any]:
     for entry in pipeline_registry.describe():
         if entry["name"] == name:
             return entry
-    raise NotFound(f"no preprocessing pipeline named {name!r}",
-                   hint=f"registered: {', '.join(pipeline_registry.list_pipelines())}")
+    raise NotFound(
+        f"no preprocessing pipeline named {name!r}",
+        hint=f"registered: {', '.join(pipeline_registry.list_pipelines())}",
+    )
 
 
 class PreprocessingServicer(preprocessing_pb2_grpc.PreprocessingServicer):
@@ -39,7 +41,9 @@ class PreprocessingServicer(preprocessing_pb2_grpc.PreprocessingServicer):
         return service_info(self.ctx, pipeline_registry.list_pipelines(), device="cpu")
 
     def ListPipelines(self, request, context):
-        return common_pb2.ListRegistryResponse(entries=[entry_from_description(d) for d in pipeline_registry.describe()])
+        return common_pb2.ListRegistryResponse(
+            entries=[entry_from_description(d) for d in pipeline_registry.describe()]
+        )
 
     def DescribePipeline(self, request, context):
         return entry_from_description(_describe(request.name))

@@ -41,7 +41,9 @@ class SplitKind(JobKind[preprocessing_pb2.SplitRequest, SplitPlan]):
     def plan(self, request: preprocessing_pb2.SplitRequest, store: ObjectStore) -> SplitPlan:
         if not request.inputs:
             raise InvalidArgument("StartSplit needs at least one input manifest")
-        pinned = [pin_input(store, ref, f"input manifest {index}") for index, ref in enumerate(request.inputs)]
+        pinned = [
+            pin_input(store, ref, f"input manifest {index}") for index, ref in enumerate(request.inputs)
+        ]
         fractions = (request.train_fraction, request.val_fraction, request.test_fraction)
         fractions = validate_fractions(fractions if any(fractions) else DEFAULT_FRACTIONS)
         prefix = split_prefix([manifest for manifest, _ in pinned], fractions, request.seed)
@@ -51,5 +53,7 @@ class SplitKind(JobKind[preprocessing_pb2.SplitRequest, SplitPlan]):
         ctx.progress(0, 1, "splitting by lesion")
         manifests = [ref.read(ctx.store) for ref in plan.inputs]
         parents = [ref.parent(ctx.store) for ref in plan.inputs]
-        outcome = split_manifests(ctx.store, manifests, parents, plan.fractions, plan.seed, plan.output_prefix)
+        outcome = split_manifests(
+            ctx.store, manifests, parents, plan.fractions, plan.seed, plan.output_prefix
+        )
         return data_outputs(ctx.store, outcome)

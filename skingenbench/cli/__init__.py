@@ -10,7 +10,9 @@ import sys
 
 def _configure_logging() -> None:
     level = os.environ.get("SKINGENBENCH_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -23,7 +23,12 @@ def _progress(label: str):
         percent = int(100 * done / total) if total else 0
         if percent != state["last"]:
             state["last"] = percent
-            print(f"\r{label}: {done}/{total} ({percent}%) {message[:40]:40s}", end="", file=sys.stderr, flush=True)
+            print(
+                f"\r{label}: {done}/{total} ({percent}%) {message[:40]:40s}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             if done >= total:
                 print(file=sys.stderr)
 
@@ -41,9 +46,12 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
     width, height = _size(args.size)
     progress = _progress("phantom")
-    info = write_phantom_dataset(args.out, args.count, width=width, height=height, seed=args.seed,
-                                 progress=lambda d, t: progress(d, t))
-    print(f"wrote {info.image_count} images of {info.lesion_count} lesions ({width}x{height}) to {info.out_dir}")
+    info = write_phantom_dataset(
+        args.out, args.count, width=width, height=height, seed=args.seed, progress=lambda d, t: progress(d, t)
+    )
+    print(
+        f"wrote {info.image_count} images of {info.lesion_count} lesions ({width}x{height}) to {info.out_dir}"
+    )
     print("classes: " + ", ".join(f"{k} {v}" for k, v in info.class_counts.items()))
     return 0
 
@@ -60,7 +68,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from skingenbench.services.data.operations import import_source
 
     options = {"mapping": json.loads(args.mapping)} if args.mapping else {}
-    outcome = import_source(_store(args), args.source, args.path, options, progress=_progress(f"import {args.source}"))
+    outcome = import_source(
+        _store(args), args.source, args.path, options, progress=_progress(f"import {args.source}")
+    )
     _print_outcome(outcome)
     dropped = outcome.report.get("dropped", {})
     if dropped:
@@ -91,11 +101,23 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_preprocess_run(args: argparse.Namespace) -> int:
     from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 
-    spec = PreprocessSpec(args.pipeline, args.profile, json.loads(args.config or "{}"), args.seed,
-                          args.augment_copies, tuple(args.splits or ()), args.max_failure_fraction)
+    spec = PreprocessSpec(
+        args.pipeline,
+        args.profile,
+        json.loads(args.config or "{}"),
+        args.seed,
+        args.augment_copies,
+        tuple(args.splits or ()),
+        args.max_failure_fraction,
+    )
     progress = _progress(f"preprocess {args.pipeline}")
-    outcome = preprocess_manifest(_store(args), args.manifest, spec, workers=args.workers,
-                                  progress=lambda d, t, m: progress(d, t, f"{m.get('images_per_s', 0):.1f} img/s"))
+    outcome = preprocess_manifest(
+        _store(args),
+        args.manifest,
+        spec,
+        workers=args.workers,
+        progress=lambda d, t, m: progress(d, t, f"{m.get('images_per_s', 0):.1f} img/s"),
+    )
     print(f"manifest: {outcome.ref.uri}\nitems:    {outcome.processed}  skipped: {outcome.skipped}")
     return 0
 
@@ -103,8 +125,15 @@ def _cmd_preprocess_run(args: argparse.Namespace) -> int:
 def _cmd_preprocess_evaluate(args: argparse.Namespace) -> int:
     from skingenbench.services.preprocessing.quality_report import quality_markdown, quality_report
 
-    report = quality_report(_store(args), args.manifest, args.pipeline, args.profile,
-                            json.loads(args.config or "{}"), args.limit, progress=_progress("quality"))
+    report = quality_report(
+        _store(args),
+        args.manifest,
+        args.pipeline,
+        args.profile,
+        json.loads(args.config or "{}"),
+        args.limit,
+        progress=_progress("quality"),
+    )
     markdown = quality_markdown(report)
     if args.out:
         from pathlib import Path
@@ -121,7 +150,8 @@ def _cmd_preprocess_evaluate(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     store_help = "store URI (default: $SKINGENBENCH_STORE or ./.skingenbench/store)"
     data = commands.add_parser("data", help="make, import, split and describe data sets").add_subparsers(
-        dest="data_command", required=True)
+        dest="data_command", required=True
+    )
 
     phantom = data.add_parser("phantom", help="write a phantom data set in the HAM10000 layout")
     phantom.add_argument("--out", required=True)
@@ -133,7 +163,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     phantom.description = f"Class proportions follow the reference study: {proportions}."
 
     for source in ("ham10000", "milk10k"):
-        importer = data.add_parser(f"import-{source}", help=f"import a {source.upper()} folder into the store")
+        importer = data.add_parser(
+            f"import-{source}", help=f"import a {source.upper()} folder into the store"
+        )
         importer.add_argument("path", help="the folder as distributed (docs/data.md)")
         importer.add_argument("--mapping", default="", help='JSON diagnosis mapping, e.g. {"akiec": "SCC"}')
         importer.add_argument("--store", default="", help=store_help)
@@ -141,7 +173,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     split = data.add_parser("split", help="combine manifests and split by lesion (stratified)")
     split.add_argument("manifests", nargs="+", help="manifest URIs or keys")
-    split.add_argument("--fractions", type=float, nargs=3, default=[0.70, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
+    split.add_argument(
+        "--fractions", type=float, nargs=3, default=[0.70, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST")
+    )
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--store", default="", help=store_help)
     split.set_defaults(func=_cmd_split)
@@ -151,8 +185,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     describe.add_argument("--store", default="", help=store_help)
     describe.set_defaults(func=_cmd_describe)
 
-    preprocess = commands.add_parser("preprocess", help="run or evaluate preprocessing pipelines").add_subparsers(
-        dest="preprocess_command", required=True)
+    preprocess = commands.add_parser(
+        "preprocess", help="run or evaluate preprocessing pipelines"
+    ).add_subparsers(dest="preprocess_command", required=True)
     run = preprocess.add_parser("run", help="run a pipeline over a manifest")
     run.add_argument("manifest")
     run.add_argument("--pipeline", default="advanced", choices=["basic", "advanced"])

@@ -40,8 +40,13 @@ class ProgressBar:
         rate = done / elapsed
         filled = int(self.width * done / self.total) if self.total else self.width
         eta = f"ETA {(self.total - done) / rate:.0f}s" if 0 < done < self.total else f"{elapsed:.1f}s"
-        print(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}  "
-              f"{rate:.2f} img/s  {eta}   ", end="", file=self.stream, flush=True)
+        print(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}  "
+            f"{rate:.2f} img/s  {eta}   ",
+            end="",
+            file=self.stream,
+            flush=True,
+        )
         if done >= self.total:
             print(file=self.stream, flush=True)
 
@@ -53,8 +58,10 @@ def _list_models(client) -> int:
     for model in rows:
         state = "complete" if model.complete else "training/interrupted"
         label = f" name={model.name}" if model.name else ""
-        print(f"{model.model_uri}\n  {model.generator} ({model.profile}) on {'+'.join(model.classes)}, "
-              f"step {model.step}, {state}{label}")
+        print(
+            f"{model.model_uri}\n  {model.generator} ({model.profile}) on {'+'.join(model.classes)}, "
+            f"step {model.step}, {state}{label}"
+        )
     return 0
 
 
@@ -64,21 +71,45 @@ def _generate_files(client, args: argparse.Namespace) -> int:
     bar = ProgressBar(args.count)
     bar.update(0)
     files, model_uri = [], ""
-    for uri, images in client.iter_generate(args.model, args.count, args.seed, sampler=args.sampler,
-                                             steps=args.steps, eta=args.eta, batch_size=args.batch_size,
-                                             chunk=args.chunk, timeout_s=args.timeout or None,
-                                             conditioning=_conditioning(args)):
+    for uri, images in client.iter_generate(
+        args.model,
+        args.count,
+        args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        timeout_s=args.timeout or None,
+        conditioning=_conditioning(args),
+    ):
         model_uri = uri
         for image in images:
             path = out / f"seed-{image.seed:06d}.png"
             path.write_bytes(image.png)
-            files.append({"file": path.name, "seed": image.seed, "label": image.label,
-                          "conditioning": json.loads(image.conditioning_json or "{}"),
-                          "sha256": hashlib.sha256(image.png).hexdigest()})
+            files.append(
+                {
+                    "file": path.name,
+                    "seed": image.seed,
+                    "label": image.label,
+                    "conditioning": json.loads(image.conditioning_json or "{}"),
+                    "sha256": hashlib.sha256(image.png).hexdigest(),
+                }
+            )
         bar.update(len(files))
-    record = {"model_uri": model_uri, "count": args.count, "seed": args.seed,
-              "sampler": {"sampler": args.sampler, "steps": args.steps, "eta": args.eta,
-                          "batch_size": args.batch_size}, "target": client.target, "images": files}
+    record = {
+        "model_uri": model_uri,
+        "count": args.count,
+        "seed": args.seed,
+        "sampler": {
+            "sampler": args.sampler,
+            "steps": args.steps,
+            "eta": args.eta,
+            "batch_size": args.batch_size,
+        },
+        "target": client.target,
+        "images": files,
+    }
     (out / "generation.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {len(files)} images to {out} (model {model_uri})")
     return 0
@@ -86,8 +117,12 @@ def _generate_files(client, args: argparse.Namespace) -> int:
 
 def _conditioning(args: argparse.Namespace) -> dict:
     """The Conditioning fields given on the command line (none: the model's own class)."""
-    given = {"label": args.label, "lesion_area_fraction": args.size, "ita_degrees": args.ita,
-             "balance_skin_tone": args.balance_skin_tone or None}
+    given = {
+        "label": args.label,
+        "lesion_area_fraction": args.size,
+        "ita_degrees": args.ita,
+        "balance_skin_tone": args.balance_skin_tone or None,
+    }
     if args.center:
         given["center_x"], given["center_y"] = args.center
     return {key: value for key, value in given.items() if value not in (None, "")}
@@ -109,9 +144,17 @@ def _cmd_controllability(args: argparse.Namespace) -> int:
 
     try:
         with GenerationClient(args.target, args.token or None) as client:
-            job = client.controllability(args.model, labels=args.labels, lesion_area_fractions=args.sizes,
-                                         ita_degrees=args.ita, centres=centres, repeats=args.repeats,
-                                         seed=args.seed, on_event=on_event, timeout_s=args.timeout or None)
+            job = client.controllability(
+                args.model,
+                labels=args.labels,
+                lesion_area_fractions=args.sizes,
+                ita_degrees=args.ita,
+                centres=centres,
+                repeats=args.repeats,
+                seed=args.seed,
+                on_event=on_event,
+                timeout_s=args.timeout or None,
+            )
     except grpc.RpcError as exc:
         print(f"\nerror: {rpc_error_text(exc)}", file=sys.stderr)
         return 2
@@ -122,8 +165,10 @@ def _cmd_controllability(args: argparse.Namespace) -> int:
     summary = json.loads(job.result_json or "{}")
     for name in ("lesion_area_fraction", "center_x", "center_y", "ita_degrees"):
         mae, r = summary.get(f"{name}_mae"), summary.get(f"{name}_pearson")
-        print(f"{name:22s} MAE {'n/a' if mae is None else f'{mae:.4g}':>8}   Pearson r "
-              f"{'n/a' if r is None else f'{r:.3f}'}")
+        print(
+            f"{name:22s} MAE {'n/a' if mae is None else f'{mae:.4g}':>8}   Pearson r "
+            f"{'n/a' if r is None else f'{r:.3f}'}"
+        )
     print(f"report:   {outputs.get('report_md', '')}\nmanifest: {outputs.get('manifest', '')}")
     return 0
 
@@ -142,10 +187,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 return 2
             if args.to_store:
                 model_uri, ref = client.generate_to_store(
-                    args.model, args.count, args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                    batch_size=args.batch_size, timeout_s=args.timeout or None, conditioning=_conditioning(args))
-                print(f"manifest: {ref.uri}\nsha256:   {ref.sha256}\nitems:    {ref.item_count}\n"
-                      f"model:    {model_uri}")
+                    args.model,
+                    args.count,
+                    args.seed,
+                    sampler=args.sampler,
+                    steps=args.steps,
+                    eta=args.eta,
+                    batch_size=args.batch_size,
+                    timeout_s=args.timeout or None,
+                    conditioning=_conditioning(args),
+                )
+                print(
+                    f"manifest: {ref.uri}\nsha256:   {ref.sha256}\nitems:    {ref.item_count}\n"
+                    f"model:    {model_uri}"
+                )
                 return 0
             if not args.out:
                 print("error: --out DIR is required (or --to-store)", file=sys.stderr)
@@ -157,52 +212,93 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    generate = commands.add_parser("generate", help="draw synthetic images from a trained generator (gRPC)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    generate.add_argument("--model", default="ddpm",
-                          help="a trained model's URI, a generator name (its newest complete model) or a "
-                               "run name")
+    generate = commands.add_parser(
+        "generate",
+        help="draw synthetic images from a trained generator (gRPC)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate.add_argument(
+        "--model",
+        default="ddpm",
+        help="a trained model's URI, a generator name (its newest complete model) or a run name",
+    )
     generate.add_argument("--count", type=int, default=0, help="number of images")
     generate.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
     generate.add_argument("--out", default="", help="folder for the PNGs and generation.json")
-    generate.add_argument("--sampler", default="",
-                          help="ddpm or ddim for diffusion models (default: the model's)")
+    generate.add_argument(
+        "--sampler", default="", help="ddpm or ddim for diffusion models (default: the model's)"
+    )
     generate.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     generate.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
     generate.add_argument("--batch-size", type=int, default=0, help="images per forward pass on the server")
     generate.add_argument("--chunk", type=int, default=16, help="images per Generate call (at most 64)")
-    generate.add_argument("--target", default="", help="host:port of the generation service (default: "
-                          "$SKINGENBENCH_GENERATION_TARGET or 127.0.0.1:50052)")
+    generate.add_argument(
+        "--target",
+        default="",
+        help="host:port of the generation service (default: "
+        "$SKINGENBENCH_GENERATION_TARGET or 127.0.0.1:50052)",
+    )
     generate.add_argument("--token", default="", help="bearer token (default: $SKINGENBENCH_AUTH_TOKEN)")
     generate.add_argument("--timeout", type=float, default=0.0, help="deadline per call in seconds (0: none)")
     generate.add_argument("--to-store", action="store_true", help="write a manifest into the store instead")
     generate.add_argument("--list-models", action="store_true", help="list trained models and exit")
     conditioning = generate.add_argument_group("conditioning (conditional models)")
     conditioning.add_argument("--label", default="", help="class to draw: NV, BCC, BKL, MEL or SCC")
-    conditioning.add_argument("--size", type=float, default=None, help="DermGAN: lesion area fraction (0..0.95]")
-    conditioning.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"), default=None,
-                              help="DermGAN: lesion centre as fractions of width and height")
+    conditioning.add_argument(
+        "--size", type=float, default=None, help="DermGAN: lesion area fraction (0..0.95]"
+    )
+    conditioning.add_argument(
+        "--center",
+        type=float,
+        nargs=2,
+        metavar=("X", "Y"),
+        default=None,
+        help="DermGAN: lesion centre as fractions of width and height",
+    )
     conditioning.add_argument("--ita", type=float, default=None, help="DermGAN: skin tone as ITA degrees")
-    conditioning.add_argument("--balance-skin-tone", action="store_true",
-                              help="DermGAN: draw tones uniformly over the six ITA categories")
+    conditioning.add_argument(
+        "--balance-skin-tone",
+        action="store_true",
+        help="DermGAN: draw tones uniformly over the six ITA categories",
+    )
     generate.set_defaults(func=_cmd_generate)
 
     actions = generate.add_subparsers(dest="action", metavar="{controllability}")
-    control = actions.add_parser("controllability", help="requested vs measured lesion size, centre and skin tone "
-                                                         "of a conditional model (a job on the service)")
-    control.add_argument("--model", default="dermgan", help="a trained model's URI, a generator or a run name")
+    control = actions.add_parser(
+        "controllability",
+        help="requested vs measured lesion size, centre and skin tone "
+        "of a conditional model (a job on the service)",
+    )
+    control.add_argument(
+        "--model", default="dermgan", help="a trained model's URI, a generator or a run name"
+    )
     control.add_argument("--labels", nargs="*", default=[], help="classes (default: the model's)")
-    control.add_argument("--sizes", type=float, nargs="*", default=[],
-                         help="lesion area fractions (default 0.05 0.12 0.25)")
-    control.add_argument("--ita", type=float, nargs="*", default=[],
-                         help="skin tones in ITA degrees (default: one per ITA category, dark to very light)")
-    control.add_argument("--center", type=float, nargs=2, metavar=("X", "Y"), default=None,
-                         help="one lesion centre (default: two off-centre positions)")
+    control.add_argument(
+        "--sizes", type=float, nargs="*", default=[], help="lesion area fractions (default 0.05 0.12 0.25)"
+    )
+    control.add_argument(
+        "--ita",
+        type=float,
+        nargs="*",
+        default=[],
+        help="skin tones in ITA degrees (default: one per ITA category, dark to very light)",
+    )
+    control.add_argument(
+        "--center",
+        type=float,
+        nargs=2,
+        metavar=("X", "Y"),
+        default=None,
+        help="one lesion centre (default: two off-centre positions)",
+    )
     control.add_argument("--repeats", type=int, default=0, help="images per combination (default 2)")
     control.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
     control.add_argument("--target", default="", help="host:port of the generation service")
     control.add_argument("--token", default="", help="bearer token (default: $SKINGENBENCH_AUTH_TOKEN)")
-    control.add_argument("--timeout", type=float, default=0.0, help="seconds to wait for the job (0: no limit)")
+    control.add_argument(
+        "--timeout", type=float, default=0.0, help="seconds to wait for the job (0: no limit)"
+    )
     control.set_defaults(func=_cmd_controllability)
 
 

@@ -27,9 +27,13 @@ def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log = open(home / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 (lives as long as the server)
-    process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -52,8 +56,10 @@ def _endpoint_options(options: list[str]) -> dict[str, str]:
     for option in options:
         stage, _, targets = option.partition("=")
         if stage not in SERVICES or not targets:
-            raise SystemExit(f"--endpoints {option!r}: expected STAGE=HOST:PORT[*SLOTS],... with STAGE one of "
-                             f"{', '.join(SERVICES)}")
+            raise SystemExit(
+                f"--endpoints {option!r}: expected STAGE=HOST:PORT[*SLOTS],... with STAGE one of "
+                f"{', '.join(SERVICES)}"
+            )
         endpoints[stage] = targets
     return endpoints
 
@@ -75,8 +81,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         endpoints = {stage: member.target for stage, member in stack.load_members().items()}
     # The stack's services default to the same store (``stack.up``); the flow gets it, with the
     # endpoints, as its wiring: nothing is passed to it through the environment.
-    wiring = Wiring.from_settings(endpoints=endpoints,
-                                  store_uri=os.environ.get("SKINGENBENCH_STORE") or (home / "store").as_uri())
+    wiring = Wiring.from_settings(
+        endpoints=endpoints, store_uri=os.environ.get("SKINGENBENCH_STORE") or (home / "store").as_uri()
+    )
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         server, url = _start_prefect_server(home)
@@ -97,7 +104,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if started_stack:
                 stack.down()
         else:
-            print("left running: the local stack and the Prefect server (`skingenbench down` stops the stack)")
+            print(
+                "left running: the local stack and the Prefect server (`skingenbench down` stops the stack)"
+            )
 
 
 def _flush_prefect_logs() -> None:
@@ -116,8 +125,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = folder / "report.md"
     if not report.exists():
         known = sorted(p.name for p in Path(args.runs_dir).glob("*") if p.is_dir())
-        print(f"no report for run {args.run!r} in {args.runs_dir}/ (runs: {', '.join(known) or 'none'})",
-              file=sys.stderr)
+        print(
+            f"no report for run {args.run!r} in {args.runs_dir}/ (runs: {', '.join(known) or 'none'})",
+            file=sys.stderr,
+        )
         return 1
     print(report.read_text())
     print(f"\n(HTML: {folder / 'report.html'})")
@@ -127,8 +138,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a benchmark grid through Prefect")
     run.add_argument("--grid", default="smoke", help="a shipped grid (smoke, paper) or a YAML file")
-    run.add_argument("--endpoints", nargs="*", metavar="STAGE=HOST:PORT[*SLOTS],...",
-                     help="service endpoints per stage (default: the local stack)")
+    run.add_argument(
+        "--endpoints",
+        nargs="*",
+        metavar="STAGE=HOST:PORT[*SLOTS],...",
+        help="service endpoints per stage (default: the local stack)",
+    )
     run.add_argument("--run-id", default="", help="default: <grid>-<timestamp>")
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--keep", action="store_true", help="leave the stack and the Prefect server running")

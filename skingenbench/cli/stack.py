@@ -98,8 +98,11 @@ def up(stages: list[str] | None = None, timeout_s: float = 120.0, out=sys.stdout
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "skingenbench.cli", "serve", stage],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,  # survives the shell that ran `up`
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # survives the shell that ran `up`
             )
         members[stage] = Member(stage, process.pid, port, str(log_path))
         started.append(stage)

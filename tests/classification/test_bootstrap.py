@@ -94,7 +94,10 @@ def test_same_seed_same_intervals_other_seed_other_intervals():
     y, probs = realistic_predictions(300)
     first = evaluate_predictions(y, probs, n_bootstrap=100, seed=4)
     assert first == evaluate_predictions(y, probs, n_bootstrap=100, seed=4)
-    assert first["global"]["accuracy"] != evaluate_predictions(y, probs, n_bootstrap=100, seed=5)["global"]["accuracy"]
+    assert (
+        first["global"]["accuracy"]
+        != evaluate_predictions(y, probs, n_bootstrap=100, seed=5)["global"]["accuracy"]
+    )
 
 
 def test_zero_resamples_gives_point_estimates_only():
@@ -125,9 +128,12 @@ def test_one_thousand_resamples_of_two_thousand_images_take_seconds():
 
 
 def test_tables_follow_the_reference_column_order_and_cell_format():
-    results = {"ViT-B/16": evaluate_predictions(*realistic_predictions(300), n_bootstrap=50),
-               "always NV": evaluate_predictions(realistic_predictions(300)[0],
-                                                 np.tile([0.6, 0.1, 0.1, 0.1, 0.1], (300, 1)), n_bootstrap=50)}
+    results = {
+        "ViT-B/16": evaluate_predictions(*realistic_predictions(300), n_bootstrap=50),
+        "always NV": evaluate_predictions(
+            realistic_predictions(300)[0], np.tile([0.6, 0.1, 0.1, 0.1, 0.1], (300, 1)), n_bootstrap=50
+        ),
+    }
     table = global_table(results).splitlines()
     assert table[0] == "| model | macro-F1 | balanced acc | MCC | ROC-AUC | accuracy | Brier |"
     assert table[2].startswith("| ViT-B/16 | ") and len(table) == 4
@@ -146,7 +152,10 @@ def test_tables_follow_the_reference_column_order_and_cell_format():
 def test_cells_without_interval_or_value():
     assert format_cell({"value": 0.5, "ci_low": None, "ci_high": None}) == "0.5000"
     assert format_cell({"value": None, "ci_low": None, "ci_high": None}) == "n/a"
-    assert format_cell({"value": 288.94, "ci_low": 150.0, "ci_high": 400.126}, digits=2) == "288.94 [150.00, 400.13]"
+    assert (
+        format_cell({"value": 288.94, "ci_low": 150.0, "ci_high": 400.126}, digits=2)
+        == "288.94 [150.00, 400.13]"
+    )
 
 
 def test_tables_refuse_results_of_another_shape():

@@ -74,7 +74,9 @@ def test_every_metric_equals_scikit_learn(seed, n, tied):
     assert mel["pr_auc"] == pytest.approx(sk.average_precision_score(is_mel, probs[:, MEL]))
 
     report = per_class_report(y, probs)
-    precision, recall, f1, support = sk.precision_recall_fscore_support(y, pred, labels=range(C), zero_division=0)
+    precision, recall, f1, support = sk.precision_recall_fscore_support(
+        y, pred, labels=range(C), zero_division=0
+    )
     for k, name in enumerate(CLASSES):
         assert report[name]["precision"] == pytest.approx(precision[k])
         assert report[name]["recall"] == pytest.approx(recall[k])
@@ -94,7 +96,9 @@ def test_weighted_ranking_metrics_equal_scikit_learn_with_sample_weight(seed, n,
     aucs, aps = roc_auc(scores, is_pos, weights), average_precision(scores, is_pos, weights)
     conf = confusion_matrix(y, probs.argmax(axis=1), C, weights)
     for b, w in enumerate(weights):
-        assert conf[b] == pytest.approx(sk.confusion_matrix(y, probs.argmax(axis=1), labels=range(C), sample_weight=w))
+        assert conf[b] == pytest.approx(
+            sk.confusion_matrix(y, probs.argmax(axis=1), labels=range(C), sample_weight=w)
+        )
         kept = w > 0
         if is_pos[kept].all() or not is_pos[kept].any():
             assert np.isnan(aucs[b])
@@ -171,7 +175,9 @@ def test_class_absent_from_the_test_set_is_skipped_and_recorded():
     present = [k for k in range(C) if k != CLASSES.index("SCC")]
     expected_auc = np.mean([sk.roc_auc_score(y == k, probs[:, k]) for k in present])
     assert ours["roc_auc"] == pytest.approx(expected_auc)
-    assert ours["balanced_accuracy"] == pytest.approx(sklearn_quiet(sk.balanced_accuracy_score, y, probs.argmax(1)))
+    assert ours["balanced_accuracy"] == pytest.approx(
+        sklearn_quiet(sk.balanced_accuracy_score, y, probs.argmax(1))
+    )
     result = evaluate_predictions(y, probs, n_bootstrap=50)
     assert any("SCC" in note and "absent" in note for note in result["notes"])
     assert result["per_class"]["SCC"]["recall"] is None
@@ -185,7 +191,9 @@ def test_all_predictions_one_class():
     ours = global_metrics(y, probs)
     assert ours["accuracy"] == pytest.approx(np.mean(y == 0))
     assert ours["mcc"] == 0.0
-    assert ours["macro_f1"] == pytest.approx(sk.f1_score(y, np.zeros_like(y), average="macro", zero_division=0))
+    assert ours["macro_f1"] == pytest.approx(
+        sk.f1_score(y, np.zeros_like(y), average="macro", zero_division=0)
+    )
     assert ours["roc_auc"] == pytest.approx(0.5)  # constant scores rank nothing
     mel = melanoma_metrics(y, probs)
     assert mel["sensitivity"] == 0.0 and mel["precision"] == 0.0 and mel["f1"] == 0.0

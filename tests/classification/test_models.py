@@ -165,8 +165,12 @@ def test_the_classifier_file_round_trips_with_its_metadata():
     torch.manual_seed(0)
     model, _, config = create_classifier("resnet18", "tiny", {"pretrained": "none"})
     model.eval()
-    data = classifier_to_bytes(model.state_dict(), "resnet18", config,
-                               {"classes": list(CLASSES), "seed": 3, "regime": "real", "best_epoch": 2})
+    data = classifier_to_bytes(
+        model.state_dict(),
+        "resnet18",
+        config,
+        {"classes": list(CLASSES), "seed": 3, "regime": "real", "best_epoch": 2},
+    )
     header_end = 8 + int.from_bytes(data[:8], "little")
     metadata = read_metadata(io.BytesIO(data[:header_end]))  # the header alone, no weights
     assert (metadata["classifier"], metadata["seed"], metadata["best_epoch"]) == ("resnet18", 3, 2)

@@ -106,7 +106,9 @@ def test_delong_agrees_with_a_bootstrap_of_the_auc_difference():
     counts = np.concatenate(list(resample_counts(len(y), 600, seed=0)))
     differences = roc_auc(a[:, MEL], is_mel, counts) - roc_auc(b[:, MEL], is_mel, counts)
     assert np.std(differences) == pytest.approx(delong["std_error"], rel=0.2)
-    assert delong["difference"] == pytest.approx(roc_auc_score(is_mel, a[:, MEL]) - roc_auc_score(is_mel, b[:, MEL]))
+    assert delong["difference"] == pytest.approx(
+        roc_auc_score(is_mel, a[:, MEL]) - roc_auc_score(is_mel, b[:, MEL])
+    )
     assert delong["ci_low"] < delong["difference"] < delong["ci_high"]
 
 

@@ -12,15 +12,22 @@ from skingenbench.services.classification.core.predictions_csv import (
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.errors import InvalidArgument
 
-ids_strategy = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
-                        .filter(lambda s: s.strip()), min_size=1, max_size=20, unique=True)
+ids_strategy = st.lists(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(
+        lambda s: s.strip()
+    ),
+    min_size=1,
+    max_size=20,
+    unique=True,
+)
 
 
 @settings(max_examples=40, deadline=None)
 @given(ids=ids_strategy, data=st.data())
 def test_round_trip_is_exact(ids, data):
-    values = data.draw(st.lists(st.floats(0.0, 1.0), min_size=len(ids) * len(CLASSES),
-                                max_size=len(ids) * len(CLASSES)))
+    values = data.draw(
+        st.lists(st.floats(0.0, 1.0), min_size=len(ids) * len(CLASSES), max_size=len(ids) * len(CLASSES))
+    )
     probs = np.array(values).reshape(len(ids), len(CLASSES))
     read_ids, read_probs, classes = read_predictions_csv(write_predictions_csv(ids, probs))
     assert read_ids == ids and classes == CLASSES
@@ -29,8 +36,11 @@ def test_round_trip_is_exact(ids, data):
 
 def test_layout_is_the_isic_one():
     text = write_predictions_csv(["ISIC_0000001", "ISIC_0000002"], [[1, 0, 0, 0, 0], [0.25, 0, 0, 0.75, 0]])
-    assert text.splitlines() == ["image,NV,BCC,BKL,MEL,SCC", "ISIC_0000001,1.0,0.0,0.0,0.0,0.0",
-                                 "ISIC_0000002,0.25,0.0,0.0,0.75,0.0"]
+    assert text.splitlines() == [
+        "image,NV,BCC,BKL,MEL,SCC",
+        "ISIC_0000001,1.0,0.0,0.0,0.0,0.0",
+        "ISIC_0000002,0.25,0.0,0.0,0.75,0.0",
+    ]
 
 
 def test_an_isic_ordered_file_is_reordered_to_the_expected_classes():

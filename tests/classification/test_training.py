@@ -34,8 +34,14 @@ from skingenbench.services.platform.manifest_io import read_manifest
 torch.set_num_threads(1)
 # The tiny profile is for plumbing (three epochs); learning in seconds from random init wants a few more
 # epochs, light crops and a class-weighted loss (macro-F1 counts the rare classes as much as NV).
-LEARNING = {"epochs": 6, "batch_size": 32, "lr": 3e-3, "crop_scale": [0.9, 1.0], "class_weighted_loss": True,
-            "lr_milestones": [5]}
+LEARNING = {
+    "epochs": 6,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "crop_scale": [0.9, 1.0],
+    "class_weighted_loss": True,
+    "lr_milestones": [5],
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,9 @@ def test_tiny_resnet18_learns_the_phantom_classes(phantom):
             seen.add(id(self.items[index]))
             return super().__getitem__(index)
 
-    outcome = train_classifier(model, config, Recording(store, selection.train),
-                               Recording(store, selection.val), seed=0)
+    outcome = train_classifier(
+        model, config, Recording(store, selection.train), Recording(store, selection.val), seed=0
+    )
     test_items = split_items(manifest, "test")
     assert not seen & {id(item) for item in test_items}
     val_scores = [record["val_macro_f1"] for record in outcome.history]
@@ -97,15 +104,22 @@ def test_an_interrupted_run_resumes_to_identical_weights(phantom):
 
     def run(loader_threads=0, stop_after=None, resume=None, init_seed=0):
         torch.manual_seed(init_seed)
-        model, _, config = create_classifier("resnet18", "tiny",
-                                             {**overrides, "loader_threads": loader_threads})
+        model, _, config = create_classifier(
+            "resnet18", "tiny", {**overrides, "loader_threads": loader_threads}
+        )
         saved, steps = [], []
         outcome = train_classifier(
-            model, config, ManifestImages(store, train), ManifestImages(store, val), seed=5,
+            model,
+            config,
+            ManifestImages(store, train),
+            ManifestImages(store, val),
+            seed=5,
             save_checkpoint=lambda state: saved.append(state_to_bytes(state)),
             load_checkpoint=(lambda: state_from_bytes(*resume)) if resume else None,
             should_stop=(lambda: len(steps) >= stop_after) if stop_after else None,
-            on_progress=lambda event: steps.append(event["step"]), progress_every=1)
+            on_progress=lambda event: steps.append(event["step"]),
+            progress_every=1,
+        )
         return outcome, saved
 
     full, full_saved = run()
@@ -129,8 +143,14 @@ def test_an_interrupted_run_resumes_to_identical_weights(phantom):
     with pytest.raises(FailedPrecondition, match="another run"):
         torch.manual_seed(0)
         model, _, config = create_classifier("resnet18", "tiny", overrides)
-        train_classifier(model, config, ManifestImages(store, train), ManifestImages(store, val), seed=6,
-                         load_checkpoint=lambda: state_from_bytes(*full_saved[0]))
+        train_classifier(
+            model,
+            config,
+            ManifestImages(store, train),
+            ManifestImages(store, val),
+            seed=6,
+            load_checkpoint=lambda: state_from_bytes(*full_saved[0]),
+        )
 
 
 def _with(manifest: Manifest, items: list[Item]) -> Manifest:
@@ -149,10 +169,16 @@ def test_a_training_manifest_with_test_items_is_refused(phantom):
         select_training_items(_with(manifest, [same_lesion] + manifest.items[1:]), "real")
     synthetic = _with(manifest, [dataclasses.replace(train_item, split="test", source="ddpm")])
     with pytest.raises(FailedPrecondition, match="carries split 'test'"):
-        select_training_items(manifest, "real+synthetic", synthetic=[synthetic],
-                              synthetic_label=train_item.label)
-    copy = dataclasses.replace(train_item, image_id="x_aug1", sha256="f" * 64, lesion_id="other",
-                               meta={"augmented_from": test_item.image_id})
+        select_training_items(
+            manifest, "real+synthetic", synthetic=[synthetic], synthetic_label=train_item.label
+        )
+    copy = dataclasses.replace(
+        train_item,
+        image_id="x_aug1",
+        sha256="f" * 64,
+        lesion_id="other",
+        meta={"augmented_from": test_item.image_id},
+    )
     with pytest.raises(FailedPrecondition, match="image id"):
         check_no_leakage([copy], manifest)
     no_val = _with(manifest, [item for item in manifest.items if item.split != "val"])
@@ -164,25 +190,44 @@ def test_regimes_add_the_requested_images(phantom):
     _, manifest = phantom
     real = split_items(manifest, "train")
     mel = [item for item in real if item.label == "MEL"]
-    fake = _with(manifest, [dataclasses.replace(item, split="", source="ddpm", lesion_id=f"ddpm-{i}",
-                                                image_id=f"ddpm_{i}", sha256=f"{i:064x}")
-                            for i, item in enumerate(mel + real[:3])])
+    fake = _with(
+        manifest,
+        [
+            dataclasses.replace(
+                item, split="", source="ddpm", lesion_id=f"ddpm-{i}", image_id=f"ddpm_{i}", sha256=f"{i:064x}"
+            )
+            for i, item in enumerate(mel + real[:3])
+        ],
+    )
     everything = select_training_items(manifest, "real+synthetic", synthetic=[fake])
     assert everything.counts["synthetic"] == len(mel) + sum(item.label == "MEL" for item in real[:3])
-    assert all(item.label == "MEL" for item in everything.train[len(real):])
+    assert all(item.label == "MEL" for item in everything.train[len(real) :])
     counted = select_training_items(manifest, "real+synthetic", synthetic=[fake], synthetic_count=4, seed=1)
     assert counted.counts["synthetic"] == 4
-    assert counted.train == select_training_items(manifest, "real+synthetic", synthetic=[fake],
-                                                   synthetic_count=4, seed=1).train
+    assert (
+        counted.train
+        == select_training_items(
+            manifest, "real+synthetic", synthetic=[fake], synthetic_count=4, seed=1
+        ).train
+    )
     halved = select_training_items(manifest, "real+synthetic", synthetic=[fake], synthetic_ratio=0.5)
     assert halved.counts["synthetic"] == round(0.5 * len(mel))
     with pytest.raises(FailedPrecondition, match="requested"):
         select_training_items(manifest, "real+synthetic", synthetic=[fake], synthetic_count=10_000)
     with pytest.raises(InvalidArgument, match="regime"):
         select_training_items(manifest, "real+dreams")
-    augmented = _with(manifest, [dataclasses.replace(item, image_id=f"{item.image_id}_aug1", sha256="a" * 64,
-                                                     meta={"augmented_from": item.image_id})
-                                 for item in manifest.items])
+    augmented = _with(
+        manifest,
+        [
+            dataclasses.replace(
+                item,
+                image_id=f"{item.image_id}_aug1",
+                sha256="a" * 64,
+                meta={"augmented_from": item.image_id},
+            )
+            for item in manifest.items
+        ],
+    )
     with_copies = select_training_items(manifest, "real+augment", augmented=augmented)
     assert with_copies.counts["augmented"] == len(real) and with_copies.notes  # val/test copies left out
 

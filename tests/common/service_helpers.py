@@ -17,7 +17,9 @@ from skingenbench.services.stages import start_service
 
 @contextlib.contextmanager
 def running(stage: str, store, extra_setup=None, **settings_overrides):
-    settings = ServiceSettings(stage=stage, host="127.0.0.1", port=0, shutdown_grace_s=5.0, **settings_overrides)
+    settings = ServiceSettings(
+        stage=stage, host="127.0.0.1", port=0, shutdown_grace_s=5.0, **settings_overrides
+    )
     service = start_service(stage, settings, store, extra_setup)
     try:
         yield service
@@ -41,8 +43,10 @@ class CountKind(JobKind[Struct, CountPlan]):
     plan_type = CountPlan
 
     def plan(self, request: Struct, store) -> CountPlan:
-        total, sleep_s = int(request["total"]) if "total" in request else 20, float(request["sleep_s"]) \
-            if "sleep_s" in request else 0.02
+        total, sleep_s = (
+            int(request["total"]) if "total" in request else 20,
+            float(request["sleep_s"]) if "sleep_s" in request else 0.02,
+        )
         if total < 0:
             raise InvalidArgument(f"total must be >= 0, got {total}")
         return CountPlan(self.address([], {"total": total, "sleep_s": sleep_s}), total, sleep_s)

@@ -15,8 +15,13 @@ def test_model_and_optimizer_state_round_trip_exactly():
         optimizer.zero_grad()
         model(torch.randn(5, 4)).sum().backward()
         optimizer.step()
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 3, "note": "x",
-             "rng": torch.get_rng_state()}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": 3,
+        "note": "x",
+        "rng": torch.get_rng_state(),
+    }
     tensor_bytes, skeleton = state_to_bytes(state)
     assert b"\x80\x04" not in skeleton  # JSON, not pickle
     restored = state_from_bytes(tensor_bytes, skeleton)

@@ -22,9 +22,19 @@ def _manifest(store, n=3) -> Manifest:
         data = f"image-{i}".encode()
         info = store.put_bytes(f"set/images/{i}.png", data)
         mask = store.put_bytes(f"set/masks/{i}.png", b"mask" + data)
-        items.append(Item(key=info.key, sha256=info.sha256, label="MEL", lesion_id=f"L{i // 2}", split="train",
-                          source="phantom", image_id=f"I{i}", meta={"age": 50 + i},
-                          objects={"mask_lesion": ObjectEntry(mask.key, mask.sha256)}))
+        items.append(
+            Item(
+                key=info.key,
+                sha256=info.sha256,
+                label="MEL",
+                lesion_id=f"L{i // 2}",
+                split="train",
+                source="phantom",
+                image_id=f"I{i}",
+                meta={"age": 50 + i},
+                objects={"mask_lesion": ObjectEntry(mask.key, mask.sha256)},
+            )
+        )
     return Manifest(items, Provenance(stage="test", config={"size": 64}, seed=7))
 
 
@@ -102,4 +112,5 @@ def test_manifest_content_hash_ignores_timestamps(store):
     two = Manifest(one.items, Provenance(stage="test", created_at="2000-01-01T00:00:00+00:00"))
     assert one.content_hash() == two.content_hash()
     assert one.content_hash() == sha256_bytes(
-        json.dumps([i.to_dict() for i in one.items], sort_keys=True, separators=(",", ":")).encode())
+        json.dumps([i.to_dict() for i in one.items], sort_keys=True, separators=(",", ":")).encode()
+    )

@@ -35,7 +35,11 @@ def test_auth_token_is_enforced_but_health_stays_open(folder_store):
             assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "missing" in missing.value.details()
             with pytest.raises(grpc.RpcError) as stream_denied:
-                list(common_pb2_grpc.JobsStub(anonymous).WatchJob(common_pb2.WatchJobRequest(job_id="x"), timeout=5))
+                list(
+                    common_pb2_grpc.JobsStub(anonymous).WatchJob(
+                        common_pb2.WatchJobRequest(job_id="x"), timeout=5
+                    )
+                )
             assert stream_denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
             health = health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
@@ -68,7 +72,9 @@ def test_store_down_is_unavailable(moto_endpoint):
 
     store = make_s3_store(moto_endpoint)
     with running("classification", store) as service, open_channel(service.target) as channel:
-        store.client._base_url._url = store.client._base_url._url._replace(netloc="127.0.0.1:9")  # nothing listens
+        store.client._base_url._url = store.client._base_url._url._replace(
+            netloc="127.0.0.1:9"
+        )  # nothing listens
         with pytest.raises(grpc.RpcError) as down:
             common_pb2_grpc.JobsStub(channel).GetJob(common_pb2.GetJobRequest(job_id="abc"), timeout=30)
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -76,8 +82,10 @@ def test_store_down_is_unavailable(moto_endpoint):
 
 
 def test_job_progress_stream_result_and_idempotent_resubmission(folder_store):
-    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
-            open_channel(service.target) as channel:
+    with (
+        running("preprocessing", folder_store, extra_setup=add_test_jobs) as service,
+        open_channel(service.target) as channel,
+    ):
         record = service.runner.submit("count", request(total=5))
         events = []
         job = watch_job(channel, record.job_id, on_event=events.append, timeout_s=30)
@@ -94,8 +102,10 @@ def test_job_progress_stream_result_and_idempotent_resubmission(folder_store):
 
 
 def test_failed_job_is_an_answer_not_a_crash(folder_store):
-    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
-            open_channel(service.target) as channel:
+    with (
+        running("preprocessing", folder_store, extra_setup=add_test_jobs) as service,
+        open_channel(service.target) as channel,
+    ):
         record = service.runner.submit("fail", request())
         job = watch_job(channel, record.job_id, timeout_s=30)
         assert job.state == common_pb2.JOB_STATE_FAILED
@@ -105,8 +115,10 @@ def test_failed_job_is_an_answer_not_a_crash(folder_store):
 
 
 def test_cancel_stops_a_running_job(folder_store):
-    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
-            open_channel(service.target) as channel:
+    with (
+        running("preprocessing", folder_store, extra_setup=add_test_jobs) as service,
+        open_channel(service.target) as channel,
+    ):
         record = service.runner.submit("count", request(total=10_000, sleep_s=0.01))
         jobs = common_pb2_grpc.JobsStub(channel)
         stream = jobs.WatchJob(common_pb2.WatchJobRequest(job_id=record.job_id), timeout=30)
@@ -132,15 +144,26 @@ def test_job_state_survives_a_restart_and_interrupted_jobs_resume(folder_store):
     interrupted = json.loads(folder_store.get_bytes(f"jobs/skingenbench.v1.Preprocessing/{long.job_id}.json"))
     assert interrupted["state"] == "QUEUED"
     # The record holds the plan the job runs from after the restart (never re-planned).
-    assert interrupted["plan"] == {"output_prefix": interrupted["plan"]["output_prefix"], "total": 60, "sleep_s": 0.05}
-    checkpointed = json.loads(folder_store.get_bytes(f"{interrupted['plan']['output_prefix']}/checkpoint.json"))["step"]
+    assert interrupted["plan"] == {
+        "output_prefix": interrupted["plan"]["output_prefix"],
+        "total": 60,
+        "sleep_s": 0.05,
+    }
+    checkpointed = json.loads(
+        folder_store.get_bytes(f"{interrupted['plan']['output_prefix']}/checkpoint.json")
+    )["step"]
     assert 5 <= checkpointed < 60
 
-    with running("preprocessing", folder_store, extra_setup=add_test_jobs) as service, \
-            open_channel(service.target) as channel:
+    with (
+        running("preprocessing", folder_store, extra_setup=add_test_jobs) as service,
+        open_channel(service.target) as channel,
+    ):
         jobs = common_pb2_grpc.JobsStub(channel)
         finished = jobs.GetJob(common_pb2.GetJobRequest(job_id=done.job_id), timeout=5)
-        assert finished.state == common_pb2.JOB_STATE_SUCCEEDED and json.loads(finished.result_json)["count"] == 3
+        assert (
+            finished.state == common_pb2.JOB_STATE_SUCCEEDED
+            and json.loads(finished.result_json)["count"] == 3
+        )
         replay = list(jobs.WatchJob(common_pb2.WatchJobRequest(job_id=done.job_id), timeout=5))
         assert replay and replay[-1].state == common_pb2.JOB_STATE_SUCCEEDED
         resumed = watch_job(channel, long.job_id, timeout_s=60)

@@ -110,15 +110,20 @@ def test_s3_store_down_is_unavailable_quickly():
         port = sock.getsockname()[1]
     start = time.monotonic()
     with pytest.raises(Unavailable):
-        S3Store("bucket", endpoint=f"127.0.0.1:{port}", access_key="a", secret_key="b", timeout_s=1, retries=0)
+        S3Store(
+            "bucket", endpoint=f"127.0.0.1:{port}", access_key="a", secret_key="b", timeout_s=1, retries=0
+        )
     assert time.monotonic() - start < 30
 
 
 def test_store_from_uri(tmp_path, moto_endpoint):
     assert isinstance(store_from_uri(tmp_path.as_uri()), LocalFolderStore)
     assert isinstance(store_from_uri(str(tmp_path / "plain")), LocalFolderStore)
-    env = {"SKINGENBENCH_S3_ENDPOINT": f"http://{moto_endpoint}", "SKINGENBENCH_S3_ACCESS_KEY": "testing",
-           "SKINGENBENCH_S3_SECRET_KEY": "testing"}
+    env = {
+        "SKINGENBENCH_S3_ENDPOINT": f"http://{moto_endpoint}",
+        "SKINGENBENCH_S3_ACCESS_KEY": "testing",
+        "SKINGENBENCH_S3_SECRET_KEY": "testing",
+    }
     s3 = store_from_uri("s3://from-env-bucket/some/prefix", env=env)
     assert isinstance(s3, S3Store) and s3.root_uri == "s3://from-env-bucket/some/prefix"
     s3.put_bytes("k", b"v")

@@ -66,15 +66,60 @@ def build_ham10000(root: Path) -> SourceFixture:
     rows = [
         # lesion,  image,         dx,    dx_type,  age,  sex,    localization,            dataset       fate
         ("HAM_0000001", "ISIC_0000001", "nv", "histo", "45.0", "male", "back", "vidir_modern"),  # NV
-        ("HAM_0000001", "ISIC_0000002", "nv", "histo", "45.0", "male", "back", "vidir_modern"),  # NV, same lesion
-        ("HAM_0000002", "ISIC_0000003", "nv", "follow_up", "", "female", "upper extremity, left", "rosendahl"),  # NV
+        (
+            "HAM_0000001",
+            "ISIC_0000002",
+            "nv",
+            "histo",
+            "45.0",
+            "male",
+            "back",
+            "vidir_modern",
+        ),  # NV, same lesion
+        (
+            "HAM_0000002",
+            "ISIC_0000003",
+            "nv",
+            "follow_up",
+            "",
+            "female",
+            "upper extremity, left",
+            "rosendahl",
+        ),  # NV
         ("HAM_0000003", "ISIC_0000004", "mel", "histo", "70.0", "male", "face", "vidir_molemax"),  # MEL
         ("HAM_0000003", "ISIC_0000005", "mel", "histo", "70.0", "male", "face", "vidir_molemax"),  # MEL
         ("HAM_0000004", "ISIC_0000006", "bcc", "histo", "80.0", "female", "neck", "vienna_dias"),  # BCC
-        ("HAM_0000005", "ISIC_0000007", "bkl", "consensus", "60.0", "male", "trunk", "rosendahl"),  # missing image
+        (
+            "HAM_0000005",
+            "ISIC_0000007",
+            "bkl",
+            "consensus",
+            "60.0",
+            "male",
+            "trunk",
+            "rosendahl",
+        ),  # missing image
         ("HAM_0000006", "ISIC_0000008", "akiec", "histo", "75.0", "male", "face", "rosendahl"),  # excluded
-        ("HAM_0000007", "ISIC_0000009", "df", "histo", "35.0", "female", "lower extremity", "rosendahl"),  # excluded
-        ("HAM_0000008", "ISIC_0000010", "vasc", "consensus", "5.0", "male", "abdomen", "rosendahl"),  # excluded
+        (
+            "HAM_0000007",
+            "ISIC_0000009",
+            "df",
+            "histo",
+            "35.0",
+            "female",
+            "lower extremity",
+            "rosendahl",
+        ),  # excluded
+        (
+            "HAM_0000008",
+            "ISIC_0000010",
+            "vasc",
+            "consensus",
+            "5.0",
+            "male",
+            "abdomen",
+            "rosendahl",
+        ),  # excluded
         ("HAM_0000009", "ISIC_0000011", "xyz", "histo", "50.0", "female", "back", "rosendahl"),  # unknown dx
     ]
     csv_path = write_csv(root / "HAM10000_metadata.csv", HAM_HEADER, rows)
@@ -96,8 +141,12 @@ def build_ham10000(root: Path) -> SourceFixture:
     return SourceFixture(
         root,
         imported={
-            "ISIC_0000001": "NV", "ISIC_0000002": "NV", "ISIC_0000003": "NV",
-            "ISIC_0000004": "MEL", "ISIC_0000005": "MEL", "ISIC_0000006": "BCC",
+            "ISIC_0000001": "NV",
+            "ISIC_0000002": "NV",
+            "ISIC_0000003": "NV",
+            "ISIC_0000004": "MEL",
+            "ISIC_0000005": "MEL",
+            "ISIC_0000006": "BCC",
         },
         dropped={"excluded diagnosis": 3, "unknown diagnosis": 1, "malformed row": 2, "missing image": 1},
         rows=13,
@@ -119,7 +168,9 @@ def build_phantom_like(root: Path, n: int = 10) -> SourceFixture:
     for i in range(n):
         image_id = f"PH_{i:07d}"
         code = codes[i % len(codes)]
-        rows.append((f"PHL_{i // 2:07d}", image_id, code, "histo", "", "", "", "41.50", f"0.{i:04d}", "0.0000"))
+        rows.append(
+            (f"PHL_{i // 2:07d}", image_id, code, "histo", "", "", "", "41.50", f"0.{i:04d}", "0.0000")
+        )
         imported[image_id] = code.upper()
         write_image(root / "HAM10000_images_part_1" / f"{image_id}.jpg", seed=1000 + i)
         write_image(root / "phantom_clean" / f"{image_id}.png", seed=2000 + i)
@@ -134,8 +185,18 @@ def build_phantom_like(root: Path, n: int = 10) -> SourceFixture:
 
 MILK_DIAGNOSES = ("AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC")
 MILK_META_HEADER = (
-    "lesion_id", "isic_id", "attribution", "copyright_license", "image_type", "image_manipulation",
-    "age_approx", "sex", "skin_tone_class", "site", "MONET_ulceration_crust", "MONET_hair",
+    "lesion_id",
+    "isic_id",
+    "attribution",
+    "copyright_license",
+    "image_type",
+    "image_manipulation",
+    "age_approx",
+    "sex",
+    "skin_tone_class",
+    "site",
+    "MONET_ulceration_crust",
+    "MONET_hair",
 )
 
 
@@ -157,9 +218,17 @@ def build_milk10k(root: Path, *, images: str = "standard") -> SourceFixture:
         ("IL_0000004", one_hot("BCC"), ("dermoscopic", "clinical: close-up")),  # BCC
         ("IL_0000005", one_hot("BKL"), ("dermoscopic", "clinical: close-up")),  # BKL
         ("IL_0000006", one_hot("DF"), ("dermoscopic", "clinical: close-up")),  # excluded diagnosis
-        ("IL_0000007", {**one_hot("MEL"), "MEL": 0.5, "NV": 0.5}, ("dermoscopic", "clinical: close-up")),  # tie
+        (
+            "IL_0000007",
+            {**one_hot("MEL"), "MEL": 0.5, "NV": 0.5},
+            ("dermoscopic", "clinical: close-up"),
+        ),  # tie
         ("IL_0000008", one_hot("NV"), ("dermoscopic", "clinical: close-up")),  # image file missing
-        ("IL_0000009", {**one_hot("MEL"), "MEL": 0.6, "NV": 0.3, "BKL": 0.1}, ("dermoscopic", "clinical: close-up")),
+        (
+            "IL_0000009",
+            {**one_hot("MEL"), "MEL": 0.6, "NV": 0.3, "BKL": 0.1},
+            ("dermoscopic", "clinical: close-up"),
+        ),
         ("IL_0000010", None, ("dermoscopic", "clinical: close-up")),  # malformed GT row → no ground truth
         ("IL_0000011", one_hot("BCC"), ("clinical: close-up",)),  # no dermoscopic image listed
     ]
@@ -170,15 +239,31 @@ def build_milk10k(root: Path, *, images: str = "standard") -> SourceFixture:
         for image_type in image_types:
             isic_id = f"ISIC_{9000000 + 10 * number + (0 if image_type == 'dermoscopic' else 1)}"
             meta_rows.append(
-                (lesion_id, isic_id, "Fixture", "CC-BY-NC", image_type, "instrument only",
-                 str(40 + number), "female" if number % 2 else "male", str(number % 6), "trunk", "0.12", "0.5")
+                (
+                    lesion_id,
+                    isic_id,
+                    "Fixture",
+                    "CC-BY-NC",
+                    image_type,
+                    "instrument only",
+                    str(40 + number),
+                    "female" if number % 2 else "male",
+                    str(number % 6),
+                    "trunk",
+                    "0.12",
+                    "0.5",
+                )
             )
             if lesion_id == "IL_0000008" and image_type == "dermoscopic":
                 continue  # listed, but its file is missing
             images_dir = root / "MILK10k_Training_Input"
             if images == "zip":
                 images_dir = images_dir / "MILK10k_Training_Input"
-            path = images_dir / f"{isic_id}.JPG" if images == "flat" else images_dir / lesion_id / f"{isic_id}.jpg"
+            path = (
+                images_dir / f"{isic_id}.JPG"
+                if images == "flat"
+                else images_dir / lesion_id / f"{isic_id}.jpg"
+            )
             write_image(path, seed=hash_seed(isic_id))
     gt_path = write_csv(root / "MILK10k_Training_GroundTruth.csv", ("lesion_id", *MILK_DIAGNOSES), gt_rows)
     append_raw_lines(gt_path, ["IL_0000010,1.0,0.0"])  # malformed: 3 fields instead of 12
@@ -186,12 +271,21 @@ def build_milk10k(root: Path, *, images: str = "standard") -> SourceFixture:
     return SourceFixture(
         root,
         imported={
-            "ISIC_9000010": "MEL", "ISIC_9000020": "NV", "ISIC_9000030": "SCC",
-            "ISIC_9000040": "BCC", "ISIC_9000050": "BKL", "ISIC_9000090": "MEL",
+            "ISIC_9000010": "MEL",
+            "ISIC_9000020": "NV",
+            "ISIC_9000030": "SCC",
+            "ISIC_9000040": "BCC",
+            "ISIC_9000050": "BKL",
+            "ISIC_9000090": "MEL",
         },
         dropped={
-            "not dermoscopic": 11, "excluded diagnosis": 1, "ambiguous diagnosis": 1, "missing image": 1,
-            "malformed row": 1, "no ground truth": 1, "no dermoscopic image": 1,
+            "not dermoscopic": 11,
+            "excluded diagnosis": 1,
+            "ambiguous diagnosis": 1,
+            "missing image": 1,
+            "malformed row": 1,
+            "no ground truth": 1,
+            "no dermoscopic image": 1,
         },
         rows=21,
     )
@@ -207,7 +301,14 @@ def hash_seed(text: str) -> int:
 def make_item(source: str, lesion_id: str, index: int, label: str, *, sha: str | None = None) -> Item:
     image_id = f"{lesion_id}_{index}"
     key = f"{source}/images/{image_id}.jpg"
-    return Item(key, sha or hashlib.sha256(key.encode()).hexdigest(), label, lesion_id, source=source, image_id=image_id)
+    return Item(
+        key,
+        sha or hashlib.sha256(key.encode()).hexdigest(),
+        label,
+        lesion_id,
+        source=source,
+        image_id=image_id,
+    )
 
 
 def manifest_of(items: Iterable[Item], name: str = "synthetic") -> Manifest:

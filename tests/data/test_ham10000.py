@@ -60,7 +60,9 @@ def test_imports_kept_rows_and_reports_every_problem(ham, store):
     dropped = result.report["dropped"]
     assert {cat: group["count"] for cat, group in dropped.items()} == ham.dropped
     assert dropped["excluded diagnosis"]["reasons"] == {
-        "excluded diagnosis: akiec": 1, "excluded diagnosis: df": 1, "excluded diagnosis: vasc": 1
+        "excluded diagnosis: akiec": 1,
+        "excluded diagnosis: df": 1,
+        "excluded diagnosis: vasc": 1,
     }
     assert result.report["counts"]["total"]["total"] == 6
 
@@ -72,7 +74,12 @@ def test_items_carry_source_lesion_and_metadata(ham, store):
     assert first.lesion_id == "HAM_0000001"
     assert first.key.endswith("/images/ISIC_0000001.jpg")
     assert first.meta == {
-        "dx": "nv", "dx_type": "histo", "age": 45, "sex": "male", "localization": "back", "dataset": "vidir_modern"
+        "dx": "nv",
+        "dx_type": "histo",
+        "age": 45,
+        "sex": "male",
+        "localization": "back",
+        "dataset": "vidir_modern",
     }
     assert items["ISIC_0000003"].meta["age"] is None  # empty cell
     assert items["ISIC_0000003"].meta["localization"] == "upper extremity, left"  # quoted comma survives
@@ -144,7 +151,9 @@ def test_default_mapping_follows_the_reference_study():
 
 def test_progress_is_reported_up_to_the_total(ham, store):
     calls = []
-    import_ham10000(ham.root, store, progress=lambda done, total, message: calls.append((done, total, message)))
+    import_ham10000(
+        ham.root, store, progress=lambda done, total, message: calls.append((done, total, message))
+    )
     assert calls and calls[-1][:2] == (12, 12)  # the 3-field row is set aside while reading the CSV
     assert [c[0] for c in calls] == sorted(c[0] for c in calls)
 
@@ -198,7 +207,14 @@ def test_phantom_layout_brings_clean_images_and_masks(tmp_path, store):
     assert {item.source for item in manifest.items} == {"phantom"}
     assert Counter(item.label for item in manifest.items)["SCC"] == 2
     full, lesion_only = manifest.items[0], manifest.items[1]
-    assert set(full.objects) == {"clean", "mask_lesion", "mask_hair", "mask_ruler", "mask_vignette", "mask_bubbles"}
+    assert set(full.objects) == {
+        "clean",
+        "mask_lesion",
+        "mask_hair",
+        "mask_ruler",
+        "mask_vignette",
+        "mask_bubbles",
+    }
     assert set(lesion_only.objects) == {"clean", "mask_lesion"}
     assert full.objects["mask_hair"].key == f"{result.prefix}/masks/hair/{full.image_id}.png"
     assert (full.meta["ita"], full.meta["lesion_area"], full.meta["hair_fraction"]) == (41.5, 0, 0)
@@ -208,7 +224,9 @@ def test_phantom_layout_brings_clean_images_and_masks(tmp_path, store):
 def test_source_is_phantom_by_columns_or_side_folders(tmp_path, store):
     root = tmp_path / "by_columns"
     header = (*HAM_HEADER[:7], "lesion_area", "hair_fraction")
-    write_csv(root / "HAM10000_metadata.csv", header, [("L1", "ISIC_1", "scc", "histo", "", "", "", "0.1", "0")])
+    write_csv(
+        root / "HAM10000_metadata.csv", header, [("L1", "ISIC_1", "scc", "histo", "", "", "", "0.1", "0")]
+    )
     write_image(root / "HAM10000_images_part_1" / "ISIC_1.jpg", seed=1)
     assert {item.source for item in import_ham10000(root, store).manifest.items} == {"phantom"}
     (root / "HAM10000_metadata.csv").unlink()

@@ -58,7 +58,9 @@ def test_clinical_images_and_other_problems_are_reported(tmp_path, store):
     assert reasons["milk10k/ISIC_9000060"] == "excluded diagnosis: DF"
     assert reasons["milk10k/ISIC_9000080"].startswith("missing image: not found in MILK10k_Training_Input/")
     assert reasons["milk10k/MILK10k_Training_GroundTruth.csv:12"] == "malformed row: 3 fields, header has 12"
-    assert reasons["milk10k/ISIC_9000100"].startswith("no ground truth: lesion not in MILK10k_Training_GroundTruth")
+    assert reasons["milk10k/ISIC_9000100"].startswith(
+        "no ground truth: lesion not in MILK10k_Training_GroundTruth"
+    )
     assert reasons["milk10k/IL_0000011"].startswith("no dermoscopic image")
 
 
@@ -91,8 +93,12 @@ def test_mapping_and_column_names_are_configurable(tmp_path, store):
     write_image(root / "imgs" / "C1" / "IMG_1.jpg", seed=1)
     write_image(root / "imgs" / "C2" / "IMG_2.jpg", seed=2)
     layout = Milk10kLayout(
-        ground_truth_csv="gt.csv", metadata_csv="meta.csv", images_dir="imgs",
-        lesion_column="case", image_column="image", image_type_column="kind",
+        ground_truth_csv="gt.csv",
+        metadata_csv="meta.csv",
+        images_dir="imgs",
+        lesion_column="case",
+        image_column="image",
+        image_type_column="kind",
     )
     mapping = {"keep": {"MEL": "MEL", "NV": "NV", "DF": "BKL"}, "drop": []}
     manifest = import_milk10k(root, store, layout=layout, mapping=mapping).manifest
@@ -103,7 +109,9 @@ def test_unknown_ground_truth_column_is_reported_not_guessed(tmp_path, store):
     root = tmp_path / "milk"
     write_csv(root / "MILK10k_Training_GroundTruth.csv", ("lesion_id", "MEL", "NEW"), [("IL_1", "0", "1")])
     write_csv(
-        root / "MILK10k_Training_Metadata.csv", ("lesion_id", "isic_id", "image_type"), [("IL_1", "ISIC_1", "dermoscopic")]
+        root / "MILK10k_Training_Metadata.csv",
+        ("lesion_id", "isic_id", "image_type"),
+        [("IL_1", "ISIC_1", "dermoscopic")],
     )
     (root / "MILK10k_Training_Input").mkdir()
     manifest = import_milk10k(root, store).manifest
@@ -111,7 +119,14 @@ def test_unknown_ground_truth_column_is_reported_not_guessed(tmp_path, store):
 
 
 def test_default_mapping_covers_every_milk10k_diagnosis():
-    assert {MILK10K_MAPPING.lookup(code)[0] for code in MILK_DIAGNOSES} == {"NV", "BCC", "BKL", "MEL", "SCC", None}
+    assert {MILK10K_MAPPING.lookup(code)[0] for code in MILK_DIAGNOSES} == {
+        "NV",
+        "BCC",
+        "BKL",
+        "MEL",
+        "SCC",
+        None,
+    }
     assert all(not MILK10K_MAPPING.lookup(code)[1].startswith("unknown") for code in MILK_DIAGNOSES)
     assert one_hot("NV")["NV"] == 1.0
 

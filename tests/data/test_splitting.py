@@ -29,11 +29,15 @@ FEW = settings(max_examples=25, deadline=None, database=None, suppress_health_ch
 
 # A lesion: (source, label of each of its images). Two sources share lesion ids on purpose.
 lesion_specs = st.lists(
-    st.tuples(st.sampled_from(["ham10000", "milk10k"]), st.lists(st.sampled_from(CLASSES), min_size=1, max_size=4)),
+    st.tuples(
+        st.sampled_from(["ham10000", "milk10k"]), st.lists(st.sampled_from(CLASSES), min_size=1, max_size=4)
+    ),
     min_size=1,
     max_size=60,
 )
-fraction_triples = st.sampled_from([(0.7, 0.15, 0.15), (0.8, 0.1, 0.1), (0.5, 0.5, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)])
+fraction_triples = st.sampled_from(
+    [(0.7, 0.15, 0.15), (0.8, 0.1, 0.1), (0.5, 0.5, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+)
 
 
 def manifest_from_specs(specs):
@@ -77,7 +81,10 @@ def test_item_order_does_not_change_the_split(specs, seed, shuffle_seed):
     manifest = manifest_from_specs(specs)
     shuffled = manifest_of(random.Random(shuffle_seed).sample(manifest.items, len(manifest.items)))
     assert split_of(split_by_lesion(manifest, seed=seed)) == split_of(split_by_lesion(shuffled, seed=seed))
-    assert split_by_lesion(manifest, seed=seed).content_hash() == split_by_lesion(shuffled, seed=seed).content_hash()
+    assert (
+        split_by_lesion(manifest, seed=seed).content_hash()
+        == split_by_lesion(shuffled, seed=seed).content_hash()
+    )
 
 
 @settings(max_examples=10, deadline=None, database=None)
@@ -110,7 +117,9 @@ def test_class_and_source_proportions_follow_the_fractions(seed):
 
 
 def test_lesion_ids_are_namespaced_by_source():
-    items = [make_item("ham10000", "L1", j, "NV") for j in range(3)] + [make_item("milk10k", "L1", j, "NV") for j in range(3)]
+    items = [make_item("ham10000", "L1", j, "NV") for j in range(3)] + [
+        make_item("milk10k", "L1", j, "NV") for j in range(3)
+    ]
     # One stratum holding both: two lesions of three images, one fills train's target, the other val's.
     result = split_by_lesion(manifest_of(items), (0.5, 0.5, 0.0), seed=0, stratify_by=("label",))
     assert sorted({item.source: item.split for item in result.items}.values()) == ["train", "val"]
@@ -129,7 +138,11 @@ def test_small_strata_go_to_train_first():
 
 
 def test_multi_label_lesion_uses_the_majority_label_and_is_reported():
-    items = [make_item("ham10000", "M", 0, "MEL"), make_item("ham10000", "M", 1, "MEL"), make_item("ham10000", "M", 2, "NV")]
+    items = [
+        make_item("ham10000", "M", 0, "MEL"),
+        make_item("ham10000", "M", 1, "MEL"),
+        make_item("ham10000", "M", 2, "NV"),
+    ]
     result = split_by_lesion(manifest_of(items), seed=0)
     assert result.extra["split"]["multi_label_lesions"] == [
         {"lesion": "ham10000/M", "labels": {"MEL": 2, "NV": 1}, "majority": "MEL"}
@@ -148,7 +161,15 @@ def test_stratifying_by_label_only_mixes_sources_in_one_stratum():
 
 @pytest.mark.parametrize(
     "fractions",
-    [(0.7, 0.15), (0.7, 0.15, 0.15, 0.0), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1), (float("nan"), 0.5, 0.5), ("a", 0, 1), 0.7],
+    [
+        (0.7, 0.15),
+        (0.7, 0.15, 0.15, 0.0),
+        (0.7, 0.2, 0.2),
+        (1.2, -0.1, -0.1),
+        (float("nan"), 0.5, 0.5),
+        ("a", 0, 1),
+        0.7,
+    ],
 )
 def test_bad_fractions_are_invalid_arguments(fractions):
     with pytest.raises(InvalidArgument):
@@ -175,8 +196,12 @@ def test_a_leak_is_detected():
 
 
 def test_combine_drops_exact_duplicates_and_reports_them():
-    ham = manifest_of([make_item("ham10000", "H1", 0, "MEL", sha="a" * 64), make_item("ham10000", "H2", 0, "NV")], "ham")
-    milk = manifest_of([make_item("milk10k", "M1", 0, "NV", sha="a" * 64), make_item("milk10k", "M2", 0, "BCC")], "milk")
+    ham = manifest_of(
+        [make_item("ham10000", "H1", 0, "MEL", sha="a" * 64), make_item("ham10000", "H2", 0, "NV")], "ham"
+    )
+    milk = manifest_of(
+        [make_item("milk10k", "M1", 0, "NV", sha="a" * 64), make_item("milk10k", "M2", 0, "BCC")], "milk"
+    )
     combined = combine_manifests([ham, milk])
     assert [item.image_id for item in combined.items] == ["H1_0", "H2_0", "M2_0"]
     assert [(s.ref, s.reason) for s in combined.skipped] == [

@@ -23,7 +23,9 @@ def test_kubernetes_manifests_cover_every_stage_on_its_port():
         assert container["ports"][0]["containerPort"] == port
         assert container["readinessProbe"]["grpc"]["port"] == port
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env[f"SKINGENBENCH_{stage.upper()}_PORT"] == str(port) and env["SKINGENBENCH_HOST"] == "0.0.0.0"
+        assert (
+            env[f"SKINGENBENCH_{stage.upper()}_PORT"] == str(port) and env["SKINGENBENCH_HOST"] == "0.0.0.0"
+        )
 
 
 def test_compose_publishes_every_stage_and_shares_one_store():

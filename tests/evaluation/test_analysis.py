@@ -28,8 +28,11 @@ from tests.evaluation.test_extractors import (
 def _sets(seed: int = 0, d: int = 64):
     rng = np.random.default_rng(seed)
     real = rng.normal(0.0, 1.0, (60, d))
-    return real, {"close": rng.normal(0.1, 1.0, (40, d)), "far": rng.normal(3.0, 1.0, (40, d)),
-                  "collapsed": rng.normal(0.0, 0.1, (40, d))}
+    return real, {
+        "close": rng.normal(0.1, 1.0, (40, d)),
+        "far": rng.normal(3.0, 1.0, (40, d)),
+        "collapsed": rng.normal(0.0, 0.1, (40, d)),
+    }
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -42,8 +45,9 @@ def test_centroid_distance_and_dispersion():
     summary = centroid_summary(real, synthetic)
     assert summary["real"]["centroid_distance"] == 0.0 and summary["real"]["relative_dispersion"] == 1.0
     assert summary["close"]["centroid_distance"] < summary["far"]["centroid_distance"]
-    assert summary["far"]["centroid_distance"] == pytest.approx(np.linalg.norm(
-        synthetic["far"].mean(0) - real.mean(0)))
+    assert summary["far"]["centroid_distance"] == pytest.approx(
+        np.linalg.norm(synthetic["far"].mean(0) - real.mean(0))
+    )
     assert summary["collapsed"]["relative_dispersion"] < 0.2 < summary["close"]["relative_dispersion"]
     assert dispersion(np.array([[0.0, 0.0], [2.0, 0.0]])) == pytest.approx(1.0)
 
@@ -65,7 +69,9 @@ def test_pca_and_tsne_share_one_map_and_separate_distant_sets():
 
 def test_feature_space_report_writes_both_plots():
     real, synthetic = _sets(2)
-    numbers, plots = feature_space_report(real, synthetic, "inception", FeatureSpaceConfig(max_points_per_set=30))
+    numbers, plots = feature_space_report(
+        real, synthetic, "inception", FeatureSpaceConfig(max_points_per_set=30)
+    )
     assert set(plots) == {"pca_inception.png", "tsne_inception.png"}
     assert all(_png_size(png)[0] > 200 for png in plots.values())
     assert numbers["points_per_set"] == {"real": 30, "close": 30, "far": 30, "collapsed": 30}

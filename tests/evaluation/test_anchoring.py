@@ -28,8 +28,11 @@ def _by_brightness(images: np.ndarray) -> np.ndarray:
 
 
 def test_share_and_confidence_with_a_fixed_predict():
-    images = [np.full((8, 8, 3), 200, np.uint8)] * 3 + [np.full((8, 8, 3), 20, np.uint8)] + [
-        np.full((12, 6, 3), 250, np.uint8)]  # a second image size: batched separately
+    images = (
+        [np.full((8, 8, 3), 200, np.uint8)] * 3
+        + [np.full((8, 8, 3), 20, np.uint8)]
+        + [np.full((12, 6, 3), 250, np.uint8)]
+    )  # a second image size: batched separately
     result = class_anchoring(images, _by_brightness, CLASSES, "MEL", batch_size=2)
     assert result["share_intended"] == pytest.approx(0.8)
     assert result["predicted_counts"] == {"NV": 1, "BCC": 0, "BKL": 0, "MEL": 4, "SCC": 0}
@@ -37,8 +40,9 @@ def test_share_and_confidence_with_a_fixed_predict():
     assert result["confidence_mean"] == pytest.approx(0.76)
     assert result["confidence_quantiles"]["q50"] == pytest.approx(0.9)
     assert sum(result["confidence_histogram"]["counts"]) == 5
-    png = confidence_histogram_png({"gan": result, "ddpm": anchoring_from_probabilities(
-        softmax(np.zeros((4, 5))), CLASSES, "MEL")})
+    png = confidence_histogram_png(
+        {"gan": result, "ddpm": anchoring_from_probabilities(softmax(np.zeros((4, 5))), CLASSES, "MEL")}
+    )
     assert Image.open(io.BytesIO(png)).size[0] > 100
 
 

@@ -65,7 +65,9 @@ def phantom_images(count: int, seed: int = 0, size: int = 64, label: str = "MEL"
 
 def noised(images: list[np.ndarray], sigma: float, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [np.clip(i.astype(np.float64) + rng.normal(0, sigma, i.shape), 0, 255).astype(np.uint8) for i in images]
+    return [
+        np.clip(i.astype(np.float64) + rng.normal(0, sigma, i.shape), 0, 255).astype(np.uint8) for i in images
+    ]
 
 
 class TinyClassifier(torch.nn.Module):
@@ -75,9 +77,14 @@ class TinyClassifier(torch.nn.Module):
     def __init__(self, seed: int = 0, classes: int = 5) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
-                                            torch.nn.Conv2d(8, 16, 3, stride=2), torch.nn.ReLU(),
-                                            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
+        )
         self.neck = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU())
         self.head = torch.nn.Linear(16, classes)
 
@@ -86,9 +93,13 @@ class TinyClassifier(torch.nn.Module):
 
 
 def tiny_domain_extractor(seed: int = 0):
-    return FEATURE_EXTRACTORS.create("domain", "tiny", classifier=TinyClassifier(seed),
-                                     preprocess=ClassifierPreprocess(32, 32), class_names=("NV", "BCC", "BKL",
-                                                                                           "MEL", "SCC"))
+    return FEATURE_EXTRACTORS.create(
+        "domain",
+        "tiny",
+        classifier=TinyClassifier(seed),
+        preprocess=ClassifierPreprocess(32, 32),
+        class_names=("NV", "BCC", "BKL", "MEL", "SCC"),
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,8 +216,9 @@ def test_domain_extractor_uses_timms_pre_logits():
         features, logits = penultimate_and_logits(model, x)
         torch.testing.assert_close(logits, model(x))
     assert features.shape == (2, 512)
-    extractor = create_domain_extractor(FEATURE_EXTRACTORS.config("domain", "tiny"), model,
-                                        ClassifierPreprocess(36, 32))
+    extractor = create_domain_extractor(
+        FEATURE_EXTRACTORS.config("domain", "tiny"), model, ClassifierPreprocess(36, 32)
+    )
     assert extractor.extract(phantom_images(2, seed=4, size=36))["penultimate"].shape == (2, 512)
 
 
@@ -224,8 +236,9 @@ def test_a_classification_checkpoint_becomes_a_domain_extractor():
 
     config = models.CLASSIFIERS.config("resnet18", "tiny", {"pretrained": "none"})
     model, _ = models.build_classifier("resnet18", config)
-    data = inference.classifier_to_bytes(model.state_dict(), "resnet18", config,
-                                         {"classes": list(models.CLASSES), "seed": 3})
+    data = inference.classifier_to_bytes(
+        model.state_dict(), "resnet18", config, {"classes": list(models.CLASSES), "seed": 3}
+    )
     extractor = domain_extractor_from_checkpoint(data, batch_size=4)
     images = phantom_images(3, seed=5, size=64)
     features = extractor.extract(images)

@@ -12,7 +12,9 @@ from tests.evaluation.test_extractors import TinyClassifier, noised, phantom_ima
 
 
 def _cached(cache: FeatureCache, extractor, name: str, images: list, entries: list[tuple[str, str]]):
-    key = FeatureKey.of(image_set_hash(entries), extractor.name, extractor.weights_sha256, extractor.preprocessing())
+    key = FeatureKey.of(
+        image_set_hash(entries), extractor.name, extractor.weights_sha256, extractor.preprocessing()
+    )
     return cache.get_or_compute(key, lambda: extractor.extract(images))
 
 
@@ -51,8 +53,9 @@ def test_the_key_covers_set_content_weights_and_preprocessing(folder_store):
     other_weights = tiny_domain_extractor(seed=1)
     _, hit = _cached(cache, other_weights, "a", images, _entries("a", 4))
     assert not hit  # same images, other weights
-    other_preprocessing = FEATURE_EXTRACTORS.create("domain", "tiny", classifier=TinyClassifier(0),
-                                                    preprocess=ClassifierPreprocess(40, 32))
+    other_preprocessing = FEATURE_EXTRACTORS.create(
+        "domain", "tiny", classifier=TinyClassifier(0), preprocess=ClassifierPreprocess(40, 32)
+    )
     _, hit = _cached(cache, other_preprocessing, "a", images, _entries("a", 4))
     assert not hit
     changed = _entries("a", 4)
@@ -69,8 +72,9 @@ def test_a_corrupt_or_foreign_entry_is_recomputed(folder_store):
     cache = FeatureCache(folder_store)
     extractor = tiny_domain_extractor()
     images = phantom_images(3, seed=2)
-    key = FeatureKey.of(image_set_hash(_entries("c", 3)), extractor.name, extractor.weights_sha256,
-                        extractor.preprocessing())
+    key = FeatureKey.of(
+        image_set_hash(_entries("c", 3)), extractor.name, extractor.weights_sha256, extractor.preprocessing()
+    )
     folder_store.put_bytes(cache.object_key(key), b"not safetensors at all")
     features, hit = cache.get_or_compute(key, lambda: extractor.extract(images))
     assert not hit and features["penultimate"].shape == (3, 16)

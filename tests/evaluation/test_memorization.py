@@ -50,13 +50,21 @@ def test_an_exact_copy_is_flagged_and_a_different_image_is_not():
     extractor = tiny_domain_extractor()
     train_features = extractor.extract(training)["penultimate"].numpy()
     synth_features = extractor.extract(synthetic)["penultimate"].numpy()
-    report = memorization_report(synth_features, train_features, synthetic.__getitem__, training.__getitem__,
-                                 MemorizationConfig(distance_threshold=1e-6, ssim_threshold=0.95),
-                                 [f"s{i}" for i in range(5)], [f"t{j}" for j in range(10)])
+    report = memorization_report(
+        synth_features,
+        train_features,
+        synthetic.__getitem__,
+        training.__getitem__,
+        MemorizationConfig(distance_threshold=1e-6, ssim_threshold=0.95),
+        [f"s{i}" for i in range(5)],
+        [f"t{j}" for j in range(10)],
+    )
     pairs = report["pairs"]
     assert [p["flagged"] for p in pairs] == [True, False, True, False, False]
     assert pairs[0]["training"] == "t4" and pairs[2]["training"] == "t7"
-    assert pairs[0]["cosine_distance"] == pytest.approx(0.0, abs=1e-6) and pairs[0]["ssim"] == pytest.approx(1.0)
+    assert pairs[0]["cosine_distance"] == pytest.approx(0.0, abs=1e-6) and pairs[0]["ssim"] == pytest.approx(
+        1.0
+    )
     assert all(pairs[i]["ssim"] < 0.9 for i in (1, 3, 4))
     assert report["share_flagged"] == pytest.approx(0.4)
     assert report["share_closer_than_training_p5"] >= 0.4
@@ -64,7 +72,10 @@ def test_an_exact_copy_is_flagged_and_a_different_image_is_not():
     auto = memorization_report(synth_features, train_features, synthetic.__getitem__, training.__getitem__)
     assert [p["flagged"] for p in auto["pairs"]] == [True, False, True, False, False]
     median = auto["training_nn_distance_quantiles"]["q50"]
-    assert auto["distance_threshold"] == pytest.approx(0.1 * median) and "median" in auto["distance_threshold_rule"]
+    assert (
+        auto["distance_threshold"] == pytest.approx(0.1 * median)
+        and "median" in auto["distance_threshold_rule"]
+    )
     closest = closest_pairs(report, 3)
     assert {p["synthetic"] for p in closest[:2]} == {"s0", "s2"}
     png = closest_pairs_png(closest, synthetic.__getitem__, training.__getitem__, cell=40)

@@ -31,7 +31,6 @@ from tests.evaluation.test_extractors import (
 SIGMAS = (8.0, 24.0, 64.0)
 
 
-
 # -- independent implementations of the formulas ------------------------------------------------------------
 def reference_fid(x: np.ndarray, y: np.ndarray) -> float:
     """Heusel et al. 2017: |mu_x - mu_y|² + Tr(S_x + S_y - 2 (S_x S_y)^½)."""
@@ -46,8 +45,11 @@ def reference_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     d, m = x.shape[1], len(x)
     kernel = lambda a, b: (a @ b.T / d + 1.0) ** 3  # noqa: E731
     k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
-    return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-                 - 2 * k_xy.sum() / (m * m))
+    return float(
+        (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+        + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        - 2 * k_xy.sum() / (m * m)
+    )
 
 
 def gaussian_features(seed: int, n: int, d: int = 32, shift: float = 0.0, scale: float = 1.0) -> torch.Tensor:
@@ -98,14 +100,20 @@ def test_precision_recall_of_identical_and_disjoint_sets():
     assert far[0] == 0.0 and far[1] == 0.0
 
 
-@pytest.mark.parametrize(("call", "text"), [
-    (lambda: frechet_distance(torch.zeros(0, 4), torch.zeros(5, 4)), "empty"),
-    (lambda: frechet_distance(torch.zeros(1, 4), torch.zeros(5, 4)), "at least 2"),
-    (lambda: frechet_distance(torch.zeros(5, 4), torch.zeros(5, 3)), "different widths"),
-    (lambda: kernel_distance(torch.zeros(30, 4), torch.zeros(12, 4), subset_size=20), "larger than the synthetic set"),
-    (lambda: inception_score(torch.zeros(3, 4), splits=10), "at least 10"),
-    (lambda: precision_recall(torch.zeros(3, 4), torch.zeros(30, 4), k=3), "at least 4"),
-])
+@pytest.mark.parametrize(
+    ("call", "text"),
+    [
+        (lambda: frechet_distance(torch.zeros(0, 4), torch.zeros(5, 4)), "empty"),
+        (lambda: frechet_distance(torch.zeros(1, 4), torch.zeros(5, 4)), "at least 2"),
+        (lambda: frechet_distance(torch.zeros(5, 4), torch.zeros(5, 3)), "different widths"),
+        (
+            lambda: kernel_distance(torch.zeros(30, 4), torch.zeros(12, 4), subset_size=20),
+            "larger than the synthetic set",
+        ),
+        (lambda: inception_score(torch.zeros(3, 4), splits=10), "at least 10"),
+        (lambda: precision_recall(torch.zeros(3, 4), torch.zeros(30, 4), k=3), "at least 4"),
+    ],
+)
 def test_too_small_sets_get_messages_with_the_numbers(call, text):
     with pytest.raises(InvalidArgument, match=text) as error:
         call()
@@ -115,7 +123,9 @@ def test_too_small_sets_get_messages_with_the_numbers(call, text):
 
 def test_registry_lists_metrics_with_both_profiles_and_refuses_unknown_options():
     assert {"fid", "kid", "isc", "prc", "domain_fid", "domain_kid"} <= set(METRICS.names())
-    assert METRICS.config("kid", "paper").subset_size == 1000 and METRICS.config("kid", "tiny").subset_size == 16
+    assert (
+        METRICS.config("kid", "paper").subset_size == 1000 and METRICS.config("kid", "tiny").subset_size == 16
+    )
     with pytest.raises(InvalidArgument, match="subset_sise"):
         METRICS.config("kid", "paper", {"subset_sise": 10})
     assert set(library_versions()) >= {"torch", "torch-fidelity", "scipy"}
@@ -138,8 +148,10 @@ def test_fid_and_kid_are_zero_for_a_set_against_itself_and_grow_with_noise(incep
     fids = [frechet_distance(features[0.0][layer], features[s][layer]) for s in (0.0, *SIGMAS)]
     assert abs(fids[0]) < 1e-3 * fids[1]  # ≈ 0: sqrt of ~0 eigenvalues leaves ~1e-6 of rounding
     assert fids == sorted(fids) and fids[1] > 0, fids
-    kids = [kernel_distance(features[0.0][layer], features[s][layer], subset_size=5, subsets=20)[0]
-            for s in (0.0, *SIGMAS)]
+    kids = [
+        kernel_distance(features[0.0][layer], features[s][layer], subset_size=5, subsets=20)[0]
+        for s in (0.0, *SIGMAS)
+    ]
     assert abs(kids[0]) < 0.1 * kids[2] and kids[1:] == sorted(kids[1:]), kids
     identical = compute("prc", METRICS.config("prc", "tiny"), features[0.0], features[0.0], extractor.layers)
     assert identical["precision"] == 1.0 and identical["recall"] == 1.0
@@ -155,12 +167,27 @@ def test_numbers_equal_torch_fidelity_calculate_metrics_on_the_same_images(incep
     path, extractor, sets, features = inception
     layer = extractor.layers["fid"]
     theirs = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(sets[24.0]), input2=UInt8Images(sets[0.0]), cuda=False, fid=True, kid=True, prc=True,
-        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(path), kid_subset_size=5,
-        kid_subsets=10, batch_size=6, cache=False, save_cpu_ram=True, verbose=False)
-    ours_kid = kernel_distance(features[0.0][layer], features[24.0][layer], subset_size=5, subsets=10, seed=2020)
+        input1=UInt8Images(sets[24.0]),
+        input2=UInt8Images(sets[0.0]),
+        cuda=False,
+        fid=True,
+        kid=True,
+        prc=True,
+        feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(path),
+        kid_subset_size=5,
+        kid_subsets=10,
+        batch_size=6,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    ours_kid = kernel_distance(
+        features[0.0][layer], features[24.0][layer], subset_size=5, subsets=10, seed=2020
+    )
     ours_prc = precision_recall(features[0.0][layer], features[24.0][layer], k=3)
     assert frechet_distance(features[0.0][layer], features[24.0][layer]) == pytest.approx(
-        theirs["frechet_inception_distance"], rel=1e-4)
+        theirs["frechet_inception_distance"], rel=1e-4
+    )
     assert ours_kid[0] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-7)
     assert (ours_prc[0], ours_prc[1]) == (theirs["precision"], theirs["recall"])

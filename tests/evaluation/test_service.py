@@ -30,7 +30,6 @@ from tests.evaluation.test_extractors import (
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
-
 def _png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
@@ -41,13 +40,22 @@ def _decode(store, item: Item) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(store.get_bytes(item.key))).convert("RGB"))
 
 
-def _synthetic_manifest(store, name: str, images: list[np.ndarray],
-                        labels: tuple[str, ...] = ("MEL",)) -> common_pb2.ManifestRef:
+def _synthetic_manifest(
+    store, name: str, images: list[np.ndarray], labels: tuple[str, ...] = ("MEL",)
+) -> common_pb2.ManifestRef:
     items = []
     for index, image in enumerate(images):
         info = store.put_bytes(f"synthetic/{name}/{index:03d}.png", _png(image), "image/png")
-        items.append(Item(key=info.key, sha256=info.sha256, label=labels[index % len(labels)], lesion_id=f"{name}-{index}",
-                          source=name, image_id=f"{name}-{index}"))
+        items.append(
+            Item(
+                key=info.key,
+                sha256=info.sha256,
+                label=labels[index % len(labels)],
+                lesion_id=f"{name}-{index}",
+                source=name,
+                image_id=f"{name}-{index}",
+            )
+        )
     ref = write_manifest(store, f"synthetic/{name}/manifest.json", Manifest(items, Provenance(stage="test")))
     return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256, item_count=len(items))
 
@@ -79,8 +87,10 @@ def world(tmp_path_factory):
     held_out = [i for i in manifest.items if i.split != "train"]
     copies = [_decode(store, item) for item in train[:8]]
     others = noised([_decode(store, item) for item in held_out[:8]], 40.0)
-    sizes = [np.asarray(Image.fromarray(_decode(store, item)).resize((s, s))) for item, s in
-             zip(held_out[:6], (48, 80) * 3, strict=True)]
+    sizes = [
+        np.asarray(Image.fromarray(_decode(store, item)).resize((s, s)))
+        for item, s in zip(held_out[:6], (48, 80) * 3, strict=True)
+    ]
     return {
         "store": store,
         "real": common_pb2.ManifestRef(uri=split.ref.uri, sha256=split.ref.sha256),
@@ -90,7 +100,9 @@ def world(tmp_path_factory):
         "mixed": _synthetic_manifest(store, "mixed", sizes),
         "two_classes": _synthetic_manifest(store, "two_classes", others, labels=("MEL", "NV")),
         "empty": _synthetic_manifest(store, "empty", []),
-        "weights": common_pb2.ObjectRef(uri=weights.as_uri(), sha256=hashlib.sha256(weights.read_bytes()).hexdigest()),
+        "weights": common_pb2.ObjectRef(
+            uri=weights.as_uri(), sha256=hashlib.sha256(weights.read_bytes()).hexdigest()
+        ),
         "weights_dir": weights.parent,
         "checkpoint": _checkpoint(store),
     }
@@ -103,9 +115,16 @@ def service(world):
 
 
 def _request(world, names=("copies", "noisy"), **kwargs) -> evaluation_pb2.EvaluateRequest:
-    base = {"real": world["real"], "real_labels": ["NV", "BCC", "BKL", "MEL", "SCC"],
-            "synthetic": [evaluation_pb2.SyntheticSet(name=n, manifest=world[n], intended_label="MEL") for n in names],
-            "extractor_weights": world["weights"], "options_json": json.dumps({"profile": "tiny"}), "seed": 5}
+    base = {
+        "real": world["real"],
+        "real_labels": ["NV", "BCC", "BKL", "MEL", "SCC"],
+        "synthetic": [
+            evaluation_pb2.SyntheticSet(name=n, manifest=world[n], intended_label="MEL") for n in names
+        ],
+        "extractor_weights": world["weights"],
+        "options_json": json.dumps({"profile": "tiny"}),
+        "seed": 5,
+    }
     base.update(kwargs)
     return evaluation_pb2.EvaluateRequest(**base)
 
@@ -119,14 +138,21 @@ def _address_from_report(report: dict) -> str:
     address, fixed at Start, must name exactly what the work then used."""
     provenance = report["provenance"]
     inputs = [provenance["real"]["set_hash"]] + [s["set_hash"] for s in provenance["synthetic"].values()]
-    settings = {"metrics": provenance["metrics"], "configs": provenance["configs"],
-                "extractor": (provenance["extractor"] or {}).get("weights_sha256", ""),
-                "domain": (provenance["domain_extractor"] or {}).get("weights_sha256", ""),
-                "names": list(provenance["synthetic"]),
-                "anchoring": [[a["intended_label"], a["per_item_labels"]] for a in provenance["anchoring"].values()],
-                "extractor_name": provenance["extractor_name"], "profile": provenance["profile"],
-                "extractor_options": provenance["extractor_options"], "grid_images": provenance["grid_images"]}
-    return output_prefix("evaluation", content_address("evaluation", "2", inputs, settings, provenance["seed"]))
+    settings = {
+        "metrics": provenance["metrics"],
+        "configs": provenance["configs"],
+        "extractor": (provenance["extractor"] or {}).get("weights_sha256", ""),
+        "domain": (provenance["domain_extractor"] or {}).get("weights_sha256", ""),
+        "names": list(provenance["synthetic"]),
+        "anchoring": [[a["intended_label"], a["per_item_labels"]] for a in provenance["anchoring"].values()],
+        "extractor_name": provenance["extractor_name"],
+        "profile": provenance["profile"],
+        "extractor_options": provenance["extractor_options"],
+        "grid_images": provenance["grid_images"],
+    }
+    return output_prefix(
+        "evaluation", content_address("evaluation", "2", inputs, settings, provenance["seed"])
+    )
 
 
 def test_evaluation_end_to_end_with_every_metric(service, world):
@@ -143,7 +169,10 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
 
     provenance = report["provenance"]
     assert provenance["extractor"]["weights_sha256"] == world["weights"].sha256
-    assert provenance["extractor"]["weights_upstream"] is False and "not the published file" in report["notes"][-1]
+    assert (
+        provenance["extractor"]["weights_upstream"] is False
+        and "not the published file" in report["notes"][-1]
+    )
     assert provenance["image_counts"] == {"real": world["train_count"], "copies": 8, "noisy": 8}
     assert "299" in provenance["extractor"]["resize"] and provenance["libraries"]["torch-fidelity"]
     assert any("kid: subset size lowered from 16 to 8" in note for note in report["notes"])
@@ -160,8 +189,17 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
     assert pair["ssim"] == pytest.approx(1.0) and pair["cosine_distance"] < 1e-5
     assert set(report["feature_space"]) >= {"inception-v3-compat"}
 
-    expected = {"report_json", "report_md", "pca_inception-v3-compat", "tsne_inception-v3-compat",
-                "memorization_copies", "memorization_noisy", "samples_real", "samples_copies", "samples_noisy"}
+    expected = {
+        "report_json",
+        "report_md",
+        "pca_inception-v3-compat",
+        "tsne_inception-v3-compat",
+        "memorization_copies",
+        "memorization_noisy",
+        "samples_real",
+        "samples_copies",
+        "samples_noisy",
+    }
     if checkpoint is not None:
         expected |= {"pca_domain", "tsne_domain", "anchoring_confidence"}
         assert provenance["domain_extractor"]["weights_sha256"] == checkpoint.sha256
@@ -177,7 +215,10 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
     result = json.loads(done.result_json)
     assert result["sets"]["noisy"]["fid"] == sets["noisy"]["fid"] and result["weights_upstream"] is False
     assert outputs["report_json"].uri == store.uri(f"{_address_from_report(report)}/report.json")
-    assert report["outputs"]["samples_real"] == outputs["samples_real"].uri and "report_json" not in report["outputs"]
+    assert (
+        report["outputs"]["samples_real"] == outputs["samples_real"].uri
+        and "report_json" not in report["outputs"]
+    )
     messages = [e.message for e in events]
     assert any("features of real" in m for m in messages) and any("memorization" in m for m in messages)
     assert any(e.metrics.get("images_per_s", 0) > 0 for e in events)
@@ -187,9 +228,16 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
 
 def test_a_second_evaluation_reuses_the_real_features_and_records_mixed_sizes(service, world, monkeypatch):
     stub, channel = service
-    monkeypatch.setenv("SKINGENBENCH_WEIGHTS_DIR", str(world["weights_dir"]))  # the default location this time
-    request = _request(world, names=("mixed",), metrics=["kid", "prc"], extractor_weights=None,
-                       options_json=json.dumps({"profile": "tiny", "kid_subset_size": 6, "kid_subsets": 5}))
+    monkeypatch.setenv(
+        "SKINGENBENCH_WEIGHTS_DIR", str(world["weights_dir"])
+    )  # the default location this time
+    request = _request(
+        world,
+        names=("mixed",),
+        metrics=["kid", "prc"],
+        extractor_weights=None,
+        options_json=json.dumps({"profile": "tiny", "kid_subset_size": 6, "kid_subsets": 5}),
+    )
     done = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
     report = _read_json(world["store"], {o.name: o for o in done.outputs}["report_json"].uri)
@@ -199,7 +247,9 @@ def test_a_second_evaluation_reuses_the_real_features_and_records_mixed_sizes(se
     assert "fid" not in report["sets"]["mixed"]
 
 
-def test_missing_weights_offline_are_a_failed_precondition_naming_the_file(service, world, tmp_path, monkeypatch):
+def test_missing_weights_offline_are_a_failed_precondition_naming_the_file(
+    service, world, tmp_path, monkeypatch
+):
     stub, _ = service
     monkeypatch.setenv("SKINGENBENCH_WEIGHTS_DIR", str(tmp_path / "nothing-here"))
     with pytest.raises(grpc.RpcError) as error:
@@ -208,32 +258,48 @@ def test_missing_weights_offline_are_a_failed_precondition_naming_the_file(servi
     assert WEIGHTS_FILE in error.value.details() and str(tmp_path / "nothing-here") in error.value.details()
 
 
-def test_without_inception_weights_all_that_the_inputs_allow_is_the_domain_space(service, world, tmp_path,
-                                                                                 monkeypatch):
+def test_without_inception_weights_all_that_the_inputs_allow_is_the_domain_space(
+    service, world, tmp_path, monkeypatch
+):
     if world["checkpoint"] is None:
         pytest.skip("needs the classification package for a checkpoint")
     stub, channel = service
     monkeypatch.setenv("SKINGENBENCH_WEIGHTS_DIR", str(tmp_path / "nothing-here"))
-    request = _request(world, extractor_weights=None, classifier_checkpoint=world["checkpoint"],
-                       options_json=json.dumps({"profile": "tiny", "grid_images": 0}))
+    request = _request(
+        world,
+        extractor_weights=None,
+        classifier_checkpoint=world["checkpoint"],
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0}),
+    )
     done = watch_job(channel, stub.StartEvaluation(request, timeout=30).job_id, timeout_s=600)
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
     result = json.loads(done.result_json)
     assert result["extractor"] is None and any(WEIGHTS_FILE in note for note in result["notes"])
     noisy = result["sets"]["noisy"]
-    assert "fid" not in noisy and {"domain_fid", "domain_kid_mean", "anchoring_share", "memorized_share"} <= set(noisy)
+    assert "fid" not in noisy and {
+        "domain_fid",
+        "domain_kid_mean",
+        "anchoring_share",
+        "memorized_share",
+    } <= set(noisy)
     assert result["sets"]["copies"]["memorized_share"] == 1.0  # found in the domain space too
     assert {"tsne_domain", "pca_domain", "report_md"} <= {o.name for o in done.outputs}
     report_uri = {o.name: o.uri for o in done.outputs}["report_json"]
-    assert report_uri == world["store"].uri(f"{_address_from_report(_read_json(world['store'], report_uri))}/report.json")
+    assert report_uri == world["store"].uri(
+        f"{_address_from_report(_read_json(world['store'], report_uri))}/report.json"
+    )
 
 
 def test_the_same_evaluation_asked_differently_reattaches_the_finished_outputs(service, world):
     """A request that plans to the same output prefix (here: the real manifest named without its
     sha256) is a new job that finds the finished outputs instead of extracting or computing again."""
     stub, channel = service
-    request = _request(world, names=("noisy",), metrics=["fid"],
-                       options_json=json.dumps({"profile": "tiny", "grid_images": 0}))
+    request = _request(
+        world,
+        names=("noisy",),
+        metrics=["fid"],
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0}),
+    )
     first = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
     assert first.state == common_pb2.JOB_STATE_SUCCEEDED, first.error.message
     request.real.sha256 = ""
@@ -242,8 +308,11 @@ def test_the_same_evaluation_asked_differently_reattaches_the_finished_outputs(s
     second = watch_job(channel, again.job_id, timeout_s=600)
     assert second.state == common_pb2.JOB_STATE_SUCCEEDED, second.error.message
     assert json.loads(second.result_json)["reused_output"] is True and "reused_output" not in json.loads(
-        first.result_json)
-    assert {(o.name, o.uri, o.sha256) for o in second.outputs} == {(o.name, o.uri, o.sha256) for o in first.outputs}
+        first.result_json
+    )
+    assert {(o.name, o.uri, o.sha256) for o in second.outputs} == {
+        (o.name, o.uri, o.sha256) for o in first.outputs
+    }
 
 
 def test_model_files_are_pinned_at_start(service, world):
@@ -253,16 +322,26 @@ def test_model_files_are_pinned_at_start(service, world):
     wrong = common_pb2.ObjectRef(uri=world["weights"].uri, sha256="0" * 64)
     with pytest.raises(grpc.RpcError) as error:
         stub.StartEvaluation(_request(world, extractor_weights=wrong), timeout=30)
-    assert error.value.code() == grpc.StatusCode.DATA_LOSS and "does not match its sha256" in error.value.details()
+    assert (
+        error.value.code() == grpc.StatusCode.DATA_LOSS
+        and "does not match its sha256" in error.value.details()
+    )
     options = json.dumps({"profile": "tiny", "extractor_weights_sha256": "1" * 64})
     with pytest.raises(grpc.RpcError) as error:
         stub.StartEvaluation(_request(world, options_json=options), timeout=30)
-    assert error.value.code() == grpc.StatusCode.DATA_LOSS and "expected 111111111111" in error.value.details()
+    assert (
+        error.value.code() == grpc.StatusCode.DATA_LOSS and "expected 111111111111" in error.value.details()
+    )
     # A folder store's URIs are file:// paths, which the evaluation server reads as its own files.
     missing = common_pb2.ObjectRef(uri=world["store"].uri("checkpoints/no-such.safetensors"))
     with pytest.raises(grpc.RpcError) as error:
-        stub.StartEvaluation(_request(world, metrics=["class_anchoring"], classifier_checkpoint=missing), timeout=30)
-    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "no-such.safetensors" in error.value.details()
+        stub.StartEvaluation(
+            _request(world, metrics=["class_anchoring"], classifier_checkpoint=missing), timeout=30
+        )
+    assert (
+        error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        and "no-such.safetensors" in error.value.details()
+    )
 
 
 def test_class_anchoring_against_each_items_own_label(service, world):
@@ -272,10 +351,15 @@ def test_class_anchoring_against_each_items_own_label(service, world):
         pytest.skip("the classification package is not installed")
     stub, channel = service
     request = evaluation_pb2.EvaluateRequest(
-        real=world["real"], synthetic=[evaluation_pb2.SyntheticSet(name="dermgan", manifest=world["two_classes"],
-                                                                   per_item_labels=True)],
-        metrics=["class_anchoring"], classifier_checkpoint=world["checkpoint"],
-        options_json=json.dumps({"profile": "tiny", "grid_images": 0}), seed=1)
+        real=world["real"],
+        synthetic=[
+            evaluation_pb2.SyntheticSet(name="dermgan", manifest=world["two_classes"], per_item_labels=True)
+        ],
+        metrics=["class_anchoring"],
+        classifier_checkpoint=world["checkpoint"],
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0}),
+        seed=1,
+    )
     done = watch_job(channel, stub.StartEvaluation(request, timeout=30).job_id, timeout_s=600)
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
     report = _read_json(world["store"], {o.name: o.uri for o in done.outputs}["report_json"])
@@ -289,18 +373,32 @@ def test_class_anchoring_against_each_items_own_label(service, world):
     assert report["provenance"]["real"]["labels"] == ["MEL", "NV"]
 
 
-@pytest.mark.parametrize(("change", "code", "texts"), [
-    ({"options_json": json.dumps({"kid_subset_size": 50})}, grpc.StatusCode.INVALID_ARGUMENT, ("50", "8 images")),
-    ({"feature_extractor": "inception-v4"}, grpc.StatusCode.INVALID_ARGUMENT, ("inception-v4",)),
-    ({"metrics": ["fid", "sharpness"]}, grpc.StatusCode.INVALID_ARGUMENT, ("sharpness",)),
-    ({"metrics": ["domain_fid"]}, grpc.StatusCode.INVALID_ARGUMENT, ("classifier checkpoint",)),
-    ({"options_json": json.dumps({"kid_subset_sise": 4})}, grpc.StatusCode.INVALID_ARGUMENT, ("subset_sise",)),
-    ({"options_json": json.dumps({"colour": 1})}, grpc.StatusCode.INVALID_ARGUMENT, ("colour",)),
-    ({"synthetic": []}, grpc.StatusCode.INVALID_ARGUMENT, ("at least one synthetic set",)),
-    ({"real_splits": ["holdout"]}, grpc.StatusCode.FAILED_PRECONDITION, ("holdout",)),
-    ({"extractor_weights": common_pb2.ObjectRef(uri="file:///no/such/weights.pth")},
-     grpc.StatusCode.FAILED_PRECONDITION, (WEIGHTS_FILE, "/no/such/weights.pth")),
-])
+@pytest.mark.parametrize(
+    ("change", "code", "texts"),
+    [
+        (
+            {"options_json": json.dumps({"kid_subset_size": 50})},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ("50", "8 images"),
+        ),
+        ({"feature_extractor": "inception-v4"}, grpc.StatusCode.INVALID_ARGUMENT, ("inception-v4",)),
+        ({"metrics": ["fid", "sharpness"]}, grpc.StatusCode.INVALID_ARGUMENT, ("sharpness",)),
+        ({"metrics": ["domain_fid"]}, grpc.StatusCode.INVALID_ARGUMENT, ("classifier checkpoint",)),
+        (
+            {"options_json": json.dumps({"kid_subset_sise": 4})},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ("subset_sise",),
+        ),
+        ({"options_json": json.dumps({"colour": 1})}, grpc.StatusCode.INVALID_ARGUMENT, ("colour",)),
+        ({"synthetic": []}, grpc.StatusCode.INVALID_ARGUMENT, ("at least one synthetic set",)),
+        ({"real_splits": ["holdout"]}, grpc.StatusCode.FAILED_PRECONDITION, ("holdout",)),
+        (
+            {"extractor_weights": common_pb2.ObjectRef(uri="file:///no/such/weights.pth")},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            (WEIGHTS_FILE, "/no/such/weights.pth"),
+        ),
+    ],
+)
 def test_bad_requests_are_refused_before_a_job_starts(service, world, change, code, texts):
     stub, _ = service
     with pytest.raises(grpc.RpcError) as error:
@@ -325,15 +423,28 @@ def test_empty_and_missing_manifests(service, world):
 def test_registry_rpcs(service):
     stub, _ = service
     metrics = stub.ListMetrics(common_pb2.ListRegistryRequest(), timeout=10)
-    assert {e.name for e in metrics.entries} == {"fid", "kid", "isc", "prc", "domain_fid", "domain_kid",
-                                                 "feature_space", "memorization", "class_anchoring"}
+    assert {e.name for e in metrics.entries} == {
+        "fid",
+        "kid",
+        "isc",
+        "prc",
+        "domain_fid",
+        "domain_kid",
+        "feature_space",
+        "memorization",
+        "class_anchoring",
+    }
     assert all({p.profile for p in e.profiles} == {"tiny", "paper"} for e in metrics.entries)
     extractors = stub.ListFeatureExtractors(common_pb2.ListRegistryRequest(), timeout=10)
     inception = {e.name: e for e in extractors.entries}["inception-v3-compat"]
-    assert inception.requirements[0].name == WEIGHTS_FILE and inception.capabilities["inception_score"] == "true"
+    assert (
+        inception.requirements[0].name == WEIGHTS_FILE and inception.capabilities["inception_score"] == "true"
+    )
     kid = stub.Describe(common_pb2.DescribeRequest(name="kid"), timeout=10)
-    assert json.loads({p.profile: p for p in kid.profiles}["paper"].config_json) == {"subset_size": 1000,
-                                                                                      "subsets": 100}
+    assert json.loads({p.profile: p for p in kid.profiles}["paper"].config_json) == {
+        "subset_size": 1000,
+        "subsets": 100,
+    }
     with pytest.raises(grpc.RpcError) as error:
         stub.Describe(common_pb2.DescribeRequest(name="sharpness"), timeout=10)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
@@ -345,8 +456,12 @@ def test_a_different_anchoring_label_or_grid_is_a_different_evaluation(service, 
     """What changes the report (the label a set is anchored against, the sample grids) is part of the
     address: such a request is computed, never handed another request's outputs."""
     stub, channel = service
-    request = _request(world, names=("noisy",), metrics=["fid"],
-                       options_json=json.dumps({"profile": "tiny", "grid_images": 0}))
+    request = _request(
+        world,
+        names=("noisy",),
+        metrics=["fid"],
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0}),
+    )
     first = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)
     assert first.state == common_pb2.JOB_STATE_SUCCEEDED, first.error.message
     first_report = {o.name: o.uri for o in first.outputs}["report_json"]
@@ -357,6 +472,9 @@ def test_a_different_anchoring_label_or_grid_is_a_different_evaluation(service, 
     for job in (relabelled, gridded):
         assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error.message
         assert "reused_output" not in json.loads(job.result_json)
-    reports = {first_report, *({o.name: o.uri for o in j.outputs}["report_json"] for j in (relabelled, gridded))}
+    reports = {
+        first_report,
+        *({o.name: o.uri for o in j.outputs}["report_json"] for j in (relabelled, gridded)),
+    }
     assert len(reports) == 3
     assert any(o.name.startswith("samples_") for o in gridded.outputs)

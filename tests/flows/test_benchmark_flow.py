@@ -21,8 +21,10 @@ GRID = {
     "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 1},
     "preprocessing": ["basic", "advanced"],
     "generators": ["ddpm", "dermgan"],
-    "generator_config": {"ddpm": {"train_steps": 6, "checkpoint_every_steps": 3},
-                         "dermgan": {"train_steps": 6, "train_epochs": 0, "checkpoint_every_steps": 3}},
+    "generator_config": {
+        "ddpm": {"train_steps": 6, "checkpoint_every_steps": 3},
+        "dermgan": {"train_steps": 6, "train_epochs": 0, "checkpoint_every_steps": 3},
+    },
     "controllability": {"lesion_area_fractions": [0.1, 0.2], "ita_degrees": [0.0, 40.0], "repeats": 1},
     "classifiers": ["resnet18"],
     "classifier_config": {"resnet18": {"epochs": 1}},
@@ -67,7 +69,9 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
     grid_file.write_text(yaml.safe_dump(GRID))
 
     with prefect_test_harness(server_startup_timeout=120):
-        folder = benchmark(grid_spec=str(grid_file), run_id="first", runs_dir=str(tmp_path / "runs"), wiring=wiring)
+        folder = benchmark(
+            grid_spec=str(grid_file), run_id="first", runs_dir=str(tmp_path / "runs"), wiring=wiring
+        )
         first = _jobs(services)
         report = (tmp_path / "runs" / "first" / "report.md").read_text()
         # Every pipeline of both preprocessing arms that the grid asks for has a classifier row.
@@ -80,12 +84,16 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
         assert len(tables["global_metrics"]) == 8 and len(tables["paired_tests"]) == 6
         # DermGAN: requested vs measured per attribute for each arm, and class anchoring of what was asked.
-        assert "## DermGAN controllability" in report and "### `advanced`: Controllability of dermgan" in report
+        assert (
+            "## DermGAN controllability" in report and "### `advanced`: Controllability of dermgan" in report
+        )
         assert "Classified as the requested class by the arm's real-only classifier: MEL" in report
         controllability = tables["controllability"]
         assert {(row["arm"], row["attribute"]) for row in controllability} == {
-            (arm, attribute) for arm in ("basic", "advanced")
-            for attribute in ("lesion_area_fraction", "center_x", "center_y", "ita_degrees")}
+            (arm, attribute)
+            for arm in ("basic", "advanced")
+            for attribute in ("lesion_area_fraction", "center_x", "center_y", "ita_degrees")
+        }
         assert all(row["measured"] + row["failures"] == 2 * 2 * 2 for row in controllability)
         html = (tmp_path / "runs" / "first" / "report.html").read_text()
         assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
@@ -135,8 +143,12 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
         env = dict(os.environ, SKINGENBENCH_STORE=store.root_uri)
         for stage, service in services.items():
             env[f"SKINGENBENCH_{stage.upper()}_ENDPOINTS"] = service.target
-        flow = subprocess.Popen([sys.executable, "-c", _FLOW_PROCESS, str(grid_file), str(tmp_path / "runs")],
-                                env=env, cwd=os.getcwd(), start_new_session=True)
+        flow = subprocess.Popen(
+            [sys.executable, "-c", _FLOW_PROCESS, str(grid_file), str(tmp_path / "runs")],
+            env=env,
+            cwd=os.getcwd(),
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # kill once the generator has started training
             if any(r.kind == "train_generator" for r in services["generation"].runner.list()):
@@ -146,12 +158,18 @@ def test_a_grid_killed_mid_run_resumes_without_recomputing_finished_cells(tmp_pa
         os.killpg(flow.pid, signal.SIGKILL)
         flow.wait()
         before = {stage: {r.job_id: r.state for r in s.runner.list()} for stage, s in services.items()}
-        finished_before = {(stage, j) for stage, jobs in before.items() for j, st in jobs.items() if st == "SUCCEEDED"}
+        finished_before = {
+            (stage, j) for stage, jobs in before.items() for j, st in jobs.items() if st == "SUCCEEDED"
+        }
         assert finished_before and not (tmp_path / "runs" / "killed").exists()
 
         with prefect_test_harness(server_startup_timeout=120):
-            benchmark(grid_spec=str(grid_file), run_id="resumed", runs_dir=str(tmp_path / "runs"),
-                      wiring=_wiring(store, services))
+            benchmark(
+                grid_spec=str(grid_file),
+                run_id="resumed",
+                runs_dir=str(tmp_path / "runs"),
+                wiring=_wiring(store, services),
+            )
         after = {stage: {r.job_id: r for r in s.runner.list()} for stage, s in services.items()}
     assert (tmp_path / "runs" / "resumed" / "report.md").exists()
     for stage, job_id in finished_before:

@@ -30,7 +30,8 @@ def test_parse_endpoints_and_env_defaults():
     assert resolved and all(e.target.endswith(":50052") for e in resolved)
     assert [e.target for e in endpoints_from_env("generation", {})] == ["127.0.0.1:50052"]
     assert [e.target for e in endpoints_from_env("generation", {"SKINGENBENCH_GENERATION_PORT": "6000"})] == [
-        "127.0.0.1:6000"]
+        "127.0.0.1:6000"
+    ]
     with pytest.raises(ValueError):
         parse_endpoints("host:1*0")
     env = {"SKINGENBENCH_EVALUATION_ENDPOINTS": "gpu1:50053*2,gpu2:50053"}
@@ -39,17 +40,27 @@ def test_parse_endpoints_and_env_defaults():
 
 
 def test_wiring_from_settings_and_options():
-    env = {"SKINGENBENCH_EVALUATION_ENDPOINTS": "gpu1:50053*2, gpu2:50053", "SKINGENBENCH_STORE": "s3://bucket/p",
-           "SKINGENBENCH_GENERATION_PORT": "6000", "SKINGENBENCH_AUTH_TOKEN": "secret"}
+    env = {
+        "SKINGENBENCH_EVALUATION_ENDPOINTS": "gpu1:50053*2, gpu2:50053",
+        "SKINGENBENCH_STORE": "s3://bucket/p",
+        "SKINGENBENCH_GENERATION_PORT": "6000",
+        "SKINGENBENCH_AUTH_TOKEN": "secret",
+    }
     wiring = Wiring.from_settings(env)
-    assert wiring.endpoints == {"preprocessing": ("127.0.0.1:50051",), "generation": ("127.0.0.1:6000",),
-                                "evaluation": ("gpu1:50053*2", "gpu2:50053"), "classification": ("127.0.0.1:50054",)}
+    assert wiring.endpoints == {
+        "preprocessing": ("127.0.0.1:50051",),
+        "generation": ("127.0.0.1:6000",),
+        "evaluation": ("gpu1:50053*2", "gpu2:50053"),
+        "classification": ("127.0.0.1:50054",),
+    }
     assert wiring.store_uri == "s3://bucket/p" and wiring.auth_token.get_secret_value() == "secret"
     assert "secret" not in repr(wiring)
     chosen = Wiring.from_settings(env, endpoints={"evaluation": "other:1"}, store_uri="file:///tmp/store")
     assert chosen.endpoints["evaluation"] == ("other:1",) and chosen.store_uri == "file:///tmp/store"
     # A value: equal wirings are equal and hash equal, whatever sequence type their targets came in.
-    same = Wiring({stage: list(targets) for stage, targets in wiring.endpoints.items()}, wiring.store_uri, "secret")
+    same = Wiring(
+        {stage: list(targets) for stage, targets in wiring.endpoints.items()}, wiring.store_uri, "secret"
+    )
     assert same == wiring and hash(same) == hash(wiring)
     with pytest.raises(ValueError, match="no endpoints for stage"):
         Wiring({"generation": ("a:1",)}, "file:///tmp/store")
@@ -71,11 +82,14 @@ def test_prefect_stores_the_wiring_with_the_token_masked():
 
 
 def test_every_task_of_a_run_shares_the_wirings_pools_until_the_run_ends():
-    wiring = Wiring({stage: (f"127.0.0.1:{port}*2",) for stage, (_, port) in SERVICES.items()}, "file:///tmp/s",
-                    "token")
+    wiring = Wiring(
+        {stage: (f"127.0.0.1:{port}*2",) for stage, (_, port) in SERVICES.items()}, "file:///tmp/s", "token"
+    )
     with open_pools(wiring) as pools:
-        assert pools_for(wiring) is pools and pools_for(Wiring(dict(wiring.endpoints), "file:///tmp/s",
-                                                               "token")) is pools
+        assert (
+            pools_for(wiring) is pools
+            and pools_for(Wiring(dict(wiring.endpoints), "file:///tmp/s", "token")) is pools
+        )
         assert pools["generation"].endpoints[0].slots == 2 and pools["generation"].token == "token"
         with open_pools(wiring) as nested:  # a second run with the same wiring in this process
             assert nested is pools
@@ -107,10 +121,13 @@ def test_slots_bound_concurrency():
 def test_a_lost_endpoint_is_retried_on_another(folder_store):
     with running("preprocessing", folder_store, extra_setup=add_test_jobs) as alive:
         dead = "127.0.0.1:9"  # nothing listens there: UNAVAILABLE
-        pool = EndpointPool("preprocessing", [Endpoint(dead), Endpoint(alive.target)], retries=3, backoff_s=0.05)
+        pool = EndpointPool(
+            "preprocessing", [Endpoint(dead), Endpoint(alive.target)], retries=3, backoff_s=0.05
+        )
         pool.endpoints[1].failures = 1  # make the dead endpoint the first choice
-        request = preprocessing_pb2.ImportRequest(source="phantom", options_json='{"count": 12, "width": 64, '
-                                                  '"height": 48}', seed=1)
+        request = preprocessing_pb2.ImportRequest(
+            source="phantom", options_json='{"count": 12, "width": 64, "height": 48}', seed=1
+        )
         outcome = run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport", request)
         assert outcome.kind == "import" and "manifest" in outcome.outputs
         assert pool.endpoints[0].failures == 1  # it was tried, failed, and the job moved on
@@ -124,21 +141,41 @@ def test_refusals_and_failed_jobs_raise_with_the_error(folder_store):
         pool = EndpointPool("preprocessing", [Endpoint(service.target)])
         # Refused at Start: the status itself, not retried (not a transient error).
         with pytest.raises(grpc.RpcError) as refused:
-            run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport",
-                    preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"))
-        assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in refused.value.details()
+            run_job(
+                pool,
+                preprocessing_pb2_grpc.PreprocessingStub,
+                "StartImport",
+                preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"),
+            )
+        assert (
+            refused.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in refused.value.details()
+        )
         with pytest.raises(grpc.RpcError) as invalid:
-            run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartPreprocess",
-                    preprocessing_pb2.PreprocessRequest(input=common_pb2.ManifestRef(uri="x/manifest.json"),
-                                                        pipeline="basic"))
+            run_job(
+                pool,
+                preprocessing_pb2_grpc.PreprocessingStub,
+                "StartPreprocess",
+                preprocessing_pb2.PreprocessRequest(
+                    input=common_pb2.ManifestRef(uri="x/manifest.json"), pipeline="basic"
+                ),
+            )
         assert invalid.value.code() == grpc.StatusCode.NOT_FOUND
         # Failed while running (an image no longer matches its manifest): JobFailed with the job's error.
-        imported = run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport",
-                           preprocessing_pb2.ImportRequest(source="phantom", seed=2,
-                                                           options_json='{"count": 4, "width": 64, "height": 48}'))
+        imported = run_job(
+            pool,
+            preprocessing_pb2_grpc.PreprocessingStub,
+            "StartImport",
+            preprocessing_pb2.ImportRequest(
+                source="phantom", seed=2, options_json='{"count": 4, "width": 64, "height": 48}'
+            ),
+        )
         item = read_manifest(folder_store, imported.uri("manifest")).items[0]
         folder_store.put_bytes(item.key, b"not the image the manifest names")
         with pytest.raises(JobFailed, match="DATA_LOSS"):
-            run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartQualityReport",
-                    preprocessing_pb2.QualityReportRequest(input=imported.manifest_ref(), pipeline="basic"))
+            run_job(
+                pool,
+                preprocessing_pb2_grpc.PreprocessingStub,
+                "StartQualityReport",
+                preprocessing_pb2.QualityReportRequest(input=imported.manifest_ref(), pipeline="basic"),
+            )
         pool.close()

@@ -23,9 +23,15 @@ def test_roc_curve_matches_scikit_learn_with_ties():
 def test_figures_render_png():
     classes = ["NV", "BCC", "BKL", "MEL", "SCC"]
     rng = np.random.default_rng(1)
-    predictions = [{"image_id": str(i), "label": classes[i % 5], "probs": list(rng.dirichlet(np.ones(5)))}
-                   for i in range(40)]
-    result = {"classes": classes, "positive": "MEL", "predictions": predictions,
-              "confusion_matrix": rng.integers(0, 5, (5, 5)).tolist()}
+    predictions = [
+        {"image_id": str(i), "label": classes[i % 5], "probs": list(rng.dirichlet(np.ones(5)))}
+        for i in range(40)
+    ]
+    result = {
+        "classes": classes,
+        "positive": "MEL",
+        "predictions": predictions,
+        "confusion_matrix": rng.integers(0, 5, (5, 5)).tolist(),
+    }
     for png in (melanoma_roc_png({"A1": result, "A2": result}, "t"), confusion_png(result, "A1")):
         assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"

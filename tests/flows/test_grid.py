@@ -18,22 +18,25 @@ def test_shipped_grids_load_with_every_axis():
     assert paper.profile == "paper" and paper.data.source == "ham10000" and len(paper.seeds) >= 3
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"classifiers": ["resnet19"]}, "classifiers[0]: unknown value 'resnet19'"),
-    ({"preprocessing": ["basic", "fancy"]}, "preprocessing[1]: unknown value 'fancy'"),
-    ({"data": {"source": "phantom", "colour": "x"}}, "data.colour: unknown field"),
-    ({"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "split: train/val/test must"),
-    ({"seeds": []}, "seeds:"),
-    ({"profile": "huge"}, "profile:"),
-    ({"synthetic_label": "XYZ"}, "synthetic_label:"),
-    ({"learning_rate": 1}, "grid.learning_rate: unknown field"),
-    ({"data": {"source": "ham10000"}}, "data.path: required"),
-    ({"controllability": {"tones": [0]}}, "controllability.tones: unknown field"),
-    ({"controllability": {"centres": [[0.5]]}}, "controllability.centres[0]: an [x, y] pair"),
-    ({"controllability": {"ita_degrees": ["dark"]}}, "controllability.ita_degrees: a list of numbers"),
-    ({"controllability": {"labels": ["MEL", "AK"]}}, "controllability.labels[1]: unknown value 'AK'"),
-    ({"controllability": {"repeats": 0}}, "controllability.repeats: a positive integer"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"classifiers": ["resnet19"]}, "classifiers[0]: unknown value 'resnet19'"),
+        ({"preprocessing": ["basic", "fancy"]}, "preprocessing[1]: unknown value 'fancy'"),
+        ({"data": {"source": "phantom", "colour": "x"}}, "data.colour: unknown field"),
+        ({"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "split: train/val/test must"),
+        ({"seeds": []}, "seeds:"),
+        ({"profile": "huge"}, "profile:"),
+        ({"synthetic_label": "XYZ"}, "synthetic_label:"),
+        ({"learning_rate": 1}, "grid.learning_rate: unknown field"),
+        ({"data": {"source": "ham10000"}}, "data.path: required"),
+        ({"controllability": {"tones": [0]}}, "controllability.tones: unknown field"),
+        ({"controllability": {"centres": [[0.5]]}}, "controllability.centres[0]: an [x, y] pair"),
+        ({"controllability": {"ita_degrees": ["dark"]}}, "controllability.ita_degrees: a list of numbers"),
+        ({"controllability": {"labels": ["MEL", "AK"]}}, "controllability.labels[1]: unknown value 'AK'"),
+        ({"controllability": {"repeats": 0}}, "controllability.repeats: a positive integer"),
+    ],
+)
 def test_malformed_grids_name_the_bad_field(tmp_path, change, message):
     data = yaml.safe_load((GRIDS_DIR / "smoke.yaml").read_text())
     data.update(change)

@@ -32,11 +32,16 @@ from tests.common.phantom_data import phantom_manifests
 from tests.common.service_helpers import running
 
 # 16 px, batch 4, 6 steps (train_kimg 0.024): a full G + D + regulariser round is ~0.1 s on one CPU thread.
-CONDITIONAL = {"resolution": 16, "batch_size": 4, "train_kimg": 0.024, "checkpoint_every_steps": 3,
-               "sample_batch_size": 4, "num_classes": 2}
+CONDITIONAL = {
+    "resolution": 16,
+    "batch_size": 4,
+    "train_kimg": 0.024,
+    "checkpoint_every_steps": 3,
+    "sample_batch_size": 4,
+    "num_classes": 2,
+}
 CLASSES = ["MEL", "NV"]  # sorted: MEL is class 0, NV class 1
 SUCCEEDED = common_pb2.JOB_STATE_SUCCEEDED
-
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +57,25 @@ def train_ref(store) -> common_pb2.ManifestRef:
 
 def request_dict(ref, classes=("NV", "MEL"), **overrides) -> dict[str, Any]:
     """A TrainGeneratorRequest as the job runner persists it (classes deliberately unsorted)."""
-    return {"generator": "stylegan2_ada", "profile": "tiny", "config_json": json.dumps({**CONDITIONAL, **overrides}),
-            "train": {"uri": ref.uri, "sha256": ref.sha256}, "classes": list(classes), "seed": "4"}
+    return {
+        "generator": "stylegan2_ada",
+        "profile": "tiny",
+        "config_json": json.dumps({**CONDITIONAL, **overrides}),
+        "train": {"uri": ref.uri, "sha256": ref.sha256},
+        "classes": list(classes),
+        "seed": "4",
+    }
 
 
 def train_request(ref, classes=("NV", "MEL"), **overrides) -> generation_pb2.TrainGeneratorRequest:
     return generation_pb2.TrainGeneratorRequest(
-        generator="stylegan2_ada", profile="tiny", config_json=json.dumps({**CONDITIONAL, **overrides}),
-        train=ref, classes=list(classes), seed=4)
+        generator="stylegan2_ada",
+        profile="tiny",
+        config_json=json.dumps({**CONDITIONAL, **overrides}),
+        train=ref,
+        classes=list(classes),
+        seed=4,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +139,19 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-@pytest.mark.parametrize(("generator", "overrides"), [
-    ("ddpm", {"resolution": 16, "num_train_timesteps": 50, "batch_size": 4, "lr_warmup_steps": 1}),
-    ("stylegan2_ada", {**CONDITIONAL, "num_classes": 0}),
-])
+@pytest.mark.parametrize(
+    ("generator", "overrides"),
+    [
+        ("ddpm", {"resolution": 16, "num_train_timesteps": 50, "batch_size": 4, "lr_warmup_steps": 1}),
+        ("stylegan2_ada", {**CONDITIONAL, "num_classes": 0}),
+    ],
+)
 def test_unconditional_backends_train_the_same_whatever_the_labels(store, train_ref, generator, overrides):
     """DDPM and unconditional StyleGAN2-ADA ignore labels: class indices (now) and item positions (before the
     fix) give bit-identical training states."""
-    plan = training_job.plan_training(store, {**request_dict(train_ref), "generator": generator,
-                                      "config_json": json.dumps(overrides)})
+    plan = training_job.plan_training(
+        store, {**request_dict(train_ref), "generator": generator, "config_json": json.dumps(overrides)}
+    )
     dataset = training_job.load_training_images(store, plan.items, 16, plan.classes)
     states = []
     for data in (dataset, [(image, index) for index, (image, _) in enumerate(dataset)]):
@@ -145,7 +165,9 @@ def test_unconditional_backends_train_the_same_whatever_the_labels(store, train_
         assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
 
 
-def test_a_num_classes_that_does_not_match_the_classes_is_refused_at_start_training(service, store, train_ref):
+def test_a_num_classes_that_does_not_match_the_classes_is_refused_at_start_training(
+    service, store, train_ref
+):
     stub, _ = service
     jobs_before = sorted(store.list("jobs/"))
     for classes, num_classes in ((("MEL", "NV"), 3), (("MEL",), 2), ((), 2)):  # () is the default, MEL only
@@ -159,8 +181,9 @@ def test_a_num_classes_that_does_not_match_the_classes_is_refused_at_start_train
 
 
 # -- the service ----------------------------------------------------------------------------------------------
-def test_conditional_stylegan2_trains_through_the_service_and_records_its_class_order(service, store, train_ref,
-                                                                                    trained):
+def test_conditional_stylegan2_trains_through_the_service_and_records_its_class_order(
+    service, store, train_ref, trained
+):
     stub, _ = service
     assert trained.state == SUCCEEDED, trained.error.message
     result = json.loads(trained.result_json)
@@ -169,8 +192,12 @@ def test_conditional_stylegan2_trains_through_the_service_and_records_its_class_
     record = models.read_record(store, model_uri(trained))
     assert record.classes == CLASSES and record.config["num_classes"] == 2 and record.complete
     assert record.provenance["config"]["classes"] == CLASSES
-    listed = {m.model_uri: m for m in stub.ListTrainedModels(
-        generation_pb2.ListTrainedModelsRequest(generator="stylegan2_ada"), timeout=10).models}
+    listed = {
+        m.model_uri: m
+        for m in stub.ListTrainedModels(
+            generation_pb2.ListTrainedModelsRequest(generator="stylegan2_ada"), timeout=10
+        ).models
+    }
     assert list(listed[model_uri(trained)].classes) == CLASSES
 
 
@@ -179,8 +206,12 @@ def test_generate_draws_the_requested_class_and_labels_it(service, store, traine
     uri = model_uri(trained)
 
     def generate(label, **kwargs):
-        return stub.Generate(generation_pb2.GenerateRequest(
-            model=uri, count=3, seed=7, conditioning=generation_pb2.Conditioning(label=label), **kwargs), timeout=60)
+        return stub.Generate(
+            generation_pb2.GenerateRequest(
+                model=uri, count=3, seed=7, conditioning=generation_pb2.Conditioning(label=label), **kwargs
+            ),
+            timeout=60,
+        )
 
     mel, nv = generate("MEL"), generate("NV")
     assert [i.label for i in mel.images] == ["MEL"] * 3 and [i.label for i in nv.images] == ["NV"] * 3
@@ -205,19 +236,24 @@ def test_generate_draws_the_requested_class_and_labels_it(service, store, traine
     assert manifest.provenance.config["conditioning"] == {"class": 1, "label": "NV"}
 
 
-@pytest.mark.parametrize(("conditioning", "text"), [
-    ({"label": "BCC"}, "MEL, NV"),
-    ({"label": "MEL+NV"}, "MEL, NV"),
-    ({}, "conditioning.label must name the class"),
-    ({"label": "MEL", "ita_degrees": 20.0}, "ita_degrees"),
-    ({"label": "MEL", "lesion_area_fraction": 0.2}, "lesion_area_fraction"),
-])
+@pytest.mark.parametrize(
+    ("conditioning", "text"),
+    [
+        ({"label": "BCC"}, "MEL, NV"),
+        ({"label": "MEL+NV"}, "MEL, NV"),
+        ({}, "conditioning.label must name the class"),
+        ({"label": "MEL", "ita_degrees": 20.0}, "ita_degrees"),
+        ({"label": "MEL", "lesion_area_fraction": 0.2}, "lesion_area_fraction"),
+    ],
+)
 def test_a_label_the_model_cannot_draw_is_invalid_argument(service, trained, conditioning, text):
     stub, _ = service
-    generate = generation_pb2.GenerateRequest(model=model_uri(trained), count=1,
-                                              conditioning=generation_pb2.Conditioning(**conditioning))
-    sample = generation_pb2.SampleRequest(model_uri=model_uri(trained), count=1,
-                                          conditioning=generation_pb2.Conditioning(**conditioning))
+    generate = generation_pb2.GenerateRequest(
+        model=model_uri(trained), count=1, conditioning=generation_pb2.Conditioning(**conditioning)
+    )
+    sample = generation_pb2.SampleRequest(
+        model_uri=model_uri(trained), count=1, conditioning=generation_pb2.Conditioning(**conditioning)
+    )
     for call, request in ((stub.Generate, generate), (stub.StartSampling, sample)):
         with pytest.raises(grpc.RpcError) as error:
             call(request, timeout=60)
@@ -253,16 +289,31 @@ def test_transfer_between_conditional_models_needs_the_same_classes(service, sto
 
     # Unconditional on either side: no class order to confuse, but the networks differ in shape (the class
     # embedding and projection exist on one side only), so the transfer is refused before a job too.
-    unconditional = watch_job(channel, stub.StartTraining(train_request(train_ref, ("MEL",), num_classes=0),
-                                                          timeout=30).job_id, timeout_s=240)
+    unconditional = watch_job(
+        channel,
+        stub.StartTraining(train_request(train_ref, ("MEL",), num_classes=0), timeout=30).job_id,
+        timeout_s=240,
+    )
     assert unconditional.state == SUCCEEDED, unconditional.error.message
-    for init, classes, num_classes in ((source, ("BCC", "MEL"), 0), (model_uri(unconditional), ("BCC", "MEL"), 2)):
+    for init, classes, num_classes in (
+        (source, ("BCC", "MEL"), 0),
+        (model_uri(unconditional), ("BCC", "MEL"), 2),
+    ):
         with pytest.raises(FailedPrecondition, match="num_classes"):
-            training_job.plan_training(store, {**request_dict(train_ref, classes, num_classes=num_classes),
-                                               "init_checkpoint": {"uri": init}})
+            training_job.plan_training(
+                store,
+                {
+                    **request_dict(train_ref, classes, num_classes=num_classes),
+                    "init_checkpoint": {"uri": init},
+                },
+            )
     # And a model of another generator is no initialisation at all.
-    dermgan = {**request_dict(train_ref), "generator": "dermgan", "config_json": "",
-               "init_checkpoint": {"uri": source}}
+    dermgan = {
+        **request_dict(train_ref),
+        "generator": "dermgan",
+        "config_json": "",
+        "init_checkpoint": {"uri": source},
+    }
     with pytest.raises(InvalidArgument, match="is a stylegan2_ada model; this run trains dermgan"):
         training_job.plan_training(store, dermgan)
 

@@ -32,15 +32,36 @@ STEPS = 4
 # Per backend: overrides of its tiny profile that train STEPS steps in about a second on one CPU thread, and a
 # change of one model field (to a valid value) whose weights must not load into the small model.
 CONTRACT = {
-    "ddpm": {"small": {"resolution": 16, "block_out_channels": [8, 16], "norm_num_groups": 4, "batch_size": 2,
-                       "train_steps": STEPS, "lr_warmup_steps": 1, "num_train_timesteps": 20,
-                       "default_ddim_steps": 4, "sample_batch_size": 2},
-             "other_model": {"beta_schedule": "scaled_linear"}},
-    "stylegan2_ada": {"small": {"resolution": 16, "batch_size": 2, "train_kimg": STEPS * 2 / 1000,
-                                "sample_batch_size": 2, "augment_p": 0.5, "r1_interval": 2, "pl_interval": 2},
-                      "other_model": {"channel_max": 16}},
-    "dermgan": {"small": {"resolution": 32, "batch_size": 2, "train_steps": STEPS, "sample_batch_size": 2},
-                "other_model": {"generator_max_width": 32}},
+    "ddpm": {
+        "small": {
+            "resolution": 16,
+            "block_out_channels": [8, 16],
+            "norm_num_groups": 4,
+            "batch_size": 2,
+            "train_steps": STEPS,
+            "lr_warmup_steps": 1,
+            "num_train_timesteps": 20,
+            "default_ddim_steps": 4,
+            "sample_batch_size": 2,
+        },
+        "other_model": {"beta_schedule": "scaled_linear"},
+    },
+    "stylegan2_ada": {
+        "small": {
+            "resolution": 16,
+            "batch_size": 2,
+            "train_kimg": STEPS * 2 / 1000,
+            "sample_batch_size": 2,
+            "augment_p": 0.5,
+            "r1_interval": 2,
+            "pl_interval": 2,
+        },
+        "other_model": {"channel_max": 16},
+    },
+    "dermgan": {
+        "small": {"resolution": 32, "batch_size": 2, "train_steps": STEPS, "sample_batch_size": 2},
+        "other_model": {"generator_max_width": 32},
+    },
 }
 NAMES = GENERATORS.names()
 
@@ -52,8 +73,10 @@ def examples(resolution: int, count: int = 6) -> list[tuple[np.ndarray, np.ndarr
     for i in range(count):
         mask = np.zeros((resolution, resolution), np.uint8)
         side = resolution // 4 + i % 3
-        mask[side:2 * side, side:2 * side] = 255
-        items.append((rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8), mask, 10.0 + 5 * i, "MEL"))
+        mask[side : 2 * side, side : 2 * side] = 255
+        items.append(
+            (rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8), mask, 10.0 + 5 * i, "MEL")
+        )
     return items
 
 
@@ -66,7 +89,9 @@ def prepared(name: str, seed: int = 3, total_steps: int | None = STEPS, **overri
     backend built with ``seed``."""
     backend = small(name, **overrides)
     dataset, _ = backend.training_set(examples(backend.resolution))
-    backend.build(seed, total_steps=backend.total_steps_for(len(dataset)) if total_steps is None else total_steps)
+    backend.build(
+        seed, total_steps=backend.total_steps_for(len(dataset)) if total_steps is None else total_steps
+    )
     return backend, dataset
 
 
@@ -108,8 +133,13 @@ def test_config_round_trips_through_json_and_the_config_document(name, profile):
     assert backend_class.config_class.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     backend = create_backend(name, profile, device="cpu")  # unbuilt: no paper-sized networks here
     assert backend_from_config_json(backend.config_json(), device="cpu").config == config
-    assert backend_class.from_config(json.loads(backend.config_json())["config"], device="cpu").config == config
-    assert json.loads(backend.config_json()) == {"backend": name, "config": json.loads(json.dumps(config.to_dict()))}
+    assert (
+        backend_class.from_config(json.loads(backend.config_json())["config"], device="cpu").config == config
+    )
+    assert json.loads(backend.config_json()) == {
+        "backend": name,
+        "config": json.loads(json.dumps(config.to_dict())),
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -139,8 +169,11 @@ def test_numbers_are_kept_as_written_because_the_config_is_hashed_into_model_add
     """An int given for a float field stays an int: ``{"train_kimg": 240}`` must address the same model as before
     the generators moved onto the shared config machinery."""
     config = GENERATORS.config(name, "tiny")
-    floats = [spec.name for spec in dataclasses.fields(config) if spec.type == "float"
-              and getattr(config, spec.name) == int(getattr(config, spec.name)) != 0]
+    floats = [
+        spec.name
+        for spec in dataclasses.fields(config)
+        if spec.type == "float" and getattr(config, spec.name) == int(getattr(config, spec.name)) != 0
+    ]
     assert floats, "no integral float default to try"
     for field_name in floats:
         value = int(getattr(config, field_name))
@@ -157,7 +190,9 @@ def test_model_and_training_fields_are_declared_and_the_init_check_uses_them(nam
     assert model <= fields and training_fields <= fields and not model & training_fields
     saved = json.loads(backend.config_json())["config"]
     backend.check_init_config(saved)  # its own config fits
-    backend.check_init_config({**saved, "sample_batch_size": saved["sample_batch_size"] + 1})  # sampling default
+    backend.check_init_config(
+        {**saved, "sample_batch_size": saved["sample_batch_size"] + 1}
+    )  # sampling default
     for field_name, value in CONTRACT[name]["other_model"].items():
         assert field_name in model
         with pytest.raises(FailedPrecondition, match=field_name):
@@ -173,7 +208,10 @@ def test_the_training_set_feeds_the_training_loop(name):
     assert len(built) + skipped == len(items) and built
     assert all(len(item) == (3 if fresh.conditional else 2) for item in built)
     images, _labels, conditions = training.make_batch(built, [(0, False), (1, True)], fresh.resolution)
-    assert images.shape == (2, 3, fresh.resolution, fresh.resolution) and (conditions is not None) == fresh.conditional
+    assert (
+        images.shape == (2, 3, fresh.resolution, fresh.resolution)
+        and (conditions is not None) == fresh.conditional
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -196,8 +234,13 @@ def test_resume_from_a_checkpoint_equals_a_straight_run(trained):
     name, straight, dataset = trained
     saved: dict[int, tuple[bytes, bytes]] = {}
     first, _ = prepared(name)
-    result = training.train(first, dataset, seed=5, should_stop=lambda: first.step == 2,
-                            save_checkpoint=lambda step, state: saved.__setitem__(step, state_to_bytes(state)))
+    result = training.train(
+        first,
+        dataset,
+        seed=5,
+        should_stop=lambda: first.step == 2,
+        save_checkpoint=lambda step, state: saved.__setitem__(step, state_to_bytes(state)),
+    )
     assert result.interrupted and list(saved) == [2]
     resumed, _ = prepared(name)
     result = training.train(resumed, dataset, seed=5, load_checkpoint=lambda: state_from_bytes(*saved[2]))
@@ -220,7 +263,9 @@ def test_state_refuses_what_it_cannot_continue(trained):
     with pytest.raises(FailedPrecondition, match=next(iter(CONTRACT[name]["other_model"]))):
         other.load_state(state)
     with pytest.raises(FailedPrecondition, match="planned for"):  # all planned steps are taken
-        backend.train_step(*training.make_batch(dataset, [(0, False)] * backend.batch_size, backend.resolution))
+        backend.train_step(
+            *training.make_batch(dataset, [(0, False)] * backend.batch_size, backend.resolution)
+        )
     with pytest.raises(InvalidArgument, match="total_steps"):
         small(name).build(0, total_steps=-1)
     with pytest.raises(InvalidArgument, match="seed"):
@@ -261,7 +306,10 @@ def test_save_pretrained_reloads_with_from_pretrained_and_as_an_init(trained, tm
     folder = backend.save_pretrained(tmp_path / "model")
     assert (folder / CONFIG_FILE).is_file() and list(folder.glob("*.safetensors"))
     expected = backend.sample([21, 22])
-    for reloaded in (from_pretrained(folder, device="cpu"), type(backend).from_pretrained(folder, device="cpu")):
+    for reloaded in (
+        from_pretrained(folder, device="cpu"),
+        type(backend).from_pretrained(folder, device="cpu"),
+    ):
         assert type(reloaded) is type(backend) and reloaded.config == backend.config
         assert not reloaded.trainable and np.array_equal(reloaded.sample([21, 22]), expected)
     transfer = small(name)

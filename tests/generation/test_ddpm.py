@@ -28,9 +28,15 @@ from skingenbench.services.generation.core.sampling import (
 )
 
 # 16x16 images and a 50-step diffusion keep the full DDPM chain to a fraction of a second per batch.
-SMALL = {"resolution": 16, "num_train_timesteps": 50, "default_ddim_steps": 5, "sample_batch_size": 4,
-         "learning_rate": 2e-3, "lr_warmup_steps": 0, "ema_max_decay": 0.9}
-
+SMALL = {
+    "resolution": 16,
+    "num_train_timesteps": 50,
+    "default_ddim_steps": 5,
+    "sample_batch_size": 4,
+    "learning_rate": 2e-3,
+    "lr_warmup_steps": 0,
+    "ema_max_decay": 0.9,
+}
 
 
 def small_backend(total_steps: int = 0, seed: int = 0, **overrides) -> DDPMBackend:
@@ -41,8 +47,11 @@ def small_backend(total_steps: int = 0, seed: int = 0, **overrides) -> DDPMBacke
 
 def train_a_little(backend: DDPMBackend, steps: int = 3) -> None:
     generator = torch.Generator().manual_seed(1)
-    images = torch.rand(steps, backend.batch_size, 3, backend.resolution, backend.resolution,
-                        generator=generator) * 2 - 1
+    images = (
+        torch.rand(steps, backend.batch_size, 3, backend.resolution, backend.resolution, generator=generator)
+        * 2
+        - 1
+    )
     for batch in images:
         backend.train_step(batch)
 
@@ -52,7 +61,11 @@ def test_registry_lists_ddpm_with_tiny_and_paper_profiles():
     assert "ddpm" in GENERATORS.names()
     description = GENERATORS.describe("ddpm")
     assert set(description["profiles"]) == {"tiny", "paper"}
-    assert description["capabilities"] == {"conditional": "false", "samplers": "ddpm,ddim", "default_sampler": "ddim"}
+    assert description["capabilities"] == {
+        "conditional": "false",
+        "samplers": "ddpm,ddim",
+        "default_sampler": "ddim",
+    }
     backend = create_backend("ddpm", "tiny", device="cpu")
     assert isinstance(backend, DDPMBackend) and backend.conditional is False
 
@@ -84,20 +97,23 @@ def test_tiny_profile_builds_and_trains_on_cpu():
 
 
 # -- config validation ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"train_steps": -5}, "train_steps"),
-    ({"train_steps": 0}, "train_steps"),  # neither steps nor epochs
-    ({"resolution": 33}, "resolution"),  # two levels need an even side
-    ({"block_out_channels": [16, 32, 32, 32], "resolution": 36}, "resolution"),  # 36 % 2**3 != 0
-    ({"block_out_channels": [12, 32]}, "block_out_channels"),  # 12 channels, 8 norm groups
-    ({"attention_levels": [2]}, "attention_levels"),
-    ({"learning_rate": 0.0}, "learning_rate"),
-    ({"layers_per_block": 1.5}, "layers_per_block"),
-    ({"beta_schedule": "quadratic"}, "beta_schedule"),
-    ({"mixed_precision": "fp8"}, "mixed_precision"),
-    ({"default_ddim_steps": 2000}, "default_ddim_steps"),
-    ({"hflip_probability": 1.5}, "hflip_probability"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"train_steps": -5}, "train_steps"),
+        ({"train_steps": 0}, "train_steps"),  # neither steps nor epochs
+        ({"resolution": 33}, "resolution"),  # two levels need an even side
+        ({"block_out_channels": [16, 32, 32, 32], "resolution": 36}, "resolution"),  # 36 % 2**3 != 0
+        ({"block_out_channels": [12, 32]}, "block_out_channels"),  # 12 channels, 8 norm groups
+        ({"attention_levels": [2]}, "attention_levels"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"layers_per_block": 1.5}, "layers_per_block"),
+        ({"beta_schedule": "quadratic"}, "beta_schedule"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"default_ddim_steps": 2000}, "default_ddim_steps"),
+        ({"hflip_probability": 1.5}, "hflip_probability"),
+    ],
+)
 def test_out_of_range_config_is_refused_naming_the_field(overrides, field):
     with pytest.raises(InvalidArgument) as caught:
         GENERATORS.config("ddpm", "tiny", overrides)
@@ -116,13 +132,16 @@ def test_json_lists_become_tuples_and_config_json_round_trips():
     assert clone.config == backend.config and json.loads(backend.config_json())["backend"] == "ddpm"
 
 
-@pytest.mark.parametrize(("options", "field"), [
-    (SamplerOptions(steps=-1), "steps"),
-    (SamplerOptions(steps=51), "steps"),  # more than num_train_timesteps
-    (SamplerOptions(sampler="euler"), "sampler"),
-    (SamplerOptions(sampler="ddpm", eta=0.5), "eta"),
-    (SamplerOptions(truncation_psi=0.7), "truncation_psi"),
-])
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (SamplerOptions(steps=-1), "steps"),
+        (SamplerOptions(steps=51), "steps"),  # more than num_train_timesteps
+        (SamplerOptions(sampler="euler"), "sampler"),
+        (SamplerOptions(sampler="ddpm", eta=0.5), "eta"),
+        (SamplerOptions(truncation_psi=0.7), "truncation_psi"),
+    ],
+)
 def test_sampler_options_ddpm_cannot_honour_are_refused(options, field):
     backend = create_backend("ddpm", "tiny", SMALL, device="cpu")
     with pytest.raises(InvalidArgument) as caught:
@@ -145,10 +164,15 @@ def test_sampling_is_seeded_per_image():
     assert torch.equal(batched_noise, single_noise)
     # Batched convolutions may round differently from single ones (by ~1e-6), so allow one grey level
     # on a handful of pixels; a shared or batch-dependent generator would change whole images.
-    for options in (ddim, SamplerOptions(sampler="ddpm", batch_size=4), SamplerOptions(sampler="ddim", steps=5,
-                                                                                          eta=1.0, batch_size=4)):
+    for options in (
+        ddim,
+        SamplerOptions(sampler="ddpm", batch_size=4),
+        SamplerOptions(sampler="ddim", steps=5, eta=1.0, batch_size=4),
+    ):
         batched = backend.sample(seeds, options).astype(int)
-        one_by_one = np.concatenate([backend.sample([seed], replace_batch(options, 1)) for seed in seeds]).astype(int)
+        one_by_one = np.concatenate(
+            [backend.sample([seed], replace_batch(options, 1)) for seed in seeds]
+        ).astype(int)
         reversed_order = backend.sample(seeds[::-1], options)[::-1].astype(int)
         for other in (one_by_one, reversed_order):
             difference = np.abs(batched - other)
@@ -176,8 +200,10 @@ def test_sampling_uses_the_ema_weights():
     sampling_params = list(backend._sampling_unet().parameters())
     for shadow, used in zip(backend.ema.shadow_params, sampling_params, strict=True):
         assert torch.equal(shadow, used)
-    assert any(not torch.equal(used, raw) for used, raw in zip(sampling_params, backend.unet.parameters(),
-                                                               strict=True))
+    assert any(
+        not torch.equal(used, raw)
+        for used, raw in zip(sampling_params, backend.unet.parameters(), strict=True)
+    )
     # A sampling-only backend loaded from the checkpoint draws the same images.
     tensors, skeleton = state_to_bytes(backend.state())
     sampler = small_backend(total_steps=0, seed=99, ema_max_decay=0.5)
@@ -223,7 +249,9 @@ def test_init_from_a_local_diffusers_folder(tmp_path):
     random_init = small_backend(total_steps=3)
     for name, tensor in pretrained.state_dict().items():
         assert torch.equal(backend.unet.state_dict()[name], tensor), name
-    assert any(not torch.equal(random_init.unet.state_dict()[n], t) for n, t in pretrained.state_dict().items())
+    assert any(
+        not torch.equal(random_init.unet.state_dict()[n], t) for n, t in pretrained.state_dict().items()
+    )
     # The EMA starts from the loaded weights, and an exported model loads back as another run's start.
     train_a_little(backend, 2)
     backend.save_pretrained(tmp_path / "export")

@@ -52,12 +52,19 @@ from skingenbench.services.generation.core.sampling import sample_images
 from skingenbench.services.generation.core.training import train
 
 LAYOUT = MapLayout()
-MEL_REQUEST = {"label": "MEL", "lesion_area_fraction": 0.15, "center_x": 0.5, "center_y": 0.5, "ita_degrees": 30.0}
-
+MEL_REQUEST = {
+    "label": "MEL",
+    "lesion_area_fraction": 0.15,
+    "center_x": 0.5,
+    "center_y": 0.5,
+    "ita_degrees": 30.0,
+}
 
 
 def tiny_backend(total_steps: int = 0, seed: int = 0, **overrides) -> DermGANBackend:
-    config = config_from_dict(DermGANConfig, PROFILES["tiny"], {"train_steps": max(total_steps, 1), **overrides})
+    config = config_from_dict(
+        DermGANConfig, PROFILES["tiny"], {"train_steps": max(total_steps, 1), **overrides}
+    )
     backend = DermGANBackend(config, device="cpu")
     backend.build(seed, total_steps=total_steps)
     return backend
@@ -68,8 +75,13 @@ def painted_examples(count: int, size: int = 32, seed: int = 0) -> list[tuple[np
     rng = np.random.default_rng(seed)
     items = []
     for index in range(count):
-        params = MapParams(CLASSES[index % len(CLASSES)], float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.35, 0.65)),
-                           float(rng.uniform(0.35, 0.65)), float(rng.uniform(-40, 60)))
+        params = MapParams(
+            CLASSES[index % len(CLASSES)],
+            float(rng.uniform(0.05, 0.3)),
+            float(rng.uniform(0.35, 0.65)),
+            float(rng.uniform(0.35, 0.65)),
+            float(rng.uniform(-40, 60)),
+        )
         semantic = map_from_params(params, size, LAYOUT)
         items.append((paint_map(semantic, LAYOUT), CLASSES.index(params.label), semantic))
     return items
@@ -86,21 +98,27 @@ def phantom_examples():
     with tempfile.TemporaryDirectory() as root:
         store = LocalFolderStore(root)
         ref = import_source(store, "phantom", options={"count": 48, "width": 96, "height": 72}, seed=0).ref
-        out = preprocess_manifest(store, ref.uri, PreprocessSpec("basic", "tiny"), input_sha256=ref.sha256, workers=1)
+        out = preprocess_manifest(
+            store, ref.uri, PreprocessSpec("basic", "tiny"), input_sha256=ref.sha256, workers=1
+        )
         manifest = read_manifest(store, out.ref.uri, out.ref.sha256)
 
         def load(key: str) -> np.ndarray:
             return np.array(Image.open(io.BytesIO(store.get_bytes(key))))
 
-        return [(load(item.key), load(item.objects["mask_lesion"].key), item.meta.get("ita_degrees"), item.label)
-                for item in manifest.items]
+        return [
+            (load(item.key), load(item.objects["mask_lesion"].key), item.meta.get("ita_degrees"), item.label)
+            for item in manifest.items
+        ]
 
 
 @pytest.fixture(scope="module")
 def trained(phantom_examples):
     """A tiny DermGAN trained for 100 steps on the phantom set with the generic loop, and its progress."""
     torch.set_num_threads(1)
-    backend = DermGANBackend(config_from_dict(DermGANConfig, PROFILES["tiny"], {"train_steps": 100}), device="cpu")
+    backend = DermGANBackend(
+        config_from_dict(DermGANConfig, PROFILES["tiny"], {"train_steps": 100}), device="cpu"
+    )
     dataset, skipped = backend.training_set(phantom_examples)
     backend.build(0, total_steps=100)
     progress: list[dict[str, float]] = []
@@ -109,12 +127,17 @@ def trained(phantom_examples):
 
 
 # -- semantic maps ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("params", [
-    MapParams("MEL", 0.12, 0.5, 0.5, 30.0),
-    MapParams("NV", 0.25, 0.4, 0.6, -40.0, aspect_ratio=1.8, orientation_degrees=35.0),
-    MapParams("SCC", 0.06, 0.62, 0.38, 55.0, aspect_ratio=1.3, irregularity=0.4, shape_seed=7),
-    MapParams("BCC", 0.3, 0.45, 0.55, 5.0, aspect_ratio=2.5, orientation_degrees=100.0, irregularity=0.25),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        MapParams("MEL", 0.12, 0.5, 0.5, 30.0),
+        MapParams("NV", 0.25, 0.4, 0.6, -40.0, aspect_ratio=1.8, orientation_degrees=35.0),
+        MapParams("SCC", 0.06, 0.62, 0.38, 55.0, aspect_ratio=1.3, irregularity=0.4, shape_seed=7),
+        MapParams(
+            "BCC", 0.3, 0.45, 0.55, 5.0, aspect_ratio=2.5, orientation_degrees=100.0, irregularity=0.25
+        ),
+    ],
+)
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_map_from_parameters_has_requested_area_centre_class_and_skin(params, resolution):
     semantic = map_from_params(params, resolution, LAYOUT)
@@ -139,7 +162,9 @@ def test_map_from_parameters_has_requested_area_centre_class_and_skin(params, re
 
 def test_skin_colour_follows_ita_over_the_whole_range():
     itas = np.linspace(-60, 70, 14)
-    measured = [estimate_ita(np.tile((skin_colour(ita) * 255 + 0.5).astype(np.uint8), (16, 16, 1))) for ita in itas]
+    measured = [
+        estimate_ita(np.tile((skin_colour(ita) * 255 + 0.5).astype(np.uint8), (16, 16, 1))) for ita in itas
+    ]
     assert np.abs(np.array(measured) - itas).max() < 2.0
     assert np.all(np.diff([skin_colour(ita).mean() for ita in itas]) > 0)  # higher ITA, lighter skin
 
@@ -195,23 +220,38 @@ def test_l1_counts_the_lesion_more():
     inside[..., 1, 1] = 0.5
     outside[..., 6, 6] = 0.5
     weight = 5.0
-    assert lesion_weighted_l1(inside, real, mask, weight) == pytest.approx(weight * lesion_weighted_l1(outside, real, mask, weight))
+    assert lesion_weighted_l1(inside, real, mask, weight) == pytest.approx(
+        weight * lesion_weighted_l1(outside, real, mask, weight)
+    )
     fake = torch.rand(1, 3, 8, 8)
     assert lesion_weighted_l1(fake, real, mask, 1.0) == pytest.approx(F.l1_loss(fake, real).item())
     total, parts = generator_loss(torch.zeros(1, 1, 4, 4), inside, real, mask, 100.0, weight)
     assert total.item() == pytest.approx(math.log(2) + 100 * parts["loss_l1"].item(), rel=1e-5)
-    assert discriminator_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(math.log(2))
+    assert discriminator_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(
+        math.log(2)
+    )
 
 
 # -- configs ------------------------------------------------------------------------------------------------------
 def test_profiles_and_config_validation():
     paper = PROFILES["paper"]
     assert (paper.resolution, paper.learning_rate, paper.adam_beta1, paper.adam_beta2, paper.lambda_l1) == (
-        256, 2e-4, 0.5, 0.999, 100.0)
+        256,
+        2e-4,
+        0.5,
+        0.999,
+        100.0,
+    )
     assert paper.lesion_l1_weight > 1 and 1 <= paper.batch_size <= 16 and paper.generator_levels == 8
     PROFILES["tiny"].validate()
-    for bad in ({"generator_levels": 6}, {"discriminator_layers": 4}, {"classes": ["MEL", "XYZ"]},
-                {"gan_mode": "wgan"}, {"train_epochs": 3}, {"lesion_l1_weight": 0.5}):
+    for bad in (
+        {"generator_levels": 6},
+        {"discriminator_layers": 4},
+        {"classes": ["MEL", "XYZ"]},
+        {"gan_mode": "wgan"},
+        {"train_epochs": 3},
+        {"lesion_l1_weight": 0.5},
+    ):
         with pytest.raises(InvalidArgument):
             config_from_dict(DermGANConfig, PROFILES["tiny"], bad)
     assert config_from_dict(DermGANConfig, PROFILES["tiny"], {"classes": ["MEL", "NV"]}).layout.channels == 6
@@ -239,23 +279,41 @@ def test_conditioning_forms_agree_and_bad_requests_are_refused():
     as_arrays = dict(MEL_REQUEST, ita_degrees=np.array([-20.0, 0.0, 20.0, 40.0]))
     from_list = backend.sample(seeds, conditioning=per_image)
     np.testing.assert_array_equal(from_list, backend.sample(seeds, conditioning=as_arrays))
-    batched = np.concatenate([b.images for b in sample_images(backend, 4, 10, conditioning=as_arrays, batch_size=2)])
+    batched = np.concatenate(
+        [b.images for b in sample_images(backend, 4, 10, conditioning=as_arrays, batch_size=2)]
+    )
     assert np.abs(batched.astype(int) - from_list).max() <= 1
     params = backend.resolve_conditioning(seeds, per_image)
     assert [p.ita_degrees for p in params] == [-20.0, 0.0, 20.0, 40.0]
     # Recorded parameters rebuild the same images; explicit maps too.
-    np.testing.assert_array_equal(backend.sample(seeds, conditioning=[p.to_dict() for p in params]), from_list)
-    np.testing.assert_array_equal(backend.sample(seeds, conditioning={"maps": backend.condition_maps(seeds, per_image)}),
-                                  from_list)
-    assert backend.resolve_conditioning([1], {"class": "NV", **{k: v for k, v in MEL_REQUEST.items() if k != "label"}}
-                                        )[0].label == "NV"
-    for bad in ({"label": "XYZ"}, {"colour": 3}, dict(MEL_REQUEST, balance_skin_tone=True),
-                dict(MEL_REQUEST, lesion_area_fraction=1.5), dict(MEL_REQUEST, ita_degrees=[1.0, 2.0])):
+    np.testing.assert_array_equal(
+        backend.sample(seeds, conditioning=[p.to_dict() for p in params]), from_list
+    )
+    np.testing.assert_array_equal(
+        backend.sample(seeds, conditioning={"maps": backend.condition_maps(seeds, per_image)}), from_list
+    )
+    assert (
+        backend.resolve_conditioning(
+            [1], {"class": "NV", **{k: v for k, v in MEL_REQUEST.items() if k != "label"}}
+        )[0].label
+        == "NV"
+    )
+    for bad in (
+        {"label": "XYZ"},
+        {"colour": 3},
+        dict(MEL_REQUEST, balance_skin_tone=True),
+        dict(MEL_REQUEST, lesion_area_fraction=1.5),
+        dict(MEL_REQUEST, ita_degrees=[1.0, 2.0]),
+    ):
         with pytest.raises(InvalidArgument):
             backend.sample(seeds, conditioning=bad)
     with pytest.raises(FailedPrecondition):  # no training distribution to draw the missing size from
         backend.sample([1], conditioning={"label": "MEL"})
-    for options in (SamplerOptions(truncation_psi=0.7), SamplerOptions(sampler="ddim"), SamplerOptions(steps=5)):
+    for options in (
+        SamplerOptions(truncation_psi=0.7),
+        SamplerOptions(sampler="ddim"),
+        SamplerOptions(steps=5),
+    ):
         with pytest.raises(InvalidArgument):
             backend.sample([1], options, MEL_REQUEST)
 
@@ -277,7 +335,9 @@ def test_training_distribution_reproduces_class_proportions_and_class_conditiona
     for label, share in wanted.items():
         for _ in range(int(share * 200)):
             area = 0.3 if label == "MEL" else 0.05  # melanomas are the big ones in this set
-            records.append(ConditionRecord(label, area, float(rng.uniform(0.4, 0.6)), 0.5, float(rng.uniform(0, 50))))
+            records.append(
+                ConditionRecord(label, area, float(rng.uniform(0.4, 0.6)), 0.5, float(rng.uniform(0, 50)))
+            )
     distribution = ConditionDistribution(records)
     assert distribution.class_proportions() == pytest.approx(wanted)
     draws = [distribution.draw(np.random.default_rng([seed, 1])) for seed in range(3000)]
@@ -286,7 +346,9 @@ def test_training_distribution_reproduces_class_proportions_and_class_conditiona
     melanomas = [distribution.draw(np.random.default_rng(seed), {"label": "MEL"}) for seed in range(200)]
     assert all(0.2 < m.lesion_area_fraction < 0.45 for m in melanomas)
     assert all(-10.0 <= m.ita_degrees <= 60.0 for m in melanomas)  # 0-50 and a few degrees of jitter
-    fixed = draw_params(np.random.default_rng(0), {"label": "NV", "ita_degrees": -45.0}, distribution=distribution)
+    fixed = draw_params(
+        np.random.default_rng(0), {"label": "NV", "ita_degrees": -45.0}, distribution=distribution
+    )
     assert fixed.label == "NV" and fixed.ita_degrees == -45.0 and fixed.lesion_area_fraction < 0.1
 
 
@@ -297,7 +359,9 @@ def oracle(seeds: list[int], params: list[MapParams]) -> np.ndarray:
 
 
 def test_controllability_measurement_is_near_perfect_for_an_oracle():
-    requests = grid(list(CLASSES), [0.05, 0.15, 0.3], [-45.0, 0.0, 30.0, 60.0], centres=[(0.42, 0.5), (0.58, 0.45)])
+    requests = grid(
+        list(CLASSES), [0.05, 0.15, 0.3], [-45.0, 0.0, 30.0, 60.0], centres=[(0.42, 0.5), (0.58, 0.45)]
+    )
     report = measure_controllability(oracle, requests, classify=lambda images: ["MEL"] * len(images))
     for name, result in report.attributes.items():
         assert result.failures == 0 and result.count == len(requests), name
@@ -306,9 +370,13 @@ def test_controllability_measurement_is_near_perfect_for_an_oracle():
     assert report.attributes["center_x"].mean_absolute_error < 0.01
     assert report.attributes["ita_degrees"].mean_absolute_error < 1.5
     assert report.class_accuracy == pytest.approx(1 / 5) and set(report.per_class) == set(CLASSES)
-    assert len(report.rows) == len(requests) and report.to_dict()["attributes"]["ita_degrees"]["count"] == len(requests)
+    assert len(report.rows) == len(requests) and report.to_dict()["attributes"]["ita_degrees"][
+        "count"
+    ] == len(requests)
     # And the measurement can fail: a generator that ignores the request scores badly.
-    blank = measure_controllability(lambda seeds, params: oracle(seeds, [requests[0]] * len(params)), requests)
+    blank = measure_controllability(
+        lambda seeds, params: oracle(seeds, [requests[0]] * len(params)), requests
+    )
     assert blank.attributes["ita_degrees"].mean_absolute_error > 10
     assert math.isnan(blank.attributes["lesion_area_fraction"].pearson)
     assert agreement([1.0, 2.0], [None, None]).failures == 2
@@ -320,18 +388,29 @@ def test_training_refuses_missing_conditions_and_learns_on_painted_maps():
     with pytest.raises(InvalidArgument):
         backend.train_step(torch.zeros(2, 3, 32, 32))
     history: list[dict[str, float]] = []
-    train(backend, painted_examples(16), seed=0, on_progress=lambda step, total, metrics: history.append(metrics))
+    train(
+        backend,
+        painted_examples(16),
+        seed=0,
+        on_progress=lambda step, total, metrics: history.append(metrics),
+    )
     l1 = [metrics["loss_l1"] for metrics in history]
     assert len(l1) == 24 and np.mean(l1[-6:]) < 0.5 * np.mean(l1[:4]), l1
-    assert {"loss", "loss_d", "loss_g_gan", "loss_l1", "lr", "d_real_logit", "d_fake_logit"} <= set(history[-1])
+    assert {"loss", "loss_d", "loss_g_gan", "loss_l1", "lr", "d_real_logit", "d_fake_logit"} <= set(
+        history[-1]
+    )
     assert history[-1]["lr"] < history[0]["lr"]  # the linear decay of the second half
 
 
 def test_tiny_run_on_phantom_data_is_controllable(trained):
     backend, progress, size, skipped = trained
     assert size + skipped == 48 and size >= 40
-    assert np.mean([m["loss_l1"] for m in progress[-10:]]) < 0.6 * np.mean([m["loss_l1"] for m in progress[:5]])
-    requests = grid(["MEL", "NV"], [0.05, 0.12, 0.25], [-20.0, 15.0, 50.0], centres=[(0.42, 0.45), (0.58, 0.55)])
+    assert np.mean([m["loss_l1"] for m in progress[-10:]]) < 0.6 * np.mean(
+        [m["loss_l1"] for m in progress[:5]]
+    )
+    requests = grid(
+        ["MEL", "NV"], [0.05, 0.12, 0.25], [-20.0, 15.0, 50.0], centres=[(0.42, 0.45), (0.58, 0.55)]
+    )
     report = measure_controllability(backend_renderer(backend), requests, seed=100)
     area, ita = report.attributes["lesion_area_fraction"], report.attributes["ita_degrees"]
     assert area.failures <= 2 and area.pearson > 0.8, area
@@ -375,18 +454,27 @@ def test_state_round_trip_resumes_exactly():
 
     saved: dict[int, tuple[bytes, bytes]] = {}
     first = tiny_backend(6)
-    result = train(first, data, seed=3, should_stop=lambda: first.step == 3,
-                   save_checkpoint=lambda step, state: saved.__setitem__(step, state_to_bytes(state)))
+    result = train(
+        first,
+        data,
+        seed=3,
+        should_stop=lambda: first.step == 3,
+        save_checkpoint=lambda step, state: saved.__setitem__(step, state_to_bytes(state)),
+    )
     assert result.interrupted and list(saved) == [3]
     resumed = tiny_backend(6)
     result = train(resumed, data, seed=3, load_checkpoint=lambda: state_from_bytes(*saved[3]))
     assert result.resumed_from == 3 and resumed.step == 6
     for name in ("generator", "discriminator"):
-        for (key, a), b in zip(getattr(straight, name).state_dict().items(),
-                               getattr(resumed, name).state_dict().values(), strict=True):
+        for (key, a), b in zip(
+            getattr(straight, name).state_dict().items(),
+            getattr(resumed, name).state_dict().values(),
+            strict=True,
+        ):
             assert torch.equal(a, b), (name, key)
-    np.testing.assert_array_equal(straight.sample([5], conditioning=MEL_REQUEST),
-                                  resumed.sample([5], conditioning=MEL_REQUEST))
+    np.testing.assert_array_equal(
+        straight.sample([5], conditioning=MEL_REQUEST), resumed.sample([5], conditioning=MEL_REQUEST)
+    )
     other = tiny_backend(6, lambda_l1=10.0)
     with pytest.raises(FailedPrecondition):
         other.load_state(state_from_bytes(*saved[3]))

@@ -19,9 +19,9 @@ import torch
 from skingenbench.services.generation import models
 from skingenbench.services.platform.client import iter_events, open_channel, watch_job
 from skingenbench.services.platform.jobs import JobRecord
-from skingenbench.services.stages import start_service
 from skingenbench.services.platform.settings import ServiceSettings
 from skingenbench.services.platform.store import LocalFolderStore
+from skingenbench.services.stages import start_service
 
 from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
@@ -38,15 +38,30 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # clamp would hide a wrong p. ada_interval 3 and the regulariser intervals 2 and 3 do not divide the step
     # the stop lands on in general, so the controller's half-collected statistics and the lazy-regulariser
     # phase have to come back from the checkpoint too.
-    "stylegan2_ada": {"resolution": 16, "batch_size": 4, "train_kimg": TOTAL_STEPS * 4 / 1000,
-                      "checkpoint_every_steps": 5, "sample_batch_size": 4, "augment_p": 0.5, "ada_kimg": 0.5,
-                      "ada_interval": 3, "r1_interval": 3, "pl_interval": 2},
+    "stylegan2_ada": {
+        "resolution": 16,
+        "batch_size": 4,
+        "train_kimg": TOTAL_STEPS * 4 / 1000,
+        "checkpoint_every_steps": 5,
+        "sample_batch_size": 4,
+        "augment_p": 0.5,
+        "ada_kimg": 0.5,
+        "ada_interval": 3,
+        "r1_interval": 3,
+        "pl_interval": 2,
+    },
     # 16 px needs four U-Net halvings (five do not divide 16); two PatchGAN layers leave a 4x4 patch grid.
     # The linear learning-rate decay starts at step 20, so the resumed part crosses into it.
-    "dermgan": {"resolution": 16, "generator_levels": 4, "batch_size": 4, "train_steps": TOTAL_STEPS,
-                "train_epochs": 0, "checkpoint_every_steps": 5, "sample_batch_size": 4},
+    "dermgan": {
+        "resolution": 16,
+        "generator_levels": 4,
+        "batch_size": 4,
+        "train_steps": TOTAL_STEPS,
+        "train_epochs": 0,
+        "checkpoint_every_steps": 5,
+        "sample_batch_size": 4,
+    },
 }
-
 
 
 def build_data(store) -> common_pb2.ManifestRef:
@@ -61,8 +76,15 @@ def data(tmp_path_factory) -> tuple[LocalFolderStore, common_pb2.ManifestRef]:
 
 
 def train_request(generator: str, ref, name: str) -> generation_pb2.TrainGeneratorRequest:
-    return generation_pb2.TrainGeneratorRequest(generator=generator, profile="tiny", train=ref, seed=3, name=name,
-                                                classes=["MEL"], config_json=json.dumps(CONFIGS[generator]))
+    return generation_pb2.TrainGeneratorRequest(
+        generator=generator,
+        profile="tiny",
+        train=ref,
+        seed=3,
+        name=name,
+        classes=["MEL"],
+        config_json=json.dumps(CONFIGS[generator]),
+    )
 
 
 def outputs(job) -> dict[str, common_pb2.NamedRef]:
@@ -81,8 +103,10 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
 def differences(resumed: dict[str, Any], reference: dict[str, Any]) -> list[str]:
     """Paths whose leaves differ (missing, another type or dtype, another value); all of them, for diagnosis."""
     got, expected = flatten(resumed), flatten(reference)
-    found = [f"{path}: only in {'the resumed' if path in got else 'the straight'} run"
-             for path in sorted(set(got) ^ set(expected))]
+    found = [
+        f"{path}: only in {'the resumed' if path in got else 'the straight'} run"
+        for path in sorted(set(got) ^ set(expected))
+    ]
     tensors = []
     for path in sorted(set(got) & set(expected)):
         a, b = got[path], expected[path]
@@ -102,7 +126,8 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(data, generator):
     try:
         channel = open_channel(first.target)
         job = generation_pb2_grpc.GenerationStub(channel).StartTraining(
-            train_request(generator, train_ref, "restarted"), timeout=30)
+            train_request(generator, train_ref, "restarted"), timeout=30
+        )
         for event in iter_events(channel, job.job_id):
             assert event.state != SUCCEEDED, "training ended before the restart"
             if event.step >= STOP_AFTER:  # two checkpoints (5, 10) are in the store
@@ -124,10 +149,17 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(data, generator):
         final = watch_job(channel, job.job_id, events.append, timeout_s=240)
         assert final.state == SUCCEEDED, final.error.message
         result = json.loads(final.result_json)
-        assert result["resumed_from"] == record.step and result["step"] == result["total_steps"] == TOTAL_STEPS
+        assert (
+            result["resumed_from"] == record.step and result["step"] == result["total_steps"] == TOTAL_STEPS
+        )
         assert min(e.step for e in events if "loss" in e.metrics) == record.step + 1
-        straight = watch_job(channel, generation_pb2_grpc.GenerationStub(channel).StartTraining(
-            train_request(generator, train_ref, "straight"), timeout=30).job_id, timeout_s=240)
+        straight = watch_job(
+            channel,
+            generation_pb2_grpc.GenerationStub(channel)
+            .StartTraining(train_request(generator, train_ref, "straight"), timeout=30)
+            .job_id,
+            timeout_s=240,
+        )
         assert straight.state == SUCCEEDED, straight.error.message
         assert json.loads(straight.result_json)["resumed_from"] is None
 

@@ -23,9 +23,9 @@ from skingenbench.services.generation.client import GenerationClient
 from skingenbench.services.platform.client import iter_events, open_channel, watch_job
 from skingenbench.services.platform.jobs import JobRecord
 from skingenbench.services.platform.manifest_io import read_manifest
-from skingenbench.services.stages import start_service
 from skingenbench.services.platform.settings import ServiceSettings
 from skingenbench.services.platform.store import LocalFolderStore
+from skingenbench.services.stages import start_service
 
 from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 from tests.common.phantom_data import phantom_manifests
@@ -33,12 +33,21 @@ from tests.common.service_helpers import running
 
 REPO = Path(__file__).resolve().parents[2]
 # Seconds on one CPU thread: 16 px, two UNet levels, 50 diffusion steps, 30 optimiser steps.
-SMALL = {"resolution": 16, "num_train_timesteps": 50, "batch_size": 8, "learning_rate": 2e-3,
-         "lr_schedule": "constant", "lr_warmup_steps": 2, "ema_max_decay": 0.9, "train_steps": 30,
-         "checkpoint_every_steps": 5, "default_ddim_steps": 10, "sample_batch_size": 8}
+SMALL = {
+    "resolution": 16,
+    "num_train_timesteps": 50,
+    "batch_size": 8,
+    "learning_rate": 2e-3,
+    "lr_schedule": "constant",
+    "lr_warmup_steps": 2,
+    "ema_max_decay": 0.9,
+    "train_steps": 30,
+    "checkpoint_every_steps": 5,
+    "default_ddim_steps": 10,
+    "sample_batch_size": 8,
+}
 DDIM10 = generation_pb2.SamplerOptions(sampler="ddim", steps=10)
 SUCCEEDED = common_pb2.JOB_STATE_SUCCEEDED
-
 
 
 def build_data(store) -> tuple[common_pb2.ManifestRef, common_pb2.ManifestRef]:
@@ -47,8 +56,14 @@ def build_data(store) -> tuple[common_pb2.ManifestRef, common_pb2.ManifestRef]:
 
 
 def train_request(ref, name="", **overrides) -> generation_pb2.TrainGeneratorRequest:
-    return generation_pb2.TrainGeneratorRequest(generator="ddpm", profile="tiny", config_json=json.dumps(
-        {**SMALL, **overrides}, sort_keys=True), train=ref, seed=3, name=name)
+    return generation_pb2.TrainGeneratorRequest(
+        generator="ddpm",
+        profile="tiny",
+        config_json=json.dumps({**SMALL, **overrides}, sort_keys=True),
+        train=ref,
+        seed=3,
+        name=name,
+    )
 
 
 def outputs(job) -> dict[str, common_pb2.NamedRef]:
@@ -79,8 +94,10 @@ def data(store):
 @pytest.fixture(scope="module")
 def service(store):
     # One Generate at a time and no queue, so the busy test is exact.
-    with running("generation", store, extra={"concurrency": "1", "queue": "0"}) as svc, \
-            open_channel(svc.target) as channel:
+    with (
+        running("generation", store, extra={"concurrency": "1", "queue": "0"}) as svc,
+        open_channel(svc.target) as channel,
+    ):
         yield svc, generation_pb2_grpc.GenerationStub(channel), channel
 
 
@@ -105,8 +122,9 @@ def test_tiny_ddpm_trains_on_training_melanomas_through_the_service(service, sto
 
     train_items = read_manifest(store, data[1].uri).filter(labels=["MEL"])
     assert train_items and all(item.split == "train" for item in train_items)
-    listed = stub.ListTrainedModels(generation_pb2.ListTrainedModelsRequest(generator="ddpm"),
-                                    timeout=10).models
+    listed = stub.ListTrainedModels(
+        generation_pb2.ListTrainedModelsRequest(generator="ddpm"), timeout=10
+    ).models
     model = {m.model_uri: m for m in listed}[outputs(job)["model"].uri]
     assert model.complete and model.step == 30 and list(model.classes) == ["MEL"] and model.profile == "tiny"
     assert model.trained_on.uri == data[1].uri and model.trained_on.item_count == len(train_items)
@@ -117,7 +135,8 @@ def test_tiny_ddpm_trains_on_training_melanomas_through_the_service(service, sto
     # Checkpoints: safetensors + descriptor, only the newest two kept; the config beside them.
     prefix = store.key_from_uri(model.model_uri).rsplit("/", 1)[0]
     assert sorted(store.list(f"{prefix}/checkpoints/")) == [
-        f"{prefix}/checkpoints/step-{s:08d}.{ext}" for s in (25, 30) for ext in ("json", "safetensors")]
+        f"{prefix}/checkpoints/step-{s:08d}.{ext}" for s in (25, 30) for ext in ("json", "safetensors")
+    ]
     assert json.loads(store.get_bytes(f"{prefix}/config.json"))["backend"] == "ddpm"
 
     again = stub.StartTraining(train_request(data[1]), timeout=10)
@@ -131,7 +150,8 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(tmp_path):
     first = start_service("generation", settings, store)
     channel = open_channel(first.target)
     job = generation_pb2_grpc.GenerationStub(channel).StartTraining(
-        train_request(train_ref, name="restarted", train_steps=40), timeout=30)
+        train_request(train_ref, name="restarted", train_steps=40), timeout=30
+    )
     for event in iter_events(channel, job.job_id):
         assert event.state != SUCCEEDED, "training ended before the restart"
         if event.step >= 12:  # two checkpoints (5, 10) are in the store
@@ -152,8 +172,12 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(tmp_path):
         assert min(e.step for e in events if "loss" in e.metrics) == record.step + 1
         # The same request run without interruption ends with bit-identical weights, EMA and optimiser
         # state: the resumed run continued with the saved step count, optimiser state and noise stream.
-        straight, _ = follow(channel, generation_pb2_grpc.GenerationStub(channel).StartTraining(
-            train_request(train_ref, name="straight", train_steps=40), timeout=30))
+        straight, _ = follow(
+            channel,
+            generation_pb2_grpc.GenerationStub(channel).StartTraining(
+                train_request(train_ref, name="straight", train_steps=40), timeout=30
+            ),
+        )
         assert straight.state == SUCCEEDED
     resumed_record = models.read_record(store, outputs(final)["model"].uri)
     assert resumed_record.training["resumed_from"] == [record.step]
@@ -196,18 +220,42 @@ def test_sampling_is_deterministic_and_writes_a_manifest_with_provenance(service
     stored = generate(100, output=generation_pb2.OUTPUT_MODE_STORE)
     assert stored.manifest.uri == outputs(job)["manifest"].uri and not stored.images  # same content address
     full_chain = generation_pb2.SamplerOptions(sampler="ddpm")
-    ddpm = stub.Generate(generation_pb2.GenerateRequest(model=model_uri, count=2, seed=1, sampler=full_chain),
-                         timeout=60)
+    ddpm = stub.Generate(
+        generation_pb2.GenerateRequest(model=model_uri, count=2, seed=1, sampler=full_chain), timeout=60
+    )
     assert Image.open(io.BytesIO(ddpm.images[0].png)).size == (16, 16)
 
 
 def test_generate_from_another_process_writes_deterministic_files(service, trained, tmp_path):
     svc, stub, channel = service
     out = tmp_path / "synthetic"
-    command = [sys.executable, "-m", "skingenbench.cli.generate", "--model", "ddpm", "--count", "5",
-               "--seed", "7", "--out", str(out), "--sampler", "ddim", "--steps", "10", "--target", svc.target]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    command = [
+        sys.executable,
+        "-m",
+        "skingenbench.cli.generate",
+        "--model",
+        "ddpm",
+        "--count",
+        "5",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "10",
+        "--target",
+        svc.target,
+    ]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr
     assert "5/5" in done.stderr  # the progress bar reached the end
     files = sorted(out.glob("*.png"))
@@ -225,13 +273,16 @@ def test_generate_from_another_process_writes_deterministic_files(service, train
 def test_a_busy_generator_answers_resource_exhausted_and_deadlines_stop_the_work(service, trained):
     svc, stub, channel = service
     model_uri = outputs(trained[0])["model"].uri
-    small = generation_pb2.GenerateRequest(model=model_uri, count=1, sampler=generation_pb2.SamplerOptions(
-        sampler="ddim", steps=2))
+    small = generation_pb2.GenerateRequest(
+        model=model_uri, count=1, sampler=generation_pb2.SamplerOptions(sampler="ddim", steps=2)
+    )
     # 48 images through the full 50-step chain in batches of 4: several seconds of work.
-    slow = stub.Generate.future(generation_pb2.GenerateRequest(model=model_uri, count=48, sampler=
-                                                               generation_pb2.SamplerOptions(sampler="ddpm",
-                                                                                             batch_size=4)),
-                                timeout=0.8)
+    slow = stub.Generate.future(
+        generation_pb2.GenerateRequest(
+            model=model_uri, count=48, sampler=generation_pb2.SamplerOptions(sampler="ddpm", batch_size=4)
+        ),
+        timeout=0.8,
+    )
     time.sleep(0.3)
     with pytest.raises(grpc.RpcError) as busy:
         stub.Generate(small, timeout=10)
@@ -250,22 +301,25 @@ def test_a_busy_generator_answers_resource_exhausted_and_deadlines_stop_the_work
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("kwargs", "code", "text"), [
-    ({"count": 0}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
-    ({"count": -3}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
-    ({"count": 65}, grpc.StatusCode.RESOURCE_EXHAUSTED, "OUTPUT_MODE_STORE"),
-    ({"model": "stylegan9"}, grpc.StatusCode.NOT_FOUND, "stylegan9"),
-    ({"model": "models/ddpm/0000000000000000"}, grpc.StatusCode.NOT_FOUND, "no trained model"),
-    ({"model": ""}, grpc.StatusCode.INVALID_ARGUMENT, "model"),
-    ({"seed": -1}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
-    ({"sampler": {"steps": -5}}, grpc.StatusCode.INVALID_ARGUMENT, "steps"),
-    ({"sampler": {"sampler": "euler"}}, grpc.StatusCode.INVALID_ARGUMENT, "euler"),
-    ({"sampler": {"steps": 51}}, grpc.StatusCode.INVALID_ARGUMENT, "num_train_timesteps"),
-    ({"sampler": {"truncation_psi": 0.7}}, grpc.StatusCode.INVALID_ARGUMENT, "truncation_psi"),
-    ({"sampler": {"sampler": "ddpm", "eta": 0.5}}, grpc.StatusCode.INVALID_ARGUMENT, "eta"),
-    ({"conditioning": {"label": "NV"}}, grpc.StatusCode.INVALID_ARGUMENT, "unconditional"),
-    ({"conditioning": {"ita_degrees": 30.0}}, grpc.StatusCode.INVALID_ARGUMENT, "ita_degrees"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "code", "text"),
+    [
+        ({"count": 0}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
+        ({"count": -3}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
+        ({"count": 65}, grpc.StatusCode.RESOURCE_EXHAUSTED, "OUTPUT_MODE_STORE"),
+        ({"model": "stylegan9"}, grpc.StatusCode.NOT_FOUND, "stylegan9"),
+        ({"model": "models/ddpm/0000000000000000"}, grpc.StatusCode.NOT_FOUND, "no trained model"),
+        ({"model": ""}, grpc.StatusCode.INVALID_ARGUMENT, "model"),
+        ({"seed": -1}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
+        ({"sampler": {"steps": -5}}, grpc.StatusCode.INVALID_ARGUMENT, "steps"),
+        ({"sampler": {"sampler": "euler"}}, grpc.StatusCode.INVALID_ARGUMENT, "euler"),
+        ({"sampler": {"steps": 51}}, grpc.StatusCode.INVALID_ARGUMENT, "num_train_timesteps"),
+        ({"sampler": {"truncation_psi": 0.7}}, grpc.StatusCode.INVALID_ARGUMENT, "truncation_psi"),
+        ({"sampler": {"sampler": "ddpm", "eta": 0.5}}, grpc.StatusCode.INVALID_ARGUMENT, "eta"),
+        ({"conditioning": {"label": "NV"}}, grpc.StatusCode.INVALID_ARGUMENT, "unconditional"),
+        ({"conditioning": {"ita_degrees": 30.0}}, grpc.StatusCode.INVALID_ARGUMENT, "ita_degrees"),
+    ],
+)
 def test_bad_generate_requests_are_refused_with_their_status(service, trained, kwargs, code, text):
     svc, stub, channel = service
     arguments = {"model": "ddpm", "count": 2, **kwargs}
@@ -289,8 +343,10 @@ def test_training_requests_are_refused_before_a_job_starts(service, store, data)
     leak = refused(train_request(split_ref))  # the split manifest holds val and test melanomas
     assert leak.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "outside the train split" in leak.details() and "test" in leak.details()
-    assert refused(generation_pb2.TrainGeneratorRequest(generator="gan9", train=train_ref)).code() == \
-        grpc.StatusCode.NOT_FOUND
+    assert (
+        refused(generation_pb2.TrainGeneratorRequest(generator="gan9", train=train_ref)).code()
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert refused(train_request(train_ref, train_steps=-1)).code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused(train_request(train_ref, no_such_key=1)).code() == grpc.StatusCode.INVALID_ARGUMENT
     bad_class = train_request(train_ref)
@@ -321,14 +377,21 @@ def test_transfer_from_a_trained_model_starts_from_its_weights(service, data, tr
     scratch_start = np.mean(losses(trained[1])[:6])
     # Six steps teach a fresh network little: a low loss at once means it started from the weights.
     assert np.mean(losses(events)[:6]) < 0.7 * scratch_start
-    record = {m.model_uri: m for m in stub.ListTrainedModels(generation_pb2.ListTrainedModelsRequest(),
-                                                              timeout=10).models}[outputs(job)["model"].uri]
+    record = {
+        m.model_uri: m
+        for m in stub.ListTrainedModels(generation_pb2.ListTrainedModelsRequest(), timeout=10).models
+    }[outputs(job)["model"].uri]
     assert json.loads(record.provenance_json)["config"]["init"] == {"uri": source}
     # A generator name resolves when the job starts: the job is recorded for the newest model, this one.
-    by_name = stub.StartSampling(generation_pb2.SampleRequest(model_uri="ddpm", count=2, sampler=DDIM10), timeout=30)
+    by_name = stub.StartSampling(
+        generation_pb2.SampleRequest(model_uri="ddpm", count=2, sampler=DDIM10), timeout=30
+    )
     assert json.loads(by_name.request_json)["model_uri"] == outputs(job)["model"].uri
     sampled, _ = follow(channel, by_name)
-    assert sampled.state == SUCCEEDED and json.loads(sampled.result_json)["model_uri"] == outputs(job)["model"].uri
+    assert (
+        sampled.state == SUCCEEDED
+        and json.loads(sampled.result_json)["model_uri"] == outputs(job)["model"].uri
+    )
 
 
 def test_a_ddpm_init_of_another_network_shape_is_refused_at_start_training(service, store, data, trained):
@@ -355,7 +418,11 @@ def test_registry_and_service_info(service):
     assert ddpm.capabilities["samplers"] == "ddpm,ddim"
     paper = json.loads({p.profile: p for p in ddpm.profiles}["paper"].config_json)
     assert (paper["resolution"], paper["batch_size"], paper["learning_rate"], paper["lr_warmup_steps"]) == (
-        256, 16, 1e-5, 500)
+        256,
+        16,
+        1e-5,
+        500,
+    )
     with pytest.raises(grpc.RpcError) as error:
         stub.DescribeModel(common_pb2.DescribeRequest(name="nope"), timeout=10)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
@@ -367,20 +434,34 @@ def test_dermgan_trains_on_masks_and_skin_tone_and_generates_what_is_asked(servi
     """The conditional backend through the same service: semantic maps come from the preprocessing
     service's lesion masks and ITA; Generate's conditioning fields reach the generator."""
     svc, stub, channel = service
-    job = stub.StartTraining(generation_pb2.TrainGeneratorRequest(
-        generator="dermgan", profile="tiny", train=data[1], classes=["MEL"], seed=5,
-        config_json=json.dumps({"train_steps": 6, "train_epochs": 0, "batch_size": 4, "checkpoint_every_steps": 3})))
+    job = stub.StartTraining(
+        generation_pb2.TrainGeneratorRequest(
+            generator="dermgan",
+            profile="tiny",
+            train=data[1],
+            classes=["MEL"],
+            seed=5,
+            config_json=json.dumps(
+                {"train_steps": 6, "train_epochs": 0, "batch_size": 4, "checkpoint_every_steps": 3}
+            ),
+        )
+    )
     final = watch_job(channel, job.job_id, timeout_s=240)
     assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error.message
     model_uri = {o.name: o.uri for o in final.outputs}["model"]
-    conditioning = generation_pb2.Conditioning(label="MEL", lesion_area_fraction=0.2, center_x=0.5, center_y=0.5,
-                                               ita_degrees=20.0)
-    reply = stub.Generate(generation_pb2.GenerateRequest(model=model_uri, count=2, seed=9,
-                                                         conditioning=conditioning), timeout=120)
+    conditioning = generation_pb2.Conditioning(
+        label="MEL", lesion_area_fraction=0.2, center_x=0.5, center_y=0.5, ita_degrees=20.0
+    )
+    reply = stub.Generate(
+        generation_pb2.GenerateRequest(model=model_uri, count=2, seed=9, conditioning=conditioning),
+        timeout=120,
+    )
     assert len(reply.images) == 2
     first = np.asarray(Image.open(io.BytesIO(reply.images[0].png)))
     assert first.shape[:2] == (32, 32)
     assert json.loads(reply.images[0].conditioning_json)  # the request that made the image is recorded
-    again = stub.Generate(generation_pb2.GenerateRequest(model=model_uri, count=2, seed=9,
-                                                         conditioning=conditioning), timeout=120)
+    again = stub.Generate(
+        generation_pb2.GenerateRequest(model=model_uri, count=2, seed=9, conditioning=conditioning),
+        timeout=120,
+    )
     assert [i.png for i in again.images] == [i.png for i in reply.images]

@@ -30,7 +30,6 @@ from skingenbench.services.generation.core.training import train
 SMALL = {"resolution": 16, "batch_size": 4, "checkpoint_every_steps": 0, "sample_batch_size": 4}
 
 
-
 def tiny_config(**overrides) -> StyleGAN2Config:
     return config_from_dict(StyleGAN2Config, TINY, {**SMALL, **overrides})
 
@@ -56,7 +55,9 @@ def blobs(count: int, size: int = 16, seed: int = 0) -> list[tuple[np.ndarray, i
 
 
 def images_tensor(count: int = 8, size: int = 16, seed: int = 0) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im, _ in blobs(count, size, seed)])
+    return torch.stack(
+        [torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im, _ in blobs(count, size, seed)]
+    )
 
 
 # -- profiles and the registry entry the lead adds ---------------------------------------------------------------
@@ -64,7 +65,9 @@ def test_paper_profile_is_the_reference_run():
     assert (PAPER.resolution, PAPER.batch_size, PAPER.learning_rate) == (256, 32, 0.0025)
     assert (PAPER.adam_beta1, PAPER.adam_beta2, PAPER.mapping_layers) == (0.0, 0.99, 2)
     assert (PAPER.ada_target, PAPER.train_kimg, PAPER.hflip_probability) == (0.7, 240.0, 0.5)
-    assert PAPER.default_truncation_psi == 0.8 and PAPER.augment == "ada" and PAPER.augment_transforms == "bgc"
+    assert (
+        PAPER.default_truncation_psi == 0.8 and PAPER.augment == "ada" and PAPER.augment_transforms == "bgc"
+    )
     assert StyleGAN2Config().ada_target == 0.6  # the ADA paper's default; the study raised it
     assert StyleGAN2ADABackend(PAPER, "cpu").total_steps_for(1234) == 7500  # 240 kimg / 32
 
@@ -72,9 +75,17 @@ def test_paper_profile_is_the_reference_run():
 def test_registry_entry_for_the_lead():
     registry = Registry("generator")
 
-    @registry.register("stylegan2_ada", config_cls=StyleGAN2Config, profiles=PROFILES, description="StyleGAN2-ADA",
-                       capabilities={"conditional": "optional", "samplers": "stylegan,stylegan_const",
-                                     "default_sampler": "stylegan"})
+    @registry.register(
+        "stylegan2_ada",
+        config_cls=StyleGAN2Config,
+        profiles=PROFILES,
+        description="StyleGAN2-ADA",
+        capabilities={
+            "conditional": "optional",
+            "samplers": "stylegan,stylegan_const",
+            "default_sampler": "stylegan",
+        },
+    )
     def create(config: StyleGAN2Config, device: str = "") -> StyleGAN2ADABackend:
         return StyleGAN2ADABackend(config, device)
 
@@ -104,8 +115,11 @@ def test_generator_and_discriminator_shapes_and_every_parameter_gets_a_gradient(
     assert logits.shape == (4, 1)
     logits.sum().backward()
     for name, module in (("G", backend.G), ("D", backend.D)):
-        silent = [n for n, p in module.named_parameters()
-                  if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().any()]
+        silent = [
+            n
+            for n, p in module.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().any()
+        ]
         assert silent == [], f"{name} parameters without gradient: {silent}"
     if num_classes:
         with pytest.raises(ValueError, match="conditional"):
@@ -118,7 +132,9 @@ def test_demodulation_restores_unit_variance_and_fused_equals_unfused():
     x = torch.randn(4, 64, 32, 32)
     w = torch.randn(4, 16) * 3  # styles far from 1: without demodulation the std would follow them
     y = conv(x, w)
-    assert 0.9 < float(y[:, :, 1:-1, 1:-1].detach().std()) < 1.1  # StyleGAN2 eq. 2-3 (border pixels see zero padding)
+    assert (
+        0.9 < float(y[:, :, 1:-1, 1:-1].detach().std()) < 1.1
+    )  # StyleGAN2 eq. 2-3 (border pixels see zero padding)
     conv.demodulate = False
     assert float(conv(x, w).detach().std()) > 2.0
     conv.demodulate = True
@@ -159,7 +175,9 @@ def test_truncation_psi_zero_gives_the_mean_image_and_one_does_not():
     free = backend.sample([0, 1, 2], SamplerOptions(sampler="stylegan_const", truncation_psi=1.0))
     assert not (free[1] == free[0]).all() and not (free[2] == free[0]).all()
     half = backend.sample([1], SamplerOptions(sampler="stylegan_const", truncation_psi=0.5))
-    assert np.abs(half.astype(int) - collapsed[1]).mean() < np.abs(free[1:2].astype(int) - collapsed[1]).mean()
+    assert (
+        np.abs(half.astype(int) - collapsed[1]).mean() < np.abs(free[1:2].astype(int) - collapsed[1]).mean()
+    )
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
@@ -207,19 +225,26 @@ def test_blitting_transforms_copy_pixels_exactly():
     kinds = [torch.equal(f, i) or torch.equal(f, i.flip(-1)) for f, i in zip(flipped, x, strict=True)]
     assert all(kinds) and any(not torch.equal(f, i) for f, i in zip(flipped, x, strict=True))
     turned = AugmentPipe(("rotate90",), p=1.0)(x, torch.Generator().manual_seed(0))
-    assert all(any(torch.equal(t, torch.rot90(i, k, dims=(1, 2))) for k in range(4))
-               for t, i in zip(turned, x, strict=True))
+    assert all(
+        any(torch.equal(t, torch.rot90(i, k, dims=(1, 2))) for k in range(4))
+        for t, i in zip(turned, x, strict=True)
+    )
     shifted = AugmentPipe(("xint",), p=1.0)(x, torch.Generator().manual_seed(0))
     for s, i in zip(shifted, x, strict=True):  # a whole-pixel shift of at most 2 px: the centre matches
-        assert any(torch.equal(s[:, 4:12, 4:12], i[:, 4 - dy:12 - dy, 4 - dx:12 - dx])
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        assert any(
+            torch.equal(s[:, 4:12, 4:12], i[:, 4 - dy : 12 - dy, 4 - dx : 12 - dx])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
 
 
 def test_colour_transforms_act_as_documented():
     x = images_tensor(8)
     bright = AugmentPipe(("brightness",), p=1.0)(x, torch.Generator().manual_seed(0))
     difference = (bright - x).flatten(1)
-    assert torch.allclose(difference, difference[:, :1].expand_as(difference), atol=1e-5)  # one offset per image
+    assert torch.allclose(
+        difference, difference[:, :1].expand_as(difference), atol=1e-5
+    )  # one offset per image
     for name in ("hue", "saturation"):  # both act on chroma only: the luma (channel mean) is unchanged
         out = AugmentPipe((name,), p=1.0)(x, torch.Generator().manual_seed(0))
         assert torch.allclose(out.mean(dim=1), x.mean(dim=1), atol=1e-5) and not torch.allclose(out, x)
@@ -330,7 +355,9 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import linalg
 
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * linalg.sqrtm(cov_a @ cov_b).real))
+    return float(
+        ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * linalg.sqrtm(cov_a @ cov_b).real)
+    )
 
 
 def test_a_tiny_run_on_phantom_melanomas_learns():
@@ -338,8 +365,15 @@ def test_a_tiny_run_on_phantom_melanomas_learns():
     from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng, phantom = np.random.default_rng(0), PhantomConfig(width=64, height=64)
-    data = [(np.array(Image.fromarray(render_phantom("MEL", rng, phantom).image).resize((16, 16), Image.BILINEAR)), 0)
-            for _ in range(64)]
+    data = [
+        (
+            np.array(
+                Image.fromarray(render_phantom("MEL", rng, phantom).image).resize((16, 16), Image.BILINEAR)
+            ),
+            0,
+        )
+        for _ in range(64)
+    ]
     real = _pooled_features(np.stack([image for image, _ in data]))
     backend = tiny_backend(48, batch_size=8, learning_rate=0.005, ema_kimg=0.05)
     seeds = list(range(64))
@@ -354,8 +388,9 @@ def test_ema_half_life_ramps_up_with_the_images_seen():
     ramped = tiny_backend(2, ema_kimg=0.1, ema_rampup=0.05)
     metrics = ramped.train_step(images_tensor(4))
     assert metrics["ema_beta"] == 0.5 ** (4 / (4 * 0.05))  # half-life 0.05 x 4 images seen, not 100
-    assert metrics["ema_beta"] < 1e-5 and torch.allclose(ramped.G_ema.synthesis.blocks[0].const,
-                                                          ramped.G.synthesis.blocks[0].const, atol=1e-4)
+    assert metrics["ema_beta"] < 1e-5 and torch.allclose(
+        ramped.G_ema.synthesis.blocks[0].const, ramped.G.synthesis.blocks[0].const, atol=1e-4
+    )
     assert ramped.train_step(images_tensor(4))["ema_beta"] == 0.5 ** (4 / (8 * 0.05))
     steady = tiny_backend(1, ema_kimg=0.1, ema_rampup=0.0)
     assert steady.train_step(images_tensor(4))["ema_beta"] == 0.5 ** (4 / 100)
@@ -381,21 +416,35 @@ def test_resume_after_a_kill_continues_bit_exactly_including_ada_p():
             raise Killed
 
     with pytest.raises(Killed):
-        train(first_life, data, seed=3, on_progress=die_after_step_6, save_checkpoint=recorder.save_checkpoint,
-              checkpoint_every=5)
+        train(
+            first_life,
+            data,
+            seed=3,
+            on_progress=die_after_step_6,
+            save_checkpoint=recorder.save_checkpoint,
+            checkpoint_every=5,
+        )
     assert sorted(recorder.saved) == [5]
     checkpoint_p = recorder.latest()["backend"]["ada"]["p"]
-    assert checkpoint_p in (pytest.approx(0.34), pytest.approx(0.66))  # the controller acted before the checkpoint
+    assert checkpoint_p in (
+        pytest.approx(0.34),
+        pytest.approx(0.66),
+    )  # the controller acted before the checkpoint
     del first_life
 
     second_life = tiny_backend(9, **overrides)
     resumed = Recorder()
-    result = train(second_life, data, seed=3, on_progress=resumed.on_progress, load_checkpoint=recorder.latest)
+    result = train(
+        second_life, data, seed=3, on_progress=resumed.on_progress, load_checkpoint=recorder.latest
+    )
     assert result.resumed_from == 5 and result.step == 9
+
     def measured(progress):  # every metric but the wall-clock throughput
         return [{k: v for k, v in m.items() if k != "images_per_second"} for _, m in progress]
 
-    assert measured(resumed.progress) == measured([(s, m) for s, m in reference.progress if s > 5])  # bit-exact
+    assert measured(resumed.progress) == measured(
+        [(s, m) for s, m in reference.progress if s > 5]
+    )  # bit-exact
     final, expected = second_life.state(), uninterrupted.state()
     for part in ("G", "D", "G_ema"):
         for name, tensor in expected[part].items():
@@ -434,7 +483,9 @@ def test_sampling_is_deterministic_per_seed_and_independent_of_the_batch():
     for size in (1, 2):
         other = backend.sample(seeds, SamplerOptions(truncation_psi=0.7, batch_size=size)).astype(int)
         difference = np.abs(other - batched)
-        assert difference.max() <= 1 and (difference > 0).mean() < 0.01  # float rounding of batched kernels only
+        assert (
+            difference.max() <= 1 and (difference > 0).mean() < 0.01
+        )  # float rounding of batched kernels only
     assert not np.array_equal(batched[0], batched[1])
     const = backend.sample(seeds, SamplerOptions(sampler="stylegan_const", truncation_psi=0.7))
     assert not np.array_equal(const, batched)  # random vs fixed noise inputs
@@ -455,8 +506,11 @@ def test_class_conditional_sampling_and_refused_options():
     with pytest.raises(InvalidArgument, match=r"\[0, 3\)"):
         conditional.sample([1], SamplerOptions(), {"class": 3})
     unconditional = tiny_backend(0)
-    for options, field in ((SamplerOptions(steps=5), "steps"), (SamplerOptions(eta=0.5), "eta"),
-                           (SamplerOptions(sampler="ddim"), "sampler")):
+    for options, field in (
+        (SamplerOptions(steps=5), "steps"),
+        (SamplerOptions(eta=0.5), "eta"),
+        (SamplerOptions(sampler="ddim"), "sampler"),
+    ):
         with pytest.raises(InvalidArgument, match=field):
             unconditional.sample([0], options)
     with pytest.raises(InvalidArgument, match="unconditional"):

@@ -10,9 +10,15 @@ from skingenbench.services.core.errors import FailedPrecondition, InvalidArgumen
 from skingenbench.services.generation.core.registry import create_backend
 from skingenbench.services.generation.core.training import DataOrder, make_batch, to_training_tensor, train
 
-SMALL = {"resolution": 16, "num_train_timesteps": 50, "batch_size": 8, "learning_rate": 2e-3,
-         "lr_warmup_steps": 2, "ema_max_decay": 0.9, "checkpoint_every_steps": 0}
-
+SMALL = {
+    "resolution": 16,
+    "num_train_timesteps": 50,
+    "batch_size": 8,
+    "learning_rate": 2e-3,
+    "lr_warmup_steps": 2,
+    "ema_max_decay": 0.9,
+    "checkpoint_every_steps": 0,
+}
 
 
 def coloured_blobs(count: int, size: int = 16, seed: int = 0) -> list[tuple[np.ndarray, int]]:
@@ -85,15 +91,28 @@ def test_resume_after_a_kill_continues_bit_exactly():
             raise Killed
 
     with pytest.raises(Killed):
-        train(first_life, data, seed=5, on_progress=die_after_step_5, save_checkpoint=recorder.save_checkpoint,
-              checkpoint_every=4)
+        train(
+            first_life,
+            data,
+            seed=5,
+            on_progress=die_after_step_5,
+            save_checkpoint=recorder.save_checkpoint,
+            checkpoint_every=4,
+        )
     assert sorted(recorder.saved) == [4]
     del first_life  # the process is gone; only the checkpoint bytes survive
 
     second_life = built_backend(8)
     resumed = Recorder()
-    result = train(second_life, data, seed=5, on_progress=resumed.on_progress, load_checkpoint=recorder.latest,
-                   save_checkpoint=resumed.save_checkpoint, checkpoint_every=4)
+    result = train(
+        second_life,
+        data,
+        seed=5,
+        on_progress=resumed.on_progress,
+        load_checkpoint=recorder.latest,
+        save_checkpoint=resumed.save_checkpoint,
+        checkpoint_every=4,
+    )
     assert result.resumed_from == 4 and result.step == 8 and not result.interrupted
     assert [step for step, _, _ in resumed.progress] == [5, 6, 7, 8]  # the step counter continues
     assert resumed.losses() == {s: loss for s, loss in reference.losses().items() if s > 4}  # bit-exact
@@ -112,21 +131,30 @@ def test_should_stop_checkpoints_and_returns_interrupted():
     data = coloured_blobs(12)
     backend = built_backend(6)
     recorder = Recorder()
-    result = train(backend, data, seed=1, save_checkpoint=recorder.save_checkpoint,
-                   should_stop=lambda: backend.step >= 3)
+    result = train(
+        backend, data, seed=1, save_checkpoint=recorder.save_checkpoint, should_stop=lambda: backend.step >= 3
+    )
     assert result.interrupted and result.step == 3 and sorted(recorder.saved) == [3]
     saved = recorder.latest()
     assert saved["loop"]["step"] == saved["backend"]["step"] == 3
     # A restarted job picks the checkpoint up and finishes; the end is checkpointed too.
     restarted = built_backend(6)
-    result = train(restarted, data, seed=1, save_checkpoint=recorder.save_checkpoint, load_checkpoint=recorder.latest)
+    result = train(
+        restarted, data, seed=1, save_checkpoint=recorder.save_checkpoint, load_checkpoint=recorder.latest
+    )
     assert result.resumed_from == 3 and result.step == 6 and not result.interrupted
     assert sorted(recorder.saved) == [3, 6]
 
 
 def test_checkpoints_every_n_steps_and_at_the_end():
     recorder = Recorder()
-    train(built_backend(7), coloured_blobs(8), seed=0, save_checkpoint=recorder.save_checkpoint, checkpoint_every=3)
+    train(
+        built_backend(7),
+        coloured_blobs(8),
+        seed=0,
+        save_checkpoint=recorder.save_checkpoint,
+        checkpoint_every=3,
+    )
     assert sorted(recorder.saved) == [3, 6, 7]
 
 

@@ -38,18 +38,32 @@ def _ref(outputs, name="manifest") -> common_pb2.ManifestRef:
 
 def test_phantom_import_split_preprocess_and_quality_through_the_service(service, folder_store):
     svc, stub, channel = service
-    imported = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
-        source="phantom", options_json=json.dumps({"count": 60, "width": 160, "height": 120}), seed=3)))
+    imported = _run(
+        channel,
+        stub.StartImport(
+            preprocessing_pb2.ImportRequest(
+                source="phantom", options_json=json.dumps({"count": 60, "width": 160, "height": 120}), seed=3
+            )
+        ),
+    )
     assert imported.state == common_pb2.JOB_STATE_SUCCEEDED, imported.error.message
     assert json.loads(imported.result_json)["item_count"] == 60
     assert folder_store.key_from_uri(_ref(imported.outputs).uri).startswith("import-phantom/")
     # The same settings asked differently (another job): the phantom set is addressed by its settings and
     # seed, so the finished import is reattached rather than generated again.
-    same_set = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
-        source="phantom", options_json=json.dumps({"height": 120, "width": 160, "count": 60}), seed=3)))
+    same_set = _run(
+        channel,
+        stub.StartImport(
+            preprocessing_pb2.ImportRequest(
+                source="phantom", options_json=json.dumps({"height": 120, "width": 160, "count": 60}), seed=3
+            )
+        ),
+    )
     assert same_set.job_id != imported.job_id and json.loads(same_set.result_json)["reused_output"] is True
     assert _ref(same_set.outputs) == _ref(imported.outputs)
-    split = _run(channel, stub.StartSplit(preprocessing_pb2.SplitRequest(inputs=[_ref(imported.outputs)], seed=1)))
+    split = _run(
+        channel, stub.StartSplit(preprocessing_pb2.SplitRequest(inputs=[_ref(imported.outputs)], seed=1))
+    )
     assert split.state == common_pb2.JOB_STATE_SUCCEEDED, split.error.message
     split_manifest = read_manifest(folder_store, _ref(split.outputs).uri, _ref(split.outputs).sha256)
     lesions = {}
@@ -58,8 +72,9 @@ def test_phantom_import_split_preprocess_and_quality_through_the_service(service
     assert all(len(splits) == 1 for splits in lesions.values())
     assert {item.split for item in split_manifest.items} == {"train", "val", "test"}
 
-    request = preprocessing_pb2.PreprocessRequest(input=_ref(split.outputs), pipeline="advanced", profile="tiny",
-                                                  seed=5, augment_copies=1, workers=2)
+    request = preprocessing_pb2.PreprocessRequest(
+        input=_ref(split.outputs), pipeline="advanced", profile="tiny", seed=5, augment_copies=1, workers=2
+    )
     done = _run(channel, stub.StartPreprocess(request))
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
     out = read_manifest(folder_store, _ref(done.outputs).uri, _ref(done.outputs).sha256)
@@ -74,31 +89,64 @@ def test_phantom_import_split_preprocess_and_quality_through_the_service(service
 
     again = stub.StartPreprocess(request)
     assert again.reused and again.job_id == done.job_id
-    other_workers = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
-        input=_ref(split.outputs), pipeline="advanced", profile="tiny", seed=5, augment_copies=1, workers=1)))
+    other_workers = _run(
+        channel,
+        stub.StartPreprocess(
+            preprocessing_pb2.PreprocessRequest(
+                input=_ref(split.outputs),
+                pipeline="advanced",
+                profile="tiny",
+                seed=5,
+                augment_copies=1,
+                workers=1,
+            )
+        ),
+    )
     assert json.loads(other_workers.result_json)["reused_output"] is True
     assert _ref(other_workers.outputs).uri == _ref(done.outputs).uri
 
-    quality = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
-        input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=30)))
+    quality = _run(
+        channel,
+        stub.StartQualityReport(
+            preprocessing_pb2.QualityReportRequest(
+                input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=30
+            )
+        ),
+    )
     assert quality.state == common_pb2.JOB_STATE_SUCCEEDED, quality.error.message
-    report = json.loads(folder_store.get_bytes(folder_store.key_from_uri(_ref(quality.outputs, "report_json").uri)))
+    report = json.loads(
+        folder_store.get_bytes(folder_store.key_from_uri(_ref(quality.outputs, "report_json").uri))
+    )
     hair = report["hair_regions"]
     # Acceptance: advanced beats the untouched image in hair regions by a clear margin, and does not
     # lower PSNR outside them by more than a small tolerance.
     assert hair["psnr_hair_after"]["mean"] > hair["psnr_hair_before"]["mean"] + 5.0
     assert hair["psnr_outside_after"]["mean"] > hair["psnr_outside_before"]["mean"] - 3.0
-    assert "| psnr_hair_after |" in folder_store.get_bytes(
-        folder_store.key_from_uri(_ref(quality.outputs, "report_md").uri)).decode()
+    assert (
+        "| psnr_hair_after |"
+        in folder_store.get_bytes(folder_store.key_from_uri(_ref(quality.outputs, "report_md").uri)).decode()
+    )
     # The report is addressed by the manifest's items, the pipeline config and the limit, not by the job.
     assert folder_store.key_from_uri(_ref(quality.outputs, "report_json").uri).startswith("quality-report/")
-    same_question = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
-        input=_ref(imported.outputs), pipeline="advanced", profile="paper", config_json="{}", limit=30)))
+    same_question = _run(
+        channel,
+        stub.StartQualityReport(
+            preprocessing_pb2.QualityReportRequest(
+                input=_ref(imported.outputs), pipeline="advanced", profile="paper", config_json="{}", limit=30
+            )
+        ),
+    )
     assert same_question.job_id != quality.job_id
     assert json.loads(same_question.result_json)["reused_output"] is True
     assert _ref(same_question.outputs, "report_json") == _ref(quality.outputs, "report_json")
-    fewer = _run(channel, stub.StartQualityReport(preprocessing_pb2.QualityReportRequest(
-        input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=2)))
+    fewer = _run(
+        channel,
+        stub.StartQualityReport(
+            preprocessing_pb2.QualityReportRequest(
+                input=_ref(imported.outputs), pipeline="advanced", profile="paper", limit=2
+            )
+        ),
+    )
     assert fewer.state == common_pb2.JOB_STATE_SUCCEEDED, fewer.error.message
     assert "reused_output" not in json.loads(fewer.result_json)
     assert _ref(fewer.outputs, "report_json").uri != _ref(quality.outputs, "report_json").uri
@@ -128,12 +176,21 @@ def _bad_input_manifest(store) -> tuple[common_pb2.ManifestRef, dict[str, str]]:
     items, expected = [], {}
     for name, (data, reason) in payloads.items():
         info = store.put_bytes(f"bad/{name}", data)
-        items.append(Item(key=info.key, sha256=info.sha256, label="NV", lesion_id=name, split="train",
-                          image_id=name))
+        items.append(
+            Item(key=info.key, sha256=info.sha256, label="NV", lesion_id=name, split="train", image_id=name)
+        )
         if reason:
             expected[info.key] = reason
-    items.append(Item(key="bad/missing_object", sha256="0" * 64, label="NV", lesion_id="m", split="train",
-                      image_id="missing_object"))
+    items.append(
+        Item(
+            key="bad/missing_object",
+            sha256="0" * 64,
+            label="NV",
+            lesion_id="m",
+            split="train",
+            image_id="missing_object",
+        )
+    )
     expected["bad/missing_object"] = "not found"
     ref = write_manifest(store, "bad/manifest.json", Manifest(items, Provenance(stage="test")))
     return common_pb2.ManifestRef(uri=ref.uri, sha256=ref.sha256), expected
@@ -142,12 +199,20 @@ def _bad_input_manifest(store) -> tuple[common_pb2.ManifestRef, dict[str, str]]:
 def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(service, folder_store):
     svc, stub, channel = service
     ref, expected = _bad_input_manifest(folder_store)
-    strict_request = preprocessing_pb2.PreprocessRequest(input=ref, pipeline="basic", profile="tiny", workers=1)
+    strict_request = preprocessing_pb2.PreprocessRequest(
+        input=ref, pipeline="basic", profile="tiny", workers=1
+    )
     strict = _run(channel, stub.StartPreprocess(strict_request))
     assert strict.state == common_pb2.JOB_STATE_FAILED
     assert strict.error.code == "FAILED_PRECONDITION" and "max_failure_fraction" in strict.error.message
-    tolerant = _run(channel, stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
-        input=ref, pipeline="basic", profile="tiny", max_failure_fraction=1.0, workers=1)))
+    tolerant = _run(
+        channel,
+        stub.StartPreprocess(
+            preprocessing_pb2.PreprocessRequest(
+                input=ref, pipeline="basic", profile="tiny", max_failure_fraction=1.0, workers=1
+            )
+        ),
+    )
     assert tolerant.state == common_pb2.JOB_STATE_SUCCEEDED, tolerant.error.message
     out = read_manifest(folder_store, _ref(tolerant.outputs).uri)
     assert sorted(item.image_id for item in out.items) == ["good", "grayscale", "rgba", "sixteen_bit"]
@@ -167,17 +232,32 @@ def test_bad_items_are_skipped_with_reasons_and_the_threshold_fails_the_job(serv
     assert folder_store.get_bytes("bad/good")  # nothing stored was touched
 
 
-@pytest.mark.parametrize(("request_kwargs", "code", "text"), [
-    ({"pipeline": "fancy"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown pipeline"),
-    ({"pipeline": "basic", "config_json": '{"size": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "size"),
-    ({"pipeline": "basic", "config_json": '{"no_such_key": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "no_such_key"),
-    ({"pipeline": "basic", "config_json": "[1, 2"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
-    ({"pipeline": "basic", "augment_copies": -1}, grpc.StatusCode.INVALID_ARGUMENT, "augment_copies"),
-    ({"pipeline": "basic", "profile": "huge"}, grpc.StatusCode.INVALID_ARGUMENT, "huge"),
-    ({"pipeline": "basic", "max_failure_fraction": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "max_failure_fraction"),
-    ({"pipeline": "basic", "workers": -2}, grpc.StatusCode.INVALID_ARGUMENT, "workers"),
-    ({"pipeline": "basic", "splits": ["test"]}, grpc.StatusCode.FAILED_PRECONDITION, "no items to process"),
-])
+@pytest.mark.parametrize(
+    ("request_kwargs", "code", "text"),
+    [
+        ({"pipeline": "fancy"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown pipeline"),
+        ({"pipeline": "basic", "config_json": '{"size": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "size"),
+        (
+            {"pipeline": "basic", "config_json": '{"no_such_key": 1}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no_such_key",
+        ),
+        ({"pipeline": "basic", "config_json": "[1, 2"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+        ({"pipeline": "basic", "augment_copies": -1}, grpc.StatusCode.INVALID_ARGUMENT, "augment_copies"),
+        ({"pipeline": "basic", "profile": "huge"}, grpc.StatusCode.INVALID_ARGUMENT, "huge"),
+        (
+            {"pipeline": "basic", "max_failure_fraction": 1.5},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "max_failure_fraction",
+        ),
+        ({"pipeline": "basic", "workers": -2}, grpc.StatusCode.INVALID_ARGUMENT, "workers"),
+        (
+            {"pipeline": "basic", "splits": ["test"]},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no items to process",
+        ),
+    ],
+)
 def test_bad_requests_get_invalid_argument(service, folder_store, request_kwargs, code, text):
     svc, stub, channel = service
     ref, _ = _bad_input_manifest(folder_store)
@@ -189,34 +269,61 @@ def test_bad_requests_get_invalid_argument(service, folder_store, request_kwargs
 def test_missing_manifest_and_unknown_source_are_clear(service):
     svc, stub, channel = service
     with pytest.raises(grpc.RpcError) as missing:
-        stub.StartPreprocess(preprocessing_pb2.PreprocessRequest(
-            input=common_pb2.ManifestRef(uri=svc.store.uri("nowhere/manifest.json")), pipeline="basic"), timeout=10)
+        stub.StartPreprocess(
+            preprocessing_pb2.PreprocessRequest(
+                input=common_pb2.ManifestRef(uri=svc.store.uri("nowhere/manifest.json")), pipeline="basic"
+            ),
+            timeout=10,
+        )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as source:
         stub.StartImport(preprocessing_pb2.ImportRequest(source="isic2019"), timeout=10)
     assert source.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # The folder is read at Start (to address the import): a missing one is refused there, not a failed job.
     with pytest.raises(grpc.RpcError) as folder:
-        stub.StartImport(preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"), timeout=10)
+        stub.StartImport(
+            preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"), timeout=10
+        )
     assert folder.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in folder.value.details()
     listed = stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5)
     assert [e.name for e in listed.entries] == ["advanced", "basic"]
     assert {p.profile for p in listed.entries[0].profiles} == {"tiny", "paper"}
 
 
-@pytest.mark.parametrize(("request_kwargs", "code", "text"), [
-    ({"source": "phantom", "options_json": "{"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
-    ({"source": "phantom", "options_json": '{"count": 5, "colour": 1}'}, grpc.StatusCode.INVALID_ARGUMENT, "colour"),
-    ({"source": "phantom", "options_json": '{"count": 0}'}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
-    ({"source": "phantom", "options_json": '{"width": "wide"}'}, grpc.StatusCode.INVALID_ARGUMENT, "width"),
-    ({"source": "phantom", "seed": -1}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
-    ({"source": "ham10000"}, grpc.StatusCode.INVALID_ARGUMENT, "source_uri"),
-    ({"source": "milk10k", "source_uri": "s3://bucket/milk"}, grpc.StatusCode.INVALID_ARGUMENT, "local folder"),
-    ({"source": "ham10000", "source_uri": "/tmp", "options_json": '{"count": 5}'},
-     grpc.StatusCode.INVALID_ARGUMENT, "count"),
-    ({"source": "ham10000", "source_uri": "/tmp", "options_json": '{"mapping": {"nv": "DF"}}'},
-     grpc.StatusCode.INVALID_ARGUMENT, "DF"),
-])
+@pytest.mark.parametrize(
+    ("request_kwargs", "code", "text"),
+    [
+        ({"source": "phantom", "options_json": "{"}, grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+        (
+            {"source": "phantom", "options_json": '{"count": 5, "colour": 1}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "colour",
+        ),
+        ({"source": "phantom", "options_json": '{"count": 0}'}, grpc.StatusCode.INVALID_ARGUMENT, "count"),
+        (
+            {"source": "phantom", "options_json": '{"width": "wide"}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "width",
+        ),
+        ({"source": "phantom", "seed": -1}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
+        ({"source": "ham10000"}, grpc.StatusCode.INVALID_ARGUMENT, "source_uri"),
+        (
+            {"source": "milk10k", "source_uri": "s3://bucket/milk"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "local folder",
+        ),
+        (
+            {"source": "ham10000", "source_uri": "/tmp", "options_json": '{"count": 5}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "count",
+        ),
+        (
+            {"source": "ham10000", "source_uri": "/tmp", "options_json": '{"mapping": {"nv": "DF"}}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DF",
+        ),
+    ],
+)
 def test_bad_imports_are_refused_at_start(service, request_kwargs, code, text):
     svc, stub, channel = service
     with pytest.raises(grpc.RpcError) as error:
@@ -229,25 +336,56 @@ def test_bad_splits_and_quality_reports_are_refused_at_start(service, folder_sto
     ref, _ = _bad_input_manifest(folder_store)
     refusals = [
         (stub.StartSplit, preprocessing_pb2.SplitRequest(), grpc.StatusCode.INVALID_ARGUMENT, "at least one"),
-        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[ref], train_fraction=0.5, val_fraction=0.1),
-         grpc.StatusCode.INVALID_ARGUMENT, "sum to 1"),
-        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=ref.uri, sha256="0" * 64)]),
-         grpc.StatusCode.DATA_LOSS, "has changed"),
-        (stub.StartSplit, preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=svc.store.uri("no/m.json"))]),
-         grpc.StatusCode.NOT_FOUND, "not found"),
-        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref),
-         grpc.StatusCode.FAILED_PRECONDITION, "phantom ground truth"),
-        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref, limit=-1),
-         grpc.StatusCode.INVALID_ARGUMENT, "limit"),
-        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(input=ref, pipeline="fancy"),
-         grpc.StatusCode.INVALID_ARGUMENT, "unknown pipeline"),
-        (stub.StartQualityReport, preprocessing_pb2.QualityReportRequest(), grpc.StatusCode.INVALID_ARGUMENT,
-         "required"),
+        (
+            stub.StartSplit,
+            preprocessing_pb2.SplitRequest(inputs=[ref], train_fraction=0.5, val_fraction=0.1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "sum to 1",
+        ),
+        (
+            stub.StartSplit,
+            preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=ref.uri, sha256="0" * 64)]),
+            grpc.StatusCode.DATA_LOSS,
+            "has changed",
+        ),
+        (
+            stub.StartSplit,
+            preprocessing_pb2.SplitRequest(inputs=[common_pb2.ManifestRef(uri=svc.store.uri("no/m.json"))]),
+            grpc.StatusCode.NOT_FOUND,
+            "not found",
+        ),
+        (
+            stub.StartQualityReport,
+            preprocessing_pb2.QualityReportRequest(input=ref),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "phantom ground truth",
+        ),
+        (
+            stub.StartQualityReport,
+            preprocessing_pb2.QualityReportRequest(input=ref, limit=-1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "limit",
+        ),
+        (
+            stub.StartQualityReport,
+            preprocessing_pb2.QualityReportRequest(input=ref, pipeline="fancy"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown pipeline",
+        ),
+        (
+            stub.StartQualityReport,
+            preprocessing_pb2.QualityReportRequest(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "required",
+        ),
     ]
     for start, request, code, text in refusals:
         with pytest.raises(grpc.RpcError) as error:
             start(request, timeout=10)
-        assert (error.value.code(), text in error.value.details()) == (code, True), (request, error.value.details())
+        assert (error.value.code(), text in error.value.details()) == (code, True), (
+            request,
+            error.value.details(),
+        )
     assert stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5).entries  # still serving
 
 
@@ -257,14 +395,21 @@ def test_a_folder_import_is_addressed_by_the_folder_and_found_again(service, fol
     svc, stub, channel = service
     ham = build_ham10000(tmp_path / "ham")
     mapping = {"keep": {"nv": "NV", "mel": "MEL"}, "drop": ["bcc"]}
-    request = preprocessing_pb2.ImportRequest(source="ham10000", source_uri=f"file://{ham.root}",
-                                              options_json=json.dumps({"mapping": mapping}))
+    request = preprocessing_pb2.ImportRequest(
+        source="ham10000", source_uri=f"file://{ham.root}", options_json=json.dumps({"mapping": mapping})
+    )
     done = _run(channel, stub.StartImport(request))
     assert done.state == common_pb2.JOB_STATE_SUCCEEDED, done.error.message
     expected = locate_ham10000(ham.root, mapping=mapping).prefix()  # the importer's own address, as before
     assert folder_store.key_from_uri(_ref(done.outputs).uri) == f"{expected}/manifest.json"
     assert {item.label for item in read_manifest(folder_store, _ref(done.outputs).uri).items} == {"NV", "MEL"}
     assert {"report_json", "report_md"} <= {o.name for o in done.outputs}
-    same_folder = _run(channel, stub.StartImport(preprocessing_pb2.ImportRequest(
-        source="ham10000", source_uri=str(ham.root), options_json=json.dumps({"mapping": mapping}))))
+    same_folder = _run(
+        channel,
+        stub.StartImport(
+            preprocessing_pb2.ImportRequest(
+                source="ham10000", source_uri=str(ham.root), options_json=json.dumps({"mapping": mapping})
+            )
+        ),
+    )
     assert same_folder.job_id != done.job_id and json.loads(same_folder.result_json)["reused_output"] is True
