@@ -46,10 +46,15 @@ lint: setup
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 
-# mypy cannot read setup.py's package-dir mapping (services/ -> skingenbench.services), so it runs in a
-# throwaway tree of symlinks laid out as installed; config and cache stay in pyproject.toml and build/.
+# Type-checks every pure core (services/core and each stage's services/<stage>/core) and the platform; the
+# servicers, flows and CLI are not checked yet. mypy cannot read setup.py's package-dir mapping (services/ ->
+# skingenbench.services), so it runs in a throwaway tree of symlinks laid out as installed; config and cache
+# stay in pyproject.toml and build/.
 TYPECHECK_TREE := build/typecheck
-TYPECHECKED := skingenbench/services/core skingenbench/services/platform
+TYPECHECKED := skingenbench/services/core skingenbench/services/platform \
+	skingenbench/services/preprocessing/core skingenbench/services/data/core \
+	skingenbench/services/generation/core skingenbench/services/evaluation/core \
+	skingenbench/services/classification/core
 typecheck: setup
 	rm -rf $(TYPECHECK_TREE)
 	mkdir -p $(TYPECHECK_TREE)/skingenbench

@@ -17,9 +17,12 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from skingenbench.services.core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def setting(
@@ -37,14 +40,19 @@ def setting(
     The range is closed unless ``low_open``/``high_open`` exclude its ends (a learning rate in (0, 1]).
     For a ``tuple[T, ...]`` field the range and choices apply to every element; ``T | None`` also takes None.
     """
-    meta = {"doc": doc, "low": low, "high": high, "choices": tuple(choices) if choices else None,
-            "low_open": low_open, "high_open": high_open}
+    meta = {
+        "doc": doc,
+        "low": low,
+        "high": high,
+        "choices": tuple(choices) if choices else None,
+        "low_open": low_open,
+        "high_open": high_open,
+    }
     return field(default=default, metadata=meta)
 
 
 def section(config_class: type, doc: str) -> Any:
     return field(default_factory=config_class, metadata={"doc": doc})
-
 
 
 def invalid_field(name: str, problem: str, hint: str = "") -> InvalidArgument:
@@ -64,16 +72,21 @@ class ConfigBase:
     # JSON has no int/float split: by default an int given for a float field is stored as a float. A config
     # whose dict is hashed into output addresses as given (the generators') keeps the number as written.
     coerce_int_to_float: ClassVar[bool] = True
+    # Declared, not set: ``@dataclass`` sets it on every subclass, and it tells the type checker that a config is a
+    # dataclass instance (``dataclasses.fields`` and ``asdict`` take one).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         config_class: type = type(self)  # typed as plain `type`: mypy finds no __hash__ on type[ConfigBase]
         hints = _field_types(config_class)
-        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+        for spec in dataclasses.fields(self):
             value, expected = getattr(self, spec.name), hints[spec.name]
             if isinstance(expected, type) and dataclasses.is_dataclass(expected):
                 section_class = typing.cast("type[ConfigBase]", expected)  # a section is a config too
                 if isinstance(value, Mapping):  # a section given as a dict, e.g. from JSON
-                    object.__setattr__(self, spec.name, section_class.from_dict(value, _prefix=f"{spec.name}."))
+                    object.__setattr__(
+                        self, spec.name, section_class.from_dict(value, _prefix=f"{spec.name}.")
+                    )
                 elif not isinstance(value, section_class):
                     raise invalid_field(spec.name, f"expected a {section_class.__name__} or a dict")
                 continue
@@ -97,8 +110,12 @@ class ConfigBase:
         return self._checked_scalar(spec, value, expected)
 
     def _checked_scalar(self, spec: dataclasses.Field, value: Any, expected: type) -> Any:
-        if (expected is float and self.coerce_int_to_float and isinstance(value, int)
-                and not isinstance(value, bool)):
+        if (
+            expected is float
+            and self.coerce_int_to_float
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             value = float(value)
         accepted = (int, float) if expected is float else expected  # an int is a valid float as written
         if not isinstance(value, accepted) or (expected in (int, float) and isinstance(value, bool)):
@@ -118,7 +135,9 @@ class ConfigBase:
         inside_high = high is None or (value < high if high_open else value <= high)
         if not (inside_low and inside_high):
             interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise invalid_field(spec.name, f"{value!r} is outside {interval}", hint=spec.metadata.get("doc", ""))
+            raise invalid_field(
+                spec.name, f"{value!r} is outside {interval}", hint=spec.metadata.get("doc", "")
+            )
         return value
 
     def validate(self) -> None:
@@ -126,15 +145,17 @@ class ConfigBase:
         self.__post_init__()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], _prefix: str = "") -> Any:
+    def from_dict(cls, data: Mapping[str, Any], _prefix: str = "") -> Self:
         """Build from a (possibly partial) dict; missing keys keep their defaults, unknown keys are
         refused so a typo never silently falls back to a default."""
         if not isinstance(data, Mapping):
-            raise invalid_field(_prefix.rstrip(".") or cls.__name__, f"expected a dict, got {type(data).__name__}")
-        names = {spec.name for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            raise invalid_field(
+                _prefix.rstrip(".") or cls.__name__, f"expected a dict, got {type(data).__name__}"
+            )
+        names = {spec.name for spec in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise invalid_field(_prefix + unknown[0], "unknown key", hint=f"known keys: {sorted(names)}")
@@ -143,7 +164,7 @@ class ConfigBase:
         except InvalidArgument as exc:
             raise invalid_field(_prefix + exc.context["field"], exc.context["problem"], exc.hint) from None
 
-    def with_overrides(self, **overrides: Any) -> Any:
+    def with_overrides(self, **overrides: Any) -> Self:
         """A copy with ``overrides`` applied; a dict for a section updates only the keys it names."""
         merged = self.to_dict()
         for name, value in overrides.items():

@@ -18,7 +18,9 @@ from skingenbench.services.core.errors import InvalidArgument, NotFound
 PROFILES = ("tiny", "paper")
 
 
-def config_from_dict(config_cls: type, base: Any | None = None, overrides: dict[str, Any] | None = None) -> Any:
+def config_from_dict(
+    config_cls: type, base: Any | None = None, overrides: dict[str, Any] | None = None
+) -> Any:
     """``base`` (or the class defaults) with ``overrides`` applied; unknown keys are refused."""
     overrides = dict(overrides or {})
     known = {f.name for f in dataclasses.fields(config_cls)}
@@ -52,16 +54,31 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Registered] = {}
 
-    def register(self, name: str, *, config_cls: type, profiles: dict[str, Any], description: str,
-                 capabilities: dict[str, str] | None = None,
-                 requirements: Callable[[], list[dict[str, Any]]] | None = None) -> Callable:
+    def register(
+        self,
+        name: str,
+        *,
+        config_cls: type,
+        profiles: dict[str, Any],
+        description: str,
+        capabilities: dict[str, str] | None = None,
+        requirements: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> Callable:
         missing = [p for p in PROFILES if p not in profiles]
         if missing:
             raise ValueError(f"{self.kind} {name!r} lacks profile(s) {missing}")
 
         def decorator(factory: Callable) -> Callable:
-            self._entries[name] = Registered(name, self.kind, description, config_cls, factory, dict(profiles),
-                                             dict(capabilities or {}), requirements or (lambda: []))
+            self._entries[name] = Registered(
+                name,
+                self.kind,
+                description,
+                config_cls,
+                factory,
+                dict(profiles),
+                dict(capabilities or {}),
+                requirements or (lambda: []),
+            )
             return factory
 
         return decorator
@@ -71,18 +88,24 @@ class Registry:
 
     def get(self, name: str) -> Registered:
         if name not in self._entries:
-            raise NotFound(f"no {self.kind} named {name!r}", hint=f"registered: {', '.join(self.names()) or 'none'}")
+            raise NotFound(
+                f"no {self.kind} named {name!r}", hint=f"registered: {', '.join(self.names()) or 'none'}"
+            )
         return self._entries[name]
 
     def config(self, name: str, profile: str = "paper", overrides: dict[str, Any] | None = None) -> Any:
         entry = self.get(name)
         profile = profile or "paper"
         if profile not in entry.profiles:
-            raise InvalidArgument(f"{self.kind} {name!r} has no profile {profile!r}",
-                                  hint=f"profiles: {', '.join(entry.profiles)}")
+            raise InvalidArgument(
+                f"{self.kind} {name!r} has no profile {profile!r}",
+                hint=f"profiles: {', '.join(entry.profiles)}",
+            )
         return config_from_dict(entry.config_cls, entry.profiles[profile], overrides)
 
-    def create(self, name: str, profile: str = "paper", overrides: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    def create(
+        self, name: str, profile: str = "paper", overrides: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
         return self.get(name).factory(self.config(name, profile, overrides), **kwargs)
 
     def describe(self, name: str) -> dict[str, Any]:

@@ -23,7 +23,10 @@ def code_version() -> str:
             try:
                 sha = subprocess.run(
                     ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-                    capture_output=True, text=True, timeout=5, check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=True,
                 ).stdout.strip()
             except (OSError, subprocess.SubprocessError):
                 sha = ""

@@ -33,7 +33,9 @@ DEFAULT_LEVEL = 0.95
 CELLS_PER_CHUNK = 2_000_000  # resamples x images per chunk: ~16 MB per float array
 
 
-def resample_counts(n_items: int, n_resamples: int, seed: int | np.random.Generator = 0) -> Iterator[np.ndarray]:
+def resample_counts(
+    n_items: int, n_resamples: int, seed: int | np.random.Generator = 0
+) -> Iterator[np.ndarray]:
     """Yield chunks [b, N] of draw counts; each row is one resample of N images with replacement."""
     if n_items < 1 or n_resamples < 0:
         raise InvalidArgument(f"need n_items >= 1 and n_resamples >= 0, got {n_items}, {n_resamples}")
@@ -53,7 +55,9 @@ def _concatenate(chunks: list):
 
 
 def bootstrap_replicates(
-    statistic: Callable[[np.ndarray], dict], n_items: int, n_resamples: int = DEFAULT_RESAMPLES,
+    statistic: Callable[[np.ndarray], dict],
+    n_items: int,
+    n_resamples: int = DEFAULT_RESAMPLES,
     seed: int | np.random.Generator = 0,
 ) -> dict:
     """Apply ``statistic(counts [b, N]) -> (nested) dict of arrays [b]`` to all resamples; concatenated."""
@@ -92,23 +96,34 @@ def _notes(y_true, y_pred, classes: Sequence[str], positive: str, melanoma: dict
     absent = [c for c, present in zip(classes, scope["recall"], strict=True) if not present]
     notes = []
     if absent:
-        notes.append(f"classes absent from the test set, skipped in macro ROC-AUC and balanced accuracy: {absent}")
+        notes.append(
+            f"classes absent from the test set, skipped in macro ROC-AUC and balanced accuracy: {absent}"
+        )
     never = [c for c, k in zip(classes, np.bincount(y_pred, minlength=len(classes)), strict=True) if k == 0]
     if never:
         notes.append(f"classes never predicted (their precision counts as 0): {never}")
     if len(set(y_pred.tolist())) == 1 or len(set(y_true.tolist())) == 1:
         notes.append("labels or predictions hold a single class: MCC is 0 by convention")
     if bool(point["dor_corrected"][0]):
-        notes.append("a zero cell in the one-vs-rest 2x2 table: DOR uses the Haldane-Anscombe +0.5 correction")
+        notes.append(
+            "a zero cell in the one-vs-rest 2x2 table: DOR uses the Haldane-Anscombe +0.5 correction"
+        )
     for name, entry in melanoma.items():
         if entry["value"] is None:
-            notes.append(f"one-vs-rest {positive} {name} is undefined on this test set (no positives or negatives)")
+            notes.append(
+                f"one-vs-rest {positive} {name} is undefined on this test set (no positives or negatives)"
+            )
     return notes
 
 
 def evaluate_predictions(
-    y_true, probs, classes: Sequence[str] = CLASSES, positive: str = "MEL",
-    n_bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL,
+    y_true,
+    probs,
+    classes: Sequence[str] = CLASSES,
+    positive: str = "MEL",
+    n_bootstrap: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
 ) -> dict:
     """Every metric with its percentile bootstrap interval, as a JSON-serialisable dict.
 
@@ -124,22 +139,40 @@ def evaluate_predictions(
     point = batched_metrics(y, p, k)
     replicates = None
     if n_bootstrap:
-        replicates = bootstrap_replicates(lambda counts: batched_metrics(y, p, k, counts), len(y), n_bootstrap, seed)
-    global_, global_undefined = _summaries(point["global"], replicates and replicates["global"], GLOBAL_METRICS, level)
-    melanoma, ovr_undefined = _summaries(point["melanoma"], replicates and replicates["melanoma"],
-                                         ONE_VS_REST_METRICS, level)
+        replicates = bootstrap_replicates(
+            lambda counts: batched_metrics(y, p, k, counts), len(y), n_bootstrap, seed
+        )
+    global_, global_undefined = _summaries(
+        point["global"], replicates and replicates["global"], GLOBAL_METRICS, level
+    )
+    melanoma, ovr_undefined = _summaries(
+        point["melanoma"], replicates and replicates["melanoma"], ONE_VS_REST_METRICS, level
+    )
     melanoma["dor_corrected"] = bool(point["melanoma"]["dor_corrected"][0])
     y_pred = p.argmax(axis=1)
-    notes = _notes(y, y_pred, classes, positive, {n: melanoma[n] for n in ONE_VS_REST_METRICS}, point["melanoma"])
+    notes = _notes(
+        y, y_pred, classes, positive, {n: melanoma[n] for n in ONE_VS_REST_METRICS}, point["melanoma"]
+    )
     for section, undefined in (("global", global_undefined), (positive, ovr_undefined)):
         for name, count in undefined.items():
-            notes.append(f"{section} {name}: {count} of {n_bootstrap} bootstrap resamples undefined and dropped")
+            notes.append(
+                f"{section} {name}: {count} of {n_bootstrap} bootstrap resamples undefined and dropped"
+            )
     return {
-        "n": int(len(y)), "classes": list(classes), "positive": positive,
+        "n": int(len(y)),
+        "classes": list(classes),
+        "positive": positive,
         "decision": f"argmax of the probabilities; one-vs-rest positive when argmax == {positive}",
-        "global": global_, "melanoma": melanoma, "per_class": per_class_report(y, p, classes),
+        "global": global_,
+        "melanoma": melanoma,
+        "per_class": per_class_report(y, p, classes),
         "confusion_matrix": confusion_matrix(y, y_pred, len(classes)).tolist(),
-        "bootstrap": {"method": "percentile", "n_resamples": int(n_bootstrap), "seed": seed, "level": level,
-                      "undefined": {"global": global_undefined, "melanoma": ovr_undefined}},
+        "bootstrap": {
+            "method": "percentile",
+            "n_resamples": int(n_bootstrap),
+            "seed": seed,
+            "level": level,
+            "undefined": {"global": global_undefined, "melanoma": ovr_undefined},
+        },
         "notes": notes,
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import torch
@@ -53,8 +54,9 @@ def split_items(manifest: Manifest, split: str) -> list[Item]:
 def check_labels(items: Sequence[Item], what: str) -> None:
     unknown = sorted({item.label for item in items} - set(CLASSES))
     if unknown:
-        raise FailedPrecondition(f"{what} has labels outside the study's classes: {unknown}",
-                                 hint=f"classes: {', '.join(CLASSES)}")
+        raise FailedPrecondition(
+            f"{what} has labels outside the study's classes: {unknown}", hint=f"classes: {', '.join(CLASSES)}"
+        )
 
 
 def _lesion(item: Item) -> tuple[str, str] | None:
@@ -63,7 +65,9 @@ def _lesion(item: Item) -> tuple[str, str] | None:
 
 def check_no_leakage(train: Sequence[Item], data: Manifest) -> None:
     """Refuse training items that are, or share a lesion or parent image with, val or test items."""
-    held: dict[tuple, str] = {}
+    # (what is shared, its value): an image's sha256 or id, or a lesion's (source, lesion id); None if unknown.
+    key: tuple[str, str | tuple[str, str] | None]
+    held: dict[tuple[str, str | tuple[str, str] | None], str] = {}
     for item in data.items:
         if item.split in HELD_OUT:
             for key in (("image", item.sha256), ("lesion", _lesion(item)), ("image id", item.image_id)):
@@ -71,15 +75,20 @@ def check_no_leakage(train: Sequence[Item], data: Manifest) -> None:
                     held[key] = item.split
     for item in train:
         parent = item.meta.get("augmented_from")
-        for key in (("image", item.sha256), ("lesion", _lesion(item)), ("image id", item.image_id),
-                    ("image id", str(parent) if parent else None)):
+        for key in (
+            ("image", item.sha256),
+            ("lesion", _lesion(item)),
+            ("image id", item.image_id),
+            ("image id", str(parent) if parent else None),
+        ):
             split = held.get(key) if key[1] else None
             if split is not None:
-                shown = key[1][1] if key[0] == "lesion" else key[1]
+                shown = key[1][1] if isinstance(key[1], tuple) else key[1]  # a lesion by its id
                 raise FailedPrecondition(
                     f"training item {item.image_id or item.key} shares its {key[0]} ({shown}) with the "
                     f"{split} split: the {split} split must stay unseen by training",
-                    hint="split by lesion (StartSplit) and train on that manifest's train split only")
+                    hint="split by lesion (StartSplit) and train on that manifest's train split only",
+                )
 
 
 def _synthetic_pool(manifests: Sequence[Manifest], label: str) -> list[Item]:
@@ -89,7 +98,8 @@ def _synthetic_pool(manifests: Sequence[Manifest], label: str) -> list[Item]:
             if item.split in HELD_OUT:
                 raise FailedPrecondition(
                     f"synthetic item {item.image_id or item.key} carries split {item.split!r}",
-                    hint="synthetic images are training data only; their split must be empty or 'train'")
+                    hint="synthetic images are training data only; their split must be empty or 'train'",
+                )
             if item.label == label:
                 pool.append(item)
     return pool
@@ -101,14 +111,22 @@ def synthetic_take(available: int, real_of_class: int, count: int, ratio: float)
         raise InvalidArgument(f"synthetic_count and synthetic_ratio must be >= 0, got {count} and {ratio}")
     wanted = count if count else (round(ratio * real_of_class) if ratio else available)
     if wanted > available:
-        raise FailedPrecondition(f"{wanted} synthetic images requested, the manifests hold {available}",
-                                 hint="generate more images or lower synthetic_count / synthetic_ratio")
+        raise FailedPrecondition(
+            f"{wanted} synthetic images requested, the manifests hold {available}",
+            hint="generate more images or lower synthetic_count / synthetic_ratio",
+        )
     return wanted
 
 
 def select_training_items(
-    data: Manifest, regime: str, *, synthetic: Sequence[Manifest] = (), synthetic_count: int = 0,
-    synthetic_ratio: float = 0.0, synthetic_label: str = "MEL", augmented: Manifest | None = None,
+    data: Manifest,
+    regime: str,
+    *,
+    synthetic: Sequence[Manifest] = (),
+    synthetic_count: int = 0,
+    synthetic_ratio: float = 0.0,
+    synthetic_label: str = "MEL",
+    augmented: Manifest | None = None,
     seed: int = 0,
 ) -> TrainingSelection:
     """The train and val items of a run under ``regime``, checked for leakage into val and test."""
@@ -118,18 +136,22 @@ def select_training_items(
         raise InvalidArgument(f"synthetic_label {synthetic_label!r} is not a class", hint=", ".join(CLASSES))
     real, val = split_items(data, "train"), split_items(data, "val")
     if not real:
-        raise FailedPrecondition("the data manifest has no train split",
-                                 hint="use a manifest made by StartSplit")
+        raise FailedPrecondition(
+            "the data manifest has no train split", hint="use a manifest made by StartSplit"
+        )
     if not val:
-        raise FailedPrecondition("the data manifest has no val split: model selection needs one",
-                                 hint="split with a val fraction > 0")
+        raise FailedPrecondition(
+            "the data manifest has no val split: model selection needs one",
+            hint="split with a val fraction > 0",
+        )
     extra: list[Item] = []
     counts = {"real": len(real), "synthetic": 0, "augmented": 0, "val": len(val)}
     notes = []
     if regime == "real+synthetic":
         pool = _synthetic_pool(synthetic, synthetic_label)
-        take = synthetic_take(len(pool), sum(item.label == synthetic_label for item in real), synthetic_count,
-                              synthetic_ratio)
+        take = synthetic_take(
+            len(pool), sum(item.label == synthetic_label for item in real), synthetic_count, synthetic_ratio
+        )
         chosen = np.sort(np.random.default_rng([seed, 1]).choice(len(pool), size=take, replace=False))
         extra = [pool[i] for i in chosen]
         counts["synthetic"] = len(extra)
@@ -137,9 +159,10 @@ def select_training_items(
         copies = [item for item in (augmented.items if augmented else []) if item.meta.get("augmented_from")]
         extra = [item for item in copies if item.split in ("", "train")]
         if not extra:
-            raise FailedPrecondition("the augmented manifest has no augmented training items "
-                                     "(meta augmented_from)",
-                                     hint="preprocess the data manifest with augment_copies >= 1")
+            raise FailedPrecondition(
+                "the augmented manifest has no augmented training items (meta augmented_from)",
+                hint="preprocess the data manifest with augment_copies >= 1",
+            )
         counts["augmented"] = len(extra)
         if len(copies) > len(extra):
             notes.append(f"{len(copies) - len(extra)} augmented copies of val/test images were left out")
@@ -150,7 +173,7 @@ def select_training_items(
     return TrainingSelection(train, val, counts, notes)
 
 
-class ItemImages(Sequence):
+class ItemImages(Sequence[tuple[np.ndarray, int]]):
     """(uint8 RGB [H, W, 3], class index) per item; ``read`` returns an item's verified bytes."""
 
     def __init__(self, items: Sequence[Item], read: Callable[[Item], bytes]) -> None:
@@ -160,7 +183,13 @@ class ItemImages(Sequence):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    @overload
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[np.ndarray, int]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[np.ndarray, int] | list[tuple[np.ndarray, int]]:
+        if isinstance(index, slice):  # as a Sequence does
+            return [self[i] for i in range(*index.indices(len(self)))]
         item = self.items[index]
         return decode_image(self.read(item)), CLASS_INDEX.get(item.label, -1)
 
@@ -176,8 +205,9 @@ def _as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.require(image, np.uint8, ("C", "W"))).permute(2, 0, 1)
 
 
-def crop_box(height: int, width: int, scale: tuple[float, float],
-             rng: np.random.Generator) -> tuple[int, int, int, int]:
+def crop_box(
+    height: int, width: int, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop of ``scale`` x the area with aspect in CROP_RATIO
     (the RandomResizedCrop sampling of Szegedy et al. 2015 as torchvision implements it)."""
     area = height * width

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,10 +24,10 @@ from skingenbench.services.core.errors import InvalidArgument
 
 @dataclass
 class CamOverlay:
-    png: bytes             # RGB overlay, image_size x image_size
-    cam: np.ndarray        # float [S, S] in [0, 1]
-    target_class: int      # the class the map explains (the predicted one)
-    probs: np.ndarray      # the model's probabilities for the image
+    png: bytes  # RGB overlay, image_size x image_size
+    cam: np.ndarray  # float [S, S] in [0, 1]
+    target_class: int  # the class the map explains (the predicted one)
+    probs: np.ndarray  # the model's probabilities for the image
 
 
 def target_layer(model: torch.nn.Module, name: str, path: str = "") -> tuple[str, torch.nn.Module]:
@@ -35,15 +36,18 @@ def target_layer(model: torch.nn.Module, name: str, path: str = "") -> tuple[str
     try:
         return path, model.get_submodule(path)
     except AttributeError:
-        raise InvalidArgument(f"{name} has no module {path!r} for Grad-CAM",
-                              hint=f"default: {ARCHITECTURES[name].gradcam_layer}; module paths as in "
-                                   "model.named_modules()") from None
+        raise InvalidArgument(
+            f"{name} has no module {path!r} for Grad-CAM",
+            hint=f"default: {ARCHITECTURES[name].gradcam_layer}; module paths as in model.named_modules()",
+        ) from None
 
 
 def vit_reshape(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """Tokens [B, prefix + h*w, D] -> feature map [B, D, h, w] (what a CAM needs from a transformer)."""
     prefix = getattr(model, "num_prefix_tokens", 1)
-    grid = model.patch_embed.grid_size
+    # timm's PatchEmbed (timm's types are not followed); torch types a looked-up submodule as Tensor | Module.
+    patch_embed: Any = model.patch_embed
+    grid = patch_embed.grid_size
 
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
         patches = tokens[:, prefix:, :]
@@ -59,9 +63,15 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def gradcam_overlays(model: torch.nn.Module, name: str, config: ClassifierConfig,
-                     images: Sequence[np.ndarray], layer: str = "", device: str = "cpu",
-                     batch_size: int = 8) -> list[CamOverlay]:
+def gradcam_overlays(
+    model: torch.nn.Module,
+    name: str,
+    config: ClassifierConfig,
+    images: Sequence[np.ndarray],
+    layer: str = "",
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> list[CamOverlay]:
     """One overlay per uint8 RGB image, explaining the model's predicted class."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -74,7 +84,9 @@ def gradcam_overlays(model: torch.nn.Module, name: str, config: ClassifierConfig
     overlays: list[CamOverlay] = []
     with GradCAM(model=model, target_layers=[module], reshape_transform=reshape) as cam:
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([eval_transform(image, config) for image in images[start:start + batch_size]])
+            batch = torch.stack(
+                [eval_transform(image, config) for image in images[start : start + batch_size]]
+            )
             with torch.no_grad():
                 probs = torch.softmax(model(batch.to(device)).float(), dim=1).cpu().numpy()
             predicted = probs.argmax(axis=1)

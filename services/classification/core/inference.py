@@ -18,9 +18,14 @@ from skingenbench.services.core.manifest import Item
 
 
 @torch.no_grad()
-def predict_probabilities(model: torch.nn.Module, images: Sequence, config: ClassifierConfig,
-                          device: str = "cpu", batch_size: int = 0,
-                          on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+def predict_probabilities(
+    model: torch.nn.Module,
+    images: Sequence,
+    config: ClassifierConfig,
+    device: str = "cpu",
+    batch_size: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """Softmax probabilities [N, C] (float64, rows summing to 1) of ``images[i] = (uint8 HWC, label)``."""
     model.eval()
     size = batch_size or config.eval_batch_size

@@ -53,22 +53,30 @@ def validate_predictions(
     labels = np.asarray(y_true)
     n_classes = len(classes)
     if probs.ndim != 2 or probs.shape[1] != n_classes:
-        raise InvalidArgument(f"probs must have shape [N, {n_classes}] (columns {list(classes)}), got {probs.shape}")
+        raise InvalidArgument(
+            f"probs must have shape [N, {n_classes}] (columns {list(classes)}), got {probs.shape}"
+        )
     if labels.ndim != 1 or labels.shape[0] != probs.shape[0]:
         raise InvalidArgument(f"y_true must have shape [{probs.shape[0]}] to match probs, got {labels.shape}")
     if labels.shape[0] == 0:
         raise InvalidArgument("no predictions to evaluate (N = 0)")
-    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(labels == np.round(labels))):
+    if labels.dtype.kind not in "iuf" or (
+        labels.dtype.kind == "f" and not np.all(labels == np.round(labels))
+    ):
         raise InvalidArgument(f"y_true must hold integer class indices, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= n_classes:
         raise InvalidArgument(f"labels must lie in [0, {n_classes}), found {labels.min()}..{labels.max()}")
     if not np.isfinite(probs).all() or probs.min() < -atol or probs.max() > 1 + atol:
-        raise InvalidArgument("probabilities must be finite and within [0, 1]", hint="pass softmax outputs, not logits")
+        raise InvalidArgument(
+            "probabilities must be finite and within [0, 1]", hint="pass softmax outputs, not logits"
+        )
     off = np.flatnonzero(np.abs(probs.sum(axis=1) - 1.0) > atol)
     if off.size:
         raise InvalidArgument(
             f"{off.size} probability rows do not sum to 1 within {atol} (row {off[0]} sums to "
-            f"{probs[off[0]].sum():.6f})", hint="pass softmax outputs, not logits")
+            f"{probs[off[0]].sum():.6f})",
+            hint="pass softmax outputs, not logits",
+        )
     return labels.astype(np.int64), probs
 
 
@@ -121,8 +129,12 @@ def accuracy_from_confusion(conf) -> np.ndarray:
 def per_class_rates(conf) -> dict[str, np.ndarray]:
     """Precision (0 if never predicted), recall (NaN if absent) and F1 (NaN if absent and never predicted)."""
     tp, support, predicted = _class_totals(conf)
-    return {"precision": safe_divide(tp, predicted, undefined=0.0), "recall": safe_divide(tp, support),
-            "f1": safe_divide(2 * tp, support + predicted), "support": support}
+    return {
+        "precision": safe_divide(tp, predicted, undefined=0.0),
+        "recall": safe_divide(tp, support),
+        "f1": safe_divide(2 * tp, support + predicted),
+        "support": support,
+    }
 
 
 def macro_f1_from_confusion(conf, scope: np.ndarray | None = None) -> np.ndarray:
@@ -162,9 +174,14 @@ def diagnostic_odds_ratio(tp, fp, fn, tn) -> tuple[np.ndarray, np.ndarray]:
 
 def one_vs_rest_rates(tp, fp, fn, tn) -> dict[str, np.ndarray]:
     dor, corrected = diagnostic_odds_ratio(tp, fp, fn, tn)
-    return {"f1": safe_divide(2 * tp, 2 * tp + fp + fn), "sensitivity": safe_divide(tp, tp + fn),
-            "specificity": safe_divide(tn, tn + fp), "precision": safe_divide(tp, tp + fp, undefined=0.0),
-            "dor": dor, "dor_corrected": corrected}
+    return {
+        "f1": safe_divide(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": safe_divide(tp, tp + fn),
+        "specificity": safe_divide(tn, tn + fp),
+        "precision": safe_divide(tp, tp + fp, undefined=0.0),
+        "dor": dor,
+        "dor_corrected": corrected,
+    }
 
 
 def _grouped_by_score(scores, is_positive, weights, descending: bool):
@@ -219,8 +236,11 @@ def metric_scope(y_true, y_pred, n_classes: int) -> dict[str, np.ndarray]:
     """Which classes each macro average covers, fixed by the full test set (so resamples share it)."""
     support = np.bincount(y_true, minlength=n_classes)
     predicted = np.bincount(y_pred, minlength=n_classes)
-    return {"f1": (support + predicted) > 0, "recall": support > 0,
-            "roc_auc": (support > 0) & (support < len(y_true))}
+    return {
+        "f1": (support + predicted) > 0,
+        "recall": support > 0,
+        "roc_auc": (support > 0) & (support < len(y_true)),
+    }
 
 
 def batched_metrics(y_true, probs, positive_index: int, weights=None, *, ranking: bool = True) -> dict:
@@ -233,10 +253,14 @@ def batched_metrics(y_true, probs, positive_index: int, weights=None, *, ranking
     y_pred = probs.argmax(axis=1)
     scope = metric_scope(y_true, y_pred, n_classes)
     conf = confusion_matrix(y_true, y_pred, n_classes, w)
-    global_ = {"macro_f1": macro_f1_from_confusion(conf, scope["f1"]),
-               "balanced_accuracy": balanced_accuracy_from_confusion(conf, scope["recall"]),
-               "mcc": matthews_corrcoef_from_confusion(conf), "accuracy": accuracy_from_confusion(conf),
-               "brier": brier_score(y_true, probs, w), "brier_multiclass": multiclass_brier_score(y_true, probs, w)}
+    global_ = {
+        "macro_f1": macro_f1_from_confusion(conf, scope["f1"]),
+        "balanced_accuracy": balanced_accuracy_from_confusion(conf, scope["recall"]),
+        "mcc": matthews_corrcoef_from_confusion(conf),
+        "accuracy": accuracy_from_confusion(conf),
+        "brier": brier_score(y_true, probs, w),
+        "brier_multiclass": multiclass_brier_score(y_true, probs, w),
+    }
     melanoma = one_vs_rest_rates(*one_vs_rest_counts(conf, positive_index))
     if ranking:
         aucs = np.full((w.shape[0], n_classes), np.nan)
@@ -276,6 +300,12 @@ def per_class_report(y_true, probs, classes: Sequence[str] = CLASSES) -> dict[st
     """{class: {precision, recall, f1, support}}; None where undefined (see the module docstring)."""
     y, p = validate_predictions(y_true, probs, classes)
     rates = per_class_rates(confusion_matrix(y, p.argmax(axis=1), len(classes)))
-    return {name: {"precision": _point(rates["precision"][k]), "recall": _point(rates["recall"][k]),
-                   "f1": _point(rates["f1"][k]), "support": int(rates["support"][k])}
-            for k, name in enumerate(classes)}
+    return {
+        name: {
+            "precision": _point(rates["precision"][k]),
+            "recall": _point(rates["recall"][k]),
+            "f1": _point(rates["f1"][k]),
+            "support": int(rates["support"][k]),
+        }
+        for k, name in enumerate(classes)
+    }

@@ -47,8 +47,10 @@ def require_same_images(ids_a: Sequence[str] | None, ids_b: Sequence[str] | None
         raise InvalidArgument(f"the pipelines were scored on different image counts: {len(a)} vs {len(b)}")
     for position, (first, second) in enumerate(zip(a, b, strict=True)):
         if first != second:
-            raise InvalidArgument(f"image ids differ at position {position}: {first!r} vs {second!r}",
-                                  hint="order both pipelines' predictions by the same test manifest")
+            raise InvalidArgument(
+                f"image ids differ at position {position}: {first!r} vs {second!r}",
+                hint="order both pipelines' predictions by the same test manifest",
+            )
     if len(set(a)) != len(a):
         raise InvalidArgument("image ids repeat: a paired test needs each test image once")
 
@@ -75,28 +77,39 @@ def delong_test(is_positive, scores_a, scores_b, level: float = DEFAULT_LEVEL) -
     """Two-sided DeLong test of AUC_a = AUC_b for paired scores; also the difference's normal interval."""
     scores_a, scores_b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     if scores_a.shape != scores_b.shape or scores_a.shape != np.shape(is_positive):
-        raise InvalidArgument(f"paired scores need one shape, got {scores_a.shape}, {scores_b.shape}, "
-                              f"{np.shape(is_positive)}")
+        raise InvalidArgument(
+            f"paired scores need one shape, got {scores_a.shape}, {scores_b.shape}, {np.shape(is_positive)}"
+        )
     aucs, cov = delong_covariance(is_positive, np.stack([scores_a, scores_b]))
     difference = float(aucs[0] - aucs[1])
     variance = max(float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1]), 0.0)
     std_error = float(np.sqrt(variance))
     z_crit = float(stats.norm.ppf(0.5 + level / 2.0))
+    z: float | None
     if std_error > 1e-12:
         z = difference / std_error
         p_value = float(2.0 * stats.norm.sf(abs(z)))
     else:  # identical rankings (difference 0: p = 1) or a difference with no sampling spread (p = 0)
         z, p_value = (0.0, 1.0) if abs(difference) < 1e-12 else (None, 0.0)
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": difference, "std_error": std_error,
-            "z": z, "p_value": p_value, "ci_low": difference - z_crit * std_error,
-            "ci_high": difference + z_crit * std_error}
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "difference": difference,
+        "std_error": std_error,
+        "z": z,
+        "p_value": p_value,
+        "ci_low": difference - z_crit * std_error,
+        "ci_high": difference + z_crit * std_error,
+    }
 
 
 def mcnemar_test(correct_a, correct_b, exact: bool | None = None) -> dict:
     """McNemar's test on paired correctness; ``exact=None`` picks the binomial test below 25 discordant."""
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape:
-        raise InvalidArgument(f"paired correctness needs one shape, got {correct_a.shape} and {correct_b.shape}")
+        raise InvalidArgument(
+            f"paired correctness needs one shape, got {correct_a.shape} and {correct_b.shape}"
+        )
     only_a, only_b = int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
     discordant = only_a + only_b
     use_exact = discordant < EXACT_MCNEMAR_BELOW if exact is None else exact
@@ -108,13 +121,24 @@ def mcnemar_test(correct_a, correct_b, exact: bool | None = None) -> dict:
     else:
         statistic = max(abs(only_a - only_b) - 1.0, 0.0) ** 2 / discordant
         p_value = float(stats.chi2.sf(statistic, df=1))
-    return {"only_a_correct": only_a, "only_b_correct": only_b, "statistic": statistic, "p_value": p_value,
-            "method": "exact binomial" if use_exact else "chi-square with continuity correction"}
+    return {
+        "only_a_correct": only_a,
+        "only_b_correct": only_b,
+        "statistic": statistic,
+        "p_value": p_value,
+        "method": "exact binomial" if use_exact else "chi-square with continuity correction",
+    }
 
 
 def paired_bootstrap(
-    y_true, probs_a, probs_b, classes: Sequence[str] = CLASSES, positive: str = "MEL",
-    metrics: Sequence[str] = tuple(PAIRED_METRICS), n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+    y_true,
+    probs_a,
+    probs_b,
+    classes: Sequence[str] = CLASSES,
+    positive: str = "MEL",
+    metrics: Sequence[str] = tuple(PAIRED_METRICS),
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
     level: float = DEFAULT_LEVEL,
 ) -> dict[str, dict]:
     """Difference A - B of each metric, with a percentile interval and a two-sided p-value."""
@@ -128,8 +152,13 @@ def paired_bootstrap(
     def differences(counts=None) -> dict:
         scored_a = batched_metrics(y, a, k, counts, ranking=False)
         scored_b = batched_metrics(y, b, k, counts, ranking=False)
-        return {name: {"a": scored_a[PAIRED_METRICS[name][0]][PAIRED_METRICS[name][1]],
-                       "b": scored_b[PAIRED_METRICS[name][0]][PAIRED_METRICS[name][1]]} for name in metrics}
+        return {
+            name: {
+                "a": scored_a[PAIRED_METRICS[name][0]][PAIRED_METRICS[name][1]],
+                "b": scored_b[PAIRED_METRICS[name][0]][PAIRED_METRICS[name][1]],
+            }
+            for name in metrics
+        }
 
     observed = differences()
     resampled = bootstrap_replicates(differences, len(y), n_resamples, seed)
@@ -142,18 +171,34 @@ def paired_bootstrap(
         diff = value_a - value_b
         p_value = None
         if finite.size and np.isfinite(diff):
-            extreme = np.abs(finite - diff) >= abs(diff) - 1e-12  # as far from the truth as observed, under H0
+            extreme = (
+                np.abs(finite - diff) >= abs(diff) - 1e-12
+            )  # as far from the truth as observed, under H0
             p_value = float((1 + extreme.sum()) / (finite.size + 1))
-        results[name] = {"a": value_a, "b": value_b, "difference": diff if np.isfinite(diff) else None,
-                         "ci_low": low, "ci_high": high, "p_value": p_value, "n_resamples": int(n_resamples),
-                         "n_undefined": undefined}
+        results[name] = {
+            "a": value_a,
+            "b": value_b,
+            "difference": diff if np.isfinite(diff) else None,
+            "ci_low": low,
+            "ci_high": high,
+            "p_value": p_value,
+            "n_resamples": int(n_resamples),
+            "n_undefined": undefined,
+        }
     return results
 
 
 def compare_pipelines(
-    y_true, probs_a, probs_b, ids_a: Sequence[str] | None = None, ids_b: Sequence[str] | None = None,
-    classes: Sequence[str] = CLASSES, positive: str = "MEL", n_bootstrap: int = DEFAULT_RESAMPLES,
-    seed: int = 0, level: float = DEFAULT_LEVEL,
+    y_true,
+    probs_a,
+    probs_b,
+    ids_a: Sequence[str] | None = None,
+    ids_b: Sequence[str] | None = None,
+    classes: Sequence[str] = CLASSES,
+    positive: str = "MEL",
+    n_bootstrap: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
 ) -> dict:
     """All paired tests of pipeline A against B as a JSON-serialisable dict (differences are A - B)."""
     require_same_images(ids_a, ids_b)
@@ -168,8 +213,12 @@ def compare_pipelines(
     except InvalidArgument as error:  # too few positives or negatives: report, do not crash the comparison
         delong, notes = None, [f"DeLong test skipped: {error}"]
     return {
-        "n": int(len(y)), "positive": positive, "delong_roc_auc": delong,
-        "paired_bootstrap": paired_bootstrap(y, a, b, classes, positive, n_resamples=n_bootstrap, seed=seed,
-                                             level=level),
-        "mcnemar": mcnemar_test(a.argmax(axis=1) == y, b.argmax(axis=1) == y), "notes": notes,
+        "n": int(len(y)),
+        "positive": positive,
+        "delong_roc_auc": delong,
+        "paired_bootstrap": paired_bootstrap(
+            y, a, b, classes, positive, n_resamples=n_bootstrap, seed=seed, level=level
+        ),
+        "mcnemar": mcnemar_test(a.argmax(axis=1) == y, b.argmax(axis=1) == y),
+        "notes": notes,
     }

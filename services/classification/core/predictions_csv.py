@@ -37,8 +37,15 @@ def _check_ids(image_ids: Sequence[str]) -> list[str]:
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     names = tuple(str(c) for c in classes)
-    if not names or any(not c.strip() for c in names) or len(set(names)) != len(names) or IMAGE_COLUMN in names:
-        raise InvalidArgument(f"class columns must be unique, non-empty and not {IMAGE_COLUMN!r}: {list(names)}")
+    if (
+        not names
+        or any(not c.strip() for c in names)
+        or len(set(names)) != len(names)
+        or IMAGE_COLUMN in names
+    ):
+        raise InvalidArgument(
+            f"class columns must be unique, non-empty and not {IMAGE_COLUMN!r}: {list(names)}"
+        )
     return names
 
 
@@ -48,7 +55,9 @@ def write_predictions_csv(image_ids: Sequence[str], probs, classes: Sequence[str
     ids = _check_ids(image_ids)
     probs = np.asarray(probs, dtype=float)
     if probs.shape != (len(ids), len(names)):
-        raise InvalidArgument(f"probs must have shape [{len(ids)}, {len(names)}] (ids x classes), got {probs.shape}")
+        raise InvalidArgument(
+            f"probs must have shape [{len(ids)}, {len(names)}] (ids x classes), got {probs.shape}"
+        )
     if not np.isfinite(probs).all():
         raise InvalidArgument("probabilities must be finite")
     out = io.StringIO()
@@ -67,7 +76,9 @@ def read_predictions_csv(
     With ``classes`` the file must have exactly those class columns (in any order); the columns are
     returned reordered to ``classes``. A file of another layout is refused with the line at fault.
     """
-    rows = [row for row in csv.reader(io.StringIO(text.lstrip("\ufeff"))) if any(cell.strip() for cell in row)]
+    rows = [
+        row for row in csv.reader(io.StringIO(text.lstrip("\ufeff"))) if any(cell.strip() for cell in row)
+    ]
     if not rows:
         raise InvalidArgument("the predictions CSV is empty")
     header = [cell.strip() for cell in rows[0]]

@@ -16,12 +16,21 @@ from collections.abc import Mapping, Sequence
 from skingenbench.services.core.errors import InvalidArgument
 
 GLOBAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("macro_f1", "macro-F1"), ("balanced_accuracy", "balanced acc"), ("mcc", "MCC"), ("roc_auc", "ROC-AUC"),
-    ("accuracy", "accuracy"), ("brier", "Brier"),
+    ("macro_f1", "macro-F1"),
+    ("balanced_accuracy", "balanced acc"),
+    ("mcc", "MCC"),
+    ("roc_auc", "ROC-AUC"),
+    ("accuracy", "accuracy"),
+    ("brier", "Brier"),
 )
 MELANOMA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("f1", "F1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("precision", "precision"),
-    ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("dor", "DOR"),
+    ("f1", "F1"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("precision", "precision"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("dor", "DOR"),
 )
 DIGITS = 4
 DOR_DIGITS = 2  # the reference prints DOR like 288.94
@@ -30,7 +39,7 @@ UNDEFINED = "n/a"
 
 
 def format_cell(entry: Mapping | None, digits: int = DIGITS) -> str:
-    """"0.8393 [0.8211, 0.8560]" from {"value", "ci_low", "ci_high"}; "n/a" for an undefined value."""
+    """ "0.8393 [0.8211, 0.8560]" from {"value", "ci_low", "ci_high"}; "n/a" for an undefined value."""
     if entry is None or entry.get("value") is None:
         return UNDEFINED
     text = f"{entry['value']:.{digits}f}"
@@ -39,17 +48,25 @@ def format_cell(entry: Mapping | None, digits: int = DIGITS) -> str:
     return text
 
 
-def _rows(results_by_model: Mapping[str, Mapping], section: str, columns: Sequence[tuple[str, str]]) -> list[dict]:
+def _rows(
+    results_by_model: Mapping[str, Mapping], section: str, columns: Sequence[tuple[str, str]]
+) -> list[dict]:
     rows = []
     for model, result in results_by_model.items():
         if section not in result:
-            raise InvalidArgument(f"the result for {model!r} has no {section!r} section",
-                                  hint="pass the dicts that evaluate_predictions returns")
+            raise InvalidArgument(
+                f"the result for {model!r} has no {section!r} section",
+                hint="pass the dicts that evaluate_predictions returns",
+            )
         metrics = result[section]
         row: dict = {"model": model}
         for key, _ in columns:
             entry = metrics.get(key) or {}
-            row[key] = {"value": entry.get("value"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high")}
+            row[key] = {
+                "value": entry.get("value"),
+                "ci_low": entry.get("ci_low"),
+                "ci_high": entry.get("ci_high"),
+            }
         if section == "melanoma":
             row["dor_corrected"] = bool(metrics.get("dor_corrected", False))
         rows.append(row)
@@ -67,8 +84,7 @@ def melanoma_rows(results_by_model: Mapping[str, Mapping]) -> list[dict]:
 
 
 def _markdown(rows: list[dict], columns: Sequence[tuple[str, str]], digits: int) -> list[str]:
-    lines = ["| model | " + " | ".join(label for _, label in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    lines = ["| model | " + " | ".join(label for _, label in columns) + " |", "|---|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for key, _ in columns:
@@ -90,5 +106,8 @@ def melanoma_table(results_by_model: Mapping[str, Mapping], digits: int = DIGITS
     rows = melanoma_rows(results_by_model)
     lines = _markdown(rows, MELANOMA_COLUMNS, digits)
     if any(row["dor_corrected"] for row in rows):
-        lines += ["", f"{CORRECTED_MARK} a zero cell in the 2x2 table: DOR with the Haldane-Anscombe +0.5 correction."]
+        lines += [
+            "",
+            f"{CORRECTED_MARK} a zero cell in the 2x2 table: DOR with the Haldane-Anscombe +0.5 correction.",
+        ]
     return "\n".join(lines) + "\n"

@@ -20,9 +20,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -42,11 +42,11 @@ ProgressCallback = Callable[[dict[str, float]], None]
 @dataclass
 class TrainingOutcome:
     best_state: dict[str, torch.Tensor]
-    best_epoch: int                      # 1-based
-    best_metric: float | None            # the selection metric on val at best_epoch
+    best_epoch: int  # 1-based
+    best_metric: float | None  # the selection metric on val at best_epoch
     selection_metric: str
     history: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False            # should_stop() ended the run (a checkpoint was written first)
+    interrupted: bool = False  # should_stop() ended the run (a checkpoint was written first)
     resumed_from: dict[str, int] | None = None  # {"epoch", "step"} of the checkpoint continued from
     final_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -60,7 +60,7 @@ def labels_of(images: Sequence) -> np.ndarray:
 def epoch_batches(seed: int, epoch: int, size: int, batch_size: int) -> list[np.ndarray]:
     """The epoch's permutation cut into batches; a last batch of one joins the previous (batch norm)."""
     order = np.random.default_rng([seed, epoch]).permutation(size)
-    batches = [order[i:i + batch_size] for i in range(0, size, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, size, batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [np.concatenate(batches[-2:])]
     return batches
@@ -78,8 +78,9 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 def build_optimizer(model: torch.nn.Module, config: ClassifierConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
@@ -101,7 +102,9 @@ class _Loader:
         image, label = self.images[int(index)]
         return train_transform(image, self.config, np.random.default_rng([self.seed, epoch, position])), label
 
-    def _batch(self, epoch: int, start: int, indices: np.ndarray):
+    def _batch(
+        self, epoch: int, start: int, indices: np.ndarray
+    ) -> list[tuple[torch.Tensor, int]] | list[Future[tuple[torch.Tensor, int]]]:
         jobs = [(epoch, start + k, index) for k, index in enumerate(indices)]
         if self.pool is None:
             return [self._load(*job) for job in jobs]
@@ -109,14 +112,14 @@ class _Loader:
 
     def epoch(self, epoch: int, batches: list[np.ndarray], first_step: int):
         starts = np.cumsum([0] + [len(b) for b in batches])
-        pending = None
-        if first_step < len(batches):
-            pending = self._batch(epoch, starts[first_step], batches[first_step])
+        pending = (
+            self._batch(epoch, starts[first_step], batches[first_step]) if first_step < len(batches) else []
+        )
         for step in range(first_step, len(batches)):
             current = pending
             if step + 1 < len(batches):
                 pending = self._batch(epoch, starts[step + 1], batches[step + 1])
-            pairs = [p.result() if hasattr(p, "result") else p for p in current]
+            pairs = [p.result() if isinstance(p, Future) else p for p in current]
             yield step, torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
     def close(self) -> None:
@@ -124,41 +127,76 @@ class _Loader:
             self.pool.shutdown(cancel_futures=True)
 
 
-def _check_resume(state: dict[str, Any], seed: int, sizes: tuple[int, int], epochs: int) -> dict[str, Any]:
+class _LoopState(TypedDict):
+    """Where the loop is, as a checkpoint stores it: the run it belongs to and the progress of its epoch."""
+
+    seed: int
+    train_size: int
+    val_size: int
+    epochs: int
+    epoch: int
+    step: int
+    loss_sum: float
+    correct: int
+    seen: int
+    seconds: float
+
+
+def _check_resume(state: dict[str, Any], seed: int, sizes: tuple[int, int], epochs: int) -> _LoopState:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise FailedPrecondition(f"not a classifier training checkpoint (format {CHECKPOINT_FORMAT!r})")
     loop = state["loop"]
     if (loop["seed"], loop["train_size"], loop["val_size"], loop["epochs"]) != (seed, *sizes, epochs):
         raise FailedPrecondition(
             "the checkpoint belongs to another run (seed, data sizes or epochs differ): "
-            f"{loop['seed']}, {loop['train_size']}, {loop['val_size']}, {loop['epochs']}")
+            f"{loop['seed']}, {loop['train_size']}, {loop['val_size']}, {loop['epochs']}"
+        )
     return loop
 
 
 def train_classifier(
-    model: torch.nn.Module, config: ClassifierConfig, train_set: Sequence, val_set: Sequence, *, seed: int,
-    device: str = "cpu", save_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    model: torch.nn.Module,
+    config: ClassifierConfig,
+    train_set: Sequence,
+    val_set: Sequence,
+    *,
+    seed: int,
+    device: str = "cpu",
+    save_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     load_checkpoint: Callable[[], dict[str, Any] | None] | None = None,
-    should_stop: Callable[[], bool] | None = None, on_progress: ProgressCallback | None = None,
-    progress_every: int = 10, classes: Sequence[str] = CLASSES,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: ProgressCallback | None = None,
+    progress_every: int = 10,
+    classes: Sequence[str] = CLASSES,
 ) -> TrainingOutcome:
     """Train ``model`` on ``train_set`` (``[i] -> (uint8 HWC image, class index)``), select on ``val_set``."""
     if len(train_set) < 2 or len(val_set) < 1:
-        raise InvalidArgument(f"training needs >= 2 training and >= 1 val images, got {len(train_set)} and "
-                              f"{len(val_set)}")
+        raise InvalidArgument(
+            f"training needs >= 2 training and >= 1 val images, got {len(train_set)} and {len(val_set)}"
+        )
     model = prepare(model, config, device)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     train_labels, val_labels = labels_of(train_set), labels_of(val_set)
     weights = class_weights(train_labels, len(classes)).to(device) if config.class_weighted_loss else None
-    loop = {"seed": seed, "train_size": len(train_set), "val_size": len(val_set), "epochs": config.epochs,
-            "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    loop: _LoopState = {
+        "seed": seed,
+        "train_size": len(train_set),
+        "val_size": len(val_set),
+        "epochs": config.epochs,
+        "epoch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "correct": 0,
+        "seen": 0,
+        "seconds": 0.0,
+    }
     best: dict[str, Any] = {"epoch": None, "metric": None, "model": None}
     history: list[dict[str, Any]] = []
     resumed_from = None
     state = load_checkpoint() if load_checkpoint is not None else None
     if state is not None:
-        loop = dict(_check_resume(state, seed, (len(train_set), len(val_set)), config.epochs))
+        loop = _check_resume(state, seed, (len(train_set), len(val_set)), config.epochs).copy()
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -168,9 +206,17 @@ def train_classifier(
 
     def checkpoint() -> None:
         if save_checkpoint is not None:
-            save_checkpoint({"format": CHECKPOINT_FORMAT, "loop": dict(loop), "model": model.state_dict(),
-                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "best": best, "history": history})
+            save_checkpoint(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "loop": dict(loop),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best": best,
+                    "history": history,
+                }
+            )
 
     loader = _Loader(train_set, config, seed)
     try:
@@ -203,14 +249,23 @@ def train_classifier(
             scheduler.step()
             score = -np.inf if record["val_metric"] is None else record["val_metric"]
             if best["epoch"] is None or score > (-np.inf if best["metric"] is None else best["metric"]):
-                best = {"epoch": epoch + 1, "metric": record["val_metric"],
-                        "model": _cpu_copy(model.state_dict())}
+                best = {
+                    "epoch": epoch + 1,
+                    "metric": record["val_metric"],
+                    "model": _cpu_copy(model.state_dict()),
+                }
             record["is_best"] = best["epoch"] == epoch + 1
             history.append(record)
             if on_progress is not None:
-                on_progress({**_progress(loop, len(batches), optimizer),
-                             **{k: v for k, v in record.items() if k.startswith("val_") and v is not None}})
-            loop.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
+                on_progress(
+                    {
+                        **_progress(loop, len(batches), optimizer),
+                        **{k: v for k, v in record.items() if k.startswith("val_") and v is not None},
+                    }
+                )
+            loop.update(
+                {"epoch": epoch + 1, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            )
             checkpoint()
             if should_stop is not None and should_stop() and loop["epoch"] < config.epochs:
                 return _outcome(best, history, config, True, resumed_from, model)
@@ -219,37 +274,69 @@ def train_classifier(
     return _outcome(best, history, config, False, resumed_from, model)
 
 
-def _progress(loop: dict[str, Any], steps: int, optimizer) -> dict[str, float]:
+def _progress(loop: _LoopState, steps: int, optimizer) -> dict[str, float]:
     seen = max(loop["seen"], 1)
-    return {"epoch": loop["epoch"] + 1, "step": loop["step"], "steps": steps, "loss": loop["loss_sum"] / seen,
-            "images_per_s": loop["seen"] / loop["seconds"] if loop["seconds"] else 0.0,
-            "lr": optimizer.param_groups[0]["lr"]}
+    return {
+        "epoch": loop["epoch"] + 1,
+        "step": loop["step"],
+        "steps": steps,
+        "loss": loop["loss_sum"] / seen,
+        "images_per_s": loop["seen"] / loop["seconds"] if loop["seconds"] else 0.0,
+        "lr": optimizer.param_groups[0]["lr"],
+    }
 
 
-def _end_epoch(model, config: ClassifierConfig, val_set: Sequence, val_labels: np.ndarray, device: str,
-               loop: dict[str, Any], optimizer, classes: Sequence[str]) -> dict[str, Any]:
+def _end_epoch(
+    model,
+    config: ClassifierConfig,
+    val_set: Sequence,
+    val_labels: np.ndarray,
+    device: str,
+    loop: _LoopState,
+    optimizer,
+    classes: Sequence[str],
+) -> dict[str, Any]:
     probs = predict_probabilities(model, val_set, config, device)
     scores = global_metrics(val_labels, probs, classes)
     seen = max(loop["seen"], 1)
-    return {"epoch": loop["epoch"] + 1, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loop["loss_sum"] / seen, "train_accuracy": loop["correct"] / seen,
-            "train_images": loop["seen"],
-            "images_per_s": loop["seen"] / loop["seconds"] if loop["seconds"] else 0.0,
-            "train_seconds": loop["seconds"], "val_macro_f1": scores["macro_f1"],
-            "val_balanced_accuracy": scores["balanced_accuracy"], "val_accuracy": scores["accuracy"],
-            "val_metric": scores[config.selection_metric]}
+    return {
+        "epoch": loop["epoch"] + 1,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": loop["loss_sum"] / seen,
+        "train_accuracy": loop["correct"] / seen,
+        "train_images": loop["seen"],
+        "images_per_s": loop["seen"] / loop["seconds"] if loop["seconds"] else 0.0,
+        "train_seconds": loop["seconds"],
+        "val_macro_f1": scores["macro_f1"],
+        "val_balanced_accuracy": scores["balanced_accuracy"],
+        "val_accuracy": scores["accuracy"],
+        "val_metric": scores[config.selection_metric],
+    }
 
 
-def _outcome(best: dict[str, Any], history: list, config: ClassifierConfig, interrupted: bool,
-             resumed_from: dict[str, int] | None, model: torch.nn.Module) -> TrainingOutcome:
-    return TrainingOutcome(best_state=best["model"] or {}, best_epoch=best["epoch"] or 0,
-                           best_metric=best["metric"], selection_metric=config.selection_metric,
-                           history=list(history), interrupted=interrupted, resumed_from=resumed_from,
-                           final_state=_cpu_copy(model.state_dict()))
+def _outcome(
+    best: dict[str, Any],
+    history: list,
+    config: ClassifierConfig,
+    interrupted: bool,
+    resumed_from: dict[str, int] | None,
+    model: torch.nn.Module,
+) -> TrainingOutcome:
+    return TrainingOutcome(
+        best_state=best["model"] or {},
+        best_epoch=best["epoch"] or 0,
+        best_metric=best["metric"],
+        selection_metric=config.selection_metric,
+        history=list(history),
+        interrupted=interrupted,
+        resumed_from=resumed_from,
+        final_state=_cpu_copy(model.state_dict()),
+    )
 
 
-def measure_training_speed(name: str, profile: str = "tiny", images: int = 64, epochs: int = 2,
-                           device: str = "", seed: int = 0) -> float:
+def measure_training_speed(
+    name: str, profile: str = "tiny", images: int = 64, epochs: int = 2, device: str = "", seed: int = 0
+) -> float:
     """Training images/s of a registered classifier on random images (last epoch: warm caches), for
     ``make bench``. On CUDA it runs with the profile's AMP (bf16) and channels_last settings."""
     from skingenbench.services.core.classifiers.models import create_classifier

@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -203,7 +203,12 @@ def _resolve_config(config: PhantomConfig | None, width: int | None, height: int
     """The config with the requested size; a size that contradicts a given config is an error."""
     size = {name: value for name, value in (("width", width), ("height", height)) if value is not None}
     if config is None:
-        return PhantomConfig(**size)
+        default = PhantomConfig()
+        return replace(
+            default,
+            width=default.width if width is None else width,
+            height=default.height if height is None else height,
+        )
     for name, value in size.items():
         if getattr(config, name) != value:
             raise ValueError(

@@ -106,7 +106,9 @@ def split_by_lesion(
     for key, members in lesions.items():
         label, counts = majority_label(members)
         if len(counts) > 1:
-            multi_label.append({"lesion": _lesion_name(key), "labels": dict(sorted(counts.items())), "majority": label})
+            multi_label.append(
+                {"lesion": _lesion_name(key), "labels": dict(sorted(counts.items())), "majority": label}
+            )
         values = {"label": label, "source": key[0]}
         strata[tuple(values[name] for name in stratify_by)].append(key)
 
@@ -137,7 +139,11 @@ def split_by_lesion(
     config = {"fractions": list(fractions), "stratify_by": list(stratify_by), "algorithm": ALGORITHM}
     provenance = Provenance("split", STAGE_VERSION, config, seed, list(parents))
     result = Manifest(
-        items, provenance, name=manifest.name, skipped=list(manifest.skipped), extra={**manifest.extra, "split": summary}
+        items,
+        provenance,
+        name=manifest.name,
+        skipped=list(manifest.skipped),
+        extra={**manifest.extra, "split": summary},
     )
     assert_no_lesion_leak(result)
     return result
@@ -182,7 +188,8 @@ def validate_stratify_by(stratify_by: Iterable[str]) -> tuple[str, ...]:
     unknown = [name for name in fields if name not in STRATIFY_FIELDS]
     if unknown or len(set(fields)) != len(fields):
         raise InvalidArgument(
-            f"cannot stratify by {list(fields)}", hint=f"choose distinct fields among {', '.join(STRATIFY_FIELDS)}"
+            f"cannot stratify by {list(fields)}",
+            hint=f"choose distinct fields among {', '.join(STRATIFY_FIELDS)}",
         )
     return fields
 

@@ -32,15 +32,20 @@ class FeatureSpaceConfig:
 
     def validate(self) -> None:
         if self.tsne_perplexity <= 0 or self.pca_dims_before_tsne < 2 or self.max_points_per_set < 2:
-            raise InvalidArgument("feature_space needs tsne_perplexity > 0, pca_dims_before_tsne >= 2 and "
-                                  "max_points_per_set >= 2")
+            raise InvalidArgument(
+                "feature_space needs tsne_perplexity > 0, pca_dims_before_tsne >= 2 and "
+                "max_points_per_set >= 2"
+            )
 
 
-METRICS.register("feature_space", config_cls=FeatureSpaceConfig,
-                 profiles={"tiny": FeatureSpaceConfig(max_points_per_set=200), "paper": FeatureSpaceConfig()},
-                 description="PCA and t-SNE maps of real vs synthetic features (PNG), centroid distances and "
-                             "per-set dispersion", capabilities={"feature_space": "extractor and domain",
-                                                                 "outputs": "png"})(lambda config: config)
+METRICS.register(
+    "feature_space",
+    config_cls=FeatureSpaceConfig,
+    profiles={"tiny": FeatureSpaceConfig(max_points_per_set=200), "paper": FeatureSpaceConfig()},
+    description="PCA and t-SNE maps of real vs synthetic features (PNG), centroid distances and "
+    "per-set dispersion",
+    capabilities={"feature_space": "extractor and domain", "outputs": "png"},
+)(lambda config: config)
 
 
 def _stack(sets: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -58,8 +63,10 @@ def _split(points: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str
 
 def subsample(sets: Mapping[str, np.ndarray], limit: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {n: (f if len(f) <= limit else f[np.sort(rng.choice(len(f), limit, replace=False))])
-            for n, f in sets.items()}
+    return {
+        n: (f if len(f) <= limit else f[np.sort(rng.choice(len(f), limit, replace=False))])
+        for n, f in sets.items()
+    }
 
 
 def pca_embedding(sets: Mapping[str, np.ndarray], seed: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -72,8 +79,9 @@ def pca_embedding(sets: Mapping[str, np.ndarray], seed: int = 0) -> tuple[dict[s
     return _split(points, labels, names), [float(v) for v in pca.explained_variance_ratio_]
 
 
-def tsne_embedding(sets: Mapping[str, np.ndarray], perplexity: float = 30.0, pca_dims: int = 50,
-                   seed: int = 0) -> tuple[dict[str, np.ndarray], float]:
+def tsne_embedding(
+    sets: Mapping[str, np.ndarray], perplexity: float = 30.0, pca_dims: int = 50, seed: int = 0
+) -> tuple[dict[str, np.ndarray], float]:
     """2-D t-SNE of all sets together (after PCA to ``pca_dims``); returns the perplexity used."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -88,7 +96,9 @@ def tsne_embedding(sets: Mapping[str, np.ndarray], perplexity: float = 30.0, pca
     # Exact gradients for small sets: faster there than Barnes-Hut's tree (whose per-iteration overhead
     # dominates below ~1k points) and without its approximation.
     method = "exact" if len(data) <= EXACT_TSNE_POINTS else "barnes_hut"
-    points = TSNE(n_components=2, perplexity=used, init="pca", random_state=seed, method=method).fit_transform(data)
+    points = TSNE(
+        n_components=2, perplexity=used, init="pca", random_state=seed, method=method
+    ).fit_transform(data)
     return _split(points, labels, names), used
 
 
@@ -103,16 +113,26 @@ def centroid_summary(real: np.ndarray, synthetic: Mapping[str, np.ndarray]) -> d
     (absolute, and relative to the real set's) of every set."""
     real = np.asarray(real, dtype=np.float64)
     centre, spread = real.mean(axis=0), dispersion(real)
-    out: dict[str, Any] = {REAL: {"count": len(real), "dispersion": spread, "relative_dispersion": 1.0,
-                                  "centroid_distance": 0.0, "relative_centroid_distance": 0.0}}
+    out: dict[str, Any] = {
+        REAL: {
+            "count": len(real),
+            "dispersion": spread,
+            "relative_dispersion": 1.0,
+            "centroid_distance": 0.0,
+            "relative_centroid_distance": 0.0,
+        }
+    }
     for name, features in synthetic.items():
         features = np.asarray(features, dtype=np.float64)
         distance = float(np.linalg.norm(features.mean(axis=0) - centre))
         own = dispersion(features)
-        out[name] = {"count": len(features), "dispersion": own,
-                     "relative_dispersion": own / spread if spread > 0 else float("nan"),
-                     "centroid_distance": distance,
-                     "relative_centroid_distance": distance / spread if spread > 0 else float("nan")}
+        out[name] = {
+            "count": len(features),
+            "dispersion": own,
+            "relative_dispersion": own / spread if spread > 0 else float("nan"),
+            "centroid_distance": distance,
+            "relative_centroid_distance": distance / spread if spread > 0 else float("nan"),
+        }
     return out
 
 
@@ -125,11 +145,25 @@ def scatter_png(points: Mapping[str, np.ndarray], title: str, axis_labels: Seque
 
     figure = Figure(figsize=(6.4, 5.2), dpi=120)
     axes = figure.add_subplot()
-    colours = iter(["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink",
-                    "tab:olive", "tab:cyan"])
+    colours = iter(
+        [
+            "tab:red",
+            "tab:blue",
+            "tab:green",
+            "tab:orange",
+            "tab:purple",
+            "tab:brown",
+            "tab:pink",
+            "tab:olive",
+            "tab:cyan",
+        ]
+    )
     for name, xy in points.items():
-        style = {"color": "0.55", "alpha": 0.5, "zorder": 1} if name == REAL else {
-            "color": next(colours, None), "alpha": 0.7, "zorder": 2}
+        style = (
+            {"color": "0.55", "alpha": 0.5, "zorder": 1}
+            if name == REAL
+            else {"color": next(colours, None), "alpha": 0.7, "zorder": 2}
+        )
         axes.scatter(xy[:, 0], xy[:, 1], s=10, label=f"{name} (n={len(xy)})", edgecolors="none", **style)
     axes.set_title(title)
     axes.set_xlabel(axis_labels[0])
@@ -140,23 +174,40 @@ def scatter_png(points: Mapping[str, np.ndarray], title: str, axis_labels: Seque
     return buffer.getvalue()
 
 
-def feature_space_report(real: np.ndarray, synthetic: Mapping[str, np.ndarray], space: str,
-                         config: FeatureSpaceConfig | None = None, seed: int = 0
-                         ) -> tuple[dict[str, Any], dict[str, bytes]]:
+def feature_space_report(
+    real: np.ndarray,
+    synthetic: Mapping[str, np.ndarray],
+    space: str,
+    config: FeatureSpaceConfig | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(numbers, {"pca_<space>.png": …, "tsne_<space>.png": …}) for one feature space."""
     config = config or FeatureSpaceConfig()
     summary = centroid_summary(real, synthetic)
-    sets = subsample({REAL: np.asarray(real), **{n: np.asarray(f) for n, f in synthetic.items()}},
-                     config.max_points_per_set, seed)
+    sets = subsample(
+        {REAL: np.asarray(real), **{n: np.asarray(f) for n, f in synthetic.items()}},
+        config.max_points_per_set,
+        seed,
+    )
     pca_points, explained = pca_embedding(sets, seed)
     tsne_points, perplexity = tsne_embedding(sets, config.tsne_perplexity, config.pca_dims_before_tsne, seed)
     plots = {
-        f"pca_{space}.png": scatter_png(pca_points, f"PCA of {space} features",
-                                        [f"PC{i + 1} ({v:.0%})" for i, v in enumerate(explained)] + ["", ""]),
-        f"tsne_{space}.png": scatter_png(tsne_points, f"t-SNE of {space} features (perplexity {perplexity:.1f})"),
+        f"pca_{space}.png": scatter_png(
+            pca_points,
+            f"PCA of {space} features",
+            [f"PC{i + 1} ({v:.0%})" for i, v in enumerate(explained)] + ["", ""],
+        ),
+        f"tsne_{space}.png": scatter_png(
+            tsne_points, f"t-SNE of {space} features (perplexity {perplexity:.1f})"
+        ),
     }
-    numbers = {"space": space, "sets": summary, "pca_explained_variance": explained,
-               "tsne_perplexity": perplexity, "points_per_set": {n: len(f) for n, f in sets.items()}}
+    numbers = {
+        "space": space,
+        "sets": summary,
+        "pca_explained_variance": explained,
+        "tsne_perplexity": perplexity,
+        "points_per_set": {n: len(f) for n, f in sets.items()},
+    }
     return numbers, plots
 
 

@@ -36,7 +36,9 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 FEATURE_EXTRACTORS = Registry("feature_extractor")
 WEIGHTS_DIR_ENV = "SKINGENBENCH_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = "~/.cache/skingenbench/weights"
-TORCH_FIDELITY_RESIZE = "torch-fidelity interpolate_bilinear_2d_like_tensorflow1x (from each image's own size)"
+TORCH_FIDELITY_RESIZE = (
+    "torch-fidelity interpolate_bilinear_2d_like_tensorflow1x (from each image's own size)"
+)
 METRIC_LAYERS = ("fid", "kid", "prc", "isc")
 Progress = Callable[[int, int], None]
 
@@ -47,14 +49,17 @@ class UpstreamWeights:
 
     file: str
     url: str
-    sha256: str = ""         # full hash where upstream publishes it
+    sha256: str = ""  # full hash where upstream publishes it
     sha256_prefix: str = ""  # torch.hub's convention: the file name carries the hash's first hex digits
     format: str = "state_dict"  # or "torchscript" (CLIP's archives)
     input_size: int = 299
 
     def matches(self, digest: str) -> bool:
-        return digest == self.sha256 if self.sha256 else bool(self.sha256_prefix) and digest.startswith(
-            self.sha256_prefix)
+        return (
+            digest == self.sha256
+            if self.sha256
+            else bool(self.sha256_prefix) and digest.startswith(self.sha256_prefix)
+        )
 
 
 def _upstream() -> dict[str, UpstreamWeights]:
@@ -62,16 +67,22 @@ def _upstream() -> dict[str, UpstreamWeights]:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     table = {
-        "inception-v3-compat": UpstreamWeights(URL_INCEPTION_V3.rsplit("/", 1)[1], URL_INCEPTION_V3,
-                                               sha256_prefix="6726825d"),
-        "vgg16": UpstreamWeights("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
-                                 sha256_prefix="397923af", input_size=224),
+        "inception-v3-compat": UpstreamWeights(
+            URL_INCEPTION_V3.rsplit("/", 1)[1], URL_INCEPTION_V3, sha256_prefix="6726825d"
+        ),
+        "vgg16": UpstreamWeights(
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            sha256_prefix="397923af",
+            input_size=224,
+        ),
     }
     # DINOv2 is left out: torch-fidelity 0.4 refuses a local weights path for it (NotImplementedError).
     for name in ("clip-vit-b-32", "clip-vit-b-16", "clip-rn50"):
         digest = MODEL_METADATA[name]["hash"]
-        table[name] = UpstreamWeights(f"{name}-{digest}.pt", MODEL_URLS[name], sha256=digest, format="torchscript",
-                                      input_size=224)
+        table[name] = UpstreamWeights(
+            f"{name}-{digest}.pt", MODEL_URLS[name], sha256=digest, format="torchscript", input_size=224
+        )
     return table
 
 
@@ -93,16 +104,18 @@ def missing_weights_error(name: str, looked_at: Path) -> FailedPrecondition:
         f"feature extractor {name!r} needs the weights file {spec.file}, which is not at {looked_at}; "
         "nothing is downloaded at run time",
         hint=f"download {spec.url} (sha256 {digest}) and put it at {default_weights_path(name)} "
-             f"(or set ${WEIGHTS_DIR_ENV} to the folder holding {spec.file}, or pass extractor_weights); "
-             f"torch-fidelity keeps the same file as ~/.cache/torch/hub/checkpoints/{spec.file} once it ran online",
-        file=spec.file, path=str(default_weights_path(name)))
+        f"(or set ${WEIGHTS_DIR_ENV} to the folder holding {spec.file}, or pass extractor_weights); "
+        f"torch-fidelity keeps the same file as ~/.cache/torch/hub/checkpoints/{spec.file} once it ran online",
+        file=spec.file,
+        path=str(default_weights_path(name)),
+    )
 
 
 @dataclass
 class ExtractorConfig:
     batch_size: int = 64
     internal_dtype: str = "float32"  # torch-fidelity's option; float64 for bit-level comparisons
-    weights_sha256: str = ""         # expected hash of the weights file; empty: recorded, not enforced
+    weights_sha256: str = ""  # expected hash of the weights file; empty: recorded, not enforced
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -152,17 +165,17 @@ class Extractor:
     """A loaded feature extractor with everything a result must record about it."""
 
     name: str
-    module: Any                       # a torch_fidelity FeatureExtractorBase
-    layers: dict[str, str]            # metric -> feature layer (torch-fidelity's defaults)
+    module: Any  # a torch_fidelity FeatureExtractorBase
+    layers: dict[str, str]  # metric -> feature layer (torch-fidelity's defaults)
     weights_sha256: str
-    weights_source: str               # file name, or "classifier checkpoint"
-    weights_upstream: bool            # the published weights (numbers comparable with the literature)
+    weights_source: str  # file name, or "classifier checkpoint"
+    weights_upstream: bool  # the published weights (numbers comparable with the literature)
     input_size: int
     resize: str
     device: str = "cpu"
     batch_size: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
-    images_extracted: int = 0         # counts real work (the feature cache's tests read it)
+    images_extracted: int = 0  # counts real work (the feature cache's tests read it)
 
     @property
     def features(self) -> list[str]:
@@ -172,13 +185,22 @@ class Extractor:
         """What, besides the weights, decides the features: part of the feature cache's key."""
         import torch_fidelity
 
-        return {"decode": "RGB uint8", "resize": self.resize, "input_size": self.input_size,
-                "features": self.features, "dtype": str(getattr(self.module, "feature_extractor_internal_dtype",
-                                                                 torch.float32)),
-                "torch_fidelity": torch_fidelity.__version__, **self.extra.get("preprocessing", {})}
+        return {
+            "decode": "RGB uint8",
+            "resize": self.resize,
+            "input_size": self.input_size,
+            "features": self.features,
+            "dtype": str(getattr(self.module, "feature_extractor_internal_dtype", torch.float32)),
+            "torch_fidelity": torch_fidelity.__version__,
+            **self.extra.get("preprocessing", {}),
+        }
 
-    def extract(self, images: Sequence[np.ndarray], progress: Progress | None = None,
-                check: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
+    def extract(
+        self,
+        images: Sequence[np.ndarray],
+        progress: Progress | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Features of every image, in order, as ``{layer: float32 N×D}`` on the CPU, plus ``image_hw``
         (each image's height and width as given: what the network resized from)."""
         from torch_fidelity.utils import get_featuresdict_from_dataset
@@ -204,10 +226,17 @@ class Extractor:
         return out
 
     def provenance(self) -> dict[str, Any]:
-        return {"extractor": self.name, "weights_sha256": self.weights_sha256, "weights_file": self.weights_source,
-                "weights_upstream": self.weights_upstream, "layers": dict(self.layers),
-                "input_size": self.input_size, "resize": self.resize, "device": self.device, **self.extra.get(
-                    "provenance", {})}
+        return {
+            "extractor": self.name,
+            "weights_sha256": self.weights_sha256,
+            "weights_file": self.weights_source,
+            "weights_upstream": self.weights_upstream,
+            "layers": dict(self.layers),
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "device": self.device,
+            **self.extra.get("provenance", {}),
+        }
 
 
 def read_weights(name: str, weights: bytes | str | os.PathLike | None) -> tuple[bytes, str]:
@@ -226,13 +255,15 @@ def _check_plain_state_dict(data: bytes, source: str) -> None:
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means: not a plain tensor file
-        raise InvalidArgument(f"weights file {source} is not a plain tensor state dict: {str(exc)[:200]}",
-                              hint="give the .pth torch-fidelity downloads, not a pickled module") from None
+        raise InvalidArgument(
+            f"weights file {source} is not a plain tensor state dict: {str(exc)[:200]}",
+            hint="give the .pth torch-fidelity downloads, not a pickled module",
+        ) from None
 
 
-def create_torch_fidelity_extractor(name: str, config: ExtractorConfig,
-                                    weights: bytes | str | os.PathLike | None = None,
-                                    device: str = "cpu") -> Extractor:
+def create_torch_fidelity_extractor(
+    name: str, config: ExtractorConfig, weights: bytes | str | os.PathLike | None = None, device: str = "cpu"
+) -> Extractor:
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
     from torch_fidelity.utils import create_feature_extractor
 
@@ -240,49 +271,76 @@ def create_torch_fidelity_extractor(name: str, config: ExtractorConfig,
     data, source = read_weights(name, weights)
     digest = hashlib.sha256(data).hexdigest()
     if config.weights_sha256 and digest != config.weights_sha256:
-        raise DataIntegrityError(f"weights file {source} has sha256 {digest[:12]}…, expected "
-                                 f"{config.weights_sha256[:12]}…", hint="the file changed or is another file")
+        raise DataIntegrityError(
+            f"weights file {source} has sha256 {digest[:12]}…, expected {config.weights_sha256[:12]}…",
+            hint="the file changed or is another file",
+        )
     if spec.format == "state_dict":
         _check_plain_state_dict(data, source)
     cls = FEATURE_EXTRACTORS_REGISTRY[name]
     layers = {metric: cls.get_default_feature_layer_for_metric(metric) for metric in METRIC_LAYERS}
     requested = list(dict.fromkeys(layers.values()))
     try:
-        module = create_feature_extractor(name, requested, cuda=False, verbose=False,
-                                          feature_extractor_weights_path=io.BytesIO(data),
-                                          feature_extractor_internal_dtype=config.internal_dtype)
+        module = create_feature_extractor(
+            name,
+            requested,
+            cuda=False,
+            verbose=False,
+            feature_extractor_weights_path=io.BytesIO(data),
+            feature_extractor_internal_dtype=config.internal_dtype,
+        )
     except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or shapes
         raise InvalidArgument(f"weights file {source} does not fit {name}: {str(exc)[:300]}") from None
     module = module.to(device)
     if device.startswith("cuda"):
         # channels_last speeds up convolutions on CUDA only; no autocast: metrics want float32 features.
         module = module.to(memory_format=torch.channels_last)
-    return Extractor(name, module, layers, digest, source, spec.matches(digest), spec.input_size,
-                     f"{TORCH_FIDELITY_RESIZE} to {spec.input_size}×{spec.input_size}", device, config.batch_size)
+    return Extractor(
+        name,
+        module,
+        layers,
+        digest,
+        source,
+        spec.matches(digest),
+        spec.input_size,
+        f"{TORCH_FIDELITY_RESIZE} to {spec.input_size}×{spec.input_size}",
+        device,
+        config.batch_size,
+    )
 
 
 def _weights_requirement(name: str) -> list[dict[str, Any]]:
     path = default_weights_path(name)
-    return [{"name": UPSTREAM[name].file, "description": f"{name} weights ({UPSTREAM[name].url})",
-             "available": path.is_file(),
-             "hint": f"put {UPSTREAM[name].file} at {path} (or set ${WEIGHTS_DIR_ENV}), or pass extractor_weights"}]
+    return [
+        {
+            "name": UPSTREAM[name].file,
+            "description": f"{name} weights ({UPSTREAM[name].url})",
+            "available": path.is_file(),
+            "hint": f"put {UPSTREAM[name].file} at {path} (or set ${WEIGHTS_DIR_ENV}), or pass extractor_weights",
+        }
+    ]
 
 
 _PROFILES = {"tiny": ExtractorConfig(batch_size=16), "paper": ExtractorConfig(batch_size=64)}
 _DESCRIPTIONS = {
     "inception-v3-compat": "InceptionV3 as in TF-FID (torch-fidelity): pool 2048-d for FID/KID/PRC, unbiased "
-                           "logits for IS; the standard of Heusel et al. 2017",
+    "logits for IS; the standard of Heusel et al. 2017",
     "vgg16": "VGG-16 fc2 features (torch-fidelity), as used for precision/recall by Kynkäänniemi et al. 2019",
 }
 
 
 def _register_torch_fidelity(name: str) -> None:
     @FEATURE_EXTRACTORS.register(
-        name, config_cls=ExtractorConfig, profiles=_PROFILES,
+        name,
+        config_cls=ExtractorConfig,
+        profiles=_PROFILES,
         description=_DESCRIPTIONS.get(name, f"{name} image embedding (torch-fidelity)"),
-        capabilities={"source": "torch-fidelity", "input_size": str(UPSTREAM[name].input_size),
-                      "inception_score": str(name == "inception-v3-compat").lower(),
-                      "weights_file": UPSTREAM[name].file},
+        capabilities={
+            "source": "torch-fidelity",
+            "input_size": str(UPSTREAM[name].input_size),
+            "inception_score": str(name == "inception-v3-compat").lower(),
+            "weights_file": UPSTREAM[name].file,
+        },
         requirements=lambda: _weights_requirement(name),
     )
     def factory(config: ExtractorConfig, weights=None, device: str = "cpu") -> Extractor:
@@ -313,16 +371,22 @@ class ClassifierPreprocess:
         return TF.normalize(x.float() / 255.0, list(self.mean), list(self.std))
 
     def describe(self) -> dict[str, Any]:
-        return {"resize": f"shorter side to {self.resize_size} (torchvision bilinear, antialias), centre crop "
-                          f"{self.crop_size}", "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "resize": f"shorter side to {self.resize_size} (torchvision bilinear, antialias), centre crop "
+            f"{self.crop_size}",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 def penultimate_and_logits(classifier: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(pre-logits features, logits). timm models expose ``forward_head(pre_logits=True)``; for any other
     module the input of its last ``nn.Linear`` is the penultimate layer."""
-    if hasattr(classifier, "forward_features") and hasattr(classifier, "forward_head"):
-        trunk = classifier.forward_features(x)
-        return classifier.forward_head(trunk, pre_logits=True).flatten(1), classifier.forward_head(trunk)
+    forward_features = getattr(classifier, "forward_features", None)
+    forward_head = getattr(classifier, "forward_head", None)
+    if forward_features is not None and forward_head is not None:
+        trunk = forward_features(x)
+        return forward_head(trunk, pre_logits=True).flatten(1), forward_head(trunk)
     linears = [m for m in classifier.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise InvalidArgument("the classifier has no nn.Linear head; cannot find its penultimate layer")
@@ -339,8 +403,12 @@ class DomainFeatureExtractor(FeatureExtractorBase):
     """A classifier as a torch-fidelity feature extractor: ``penultimate`` for FID/KID/PRC and
     ``logits`` (also what class anchoring reads)."""
 
-    def __init__(self, classifier: torch.nn.Module, preprocess: Callable[[torch.Tensor], torch.Tensor],
-                 features_list: Sequence[str] = ("penultimate", "logits")) -> None:
+    def __init__(
+        self,
+        classifier: torch.nn.Module,
+        preprocess: Callable[[torch.Tensor], torch.Tensor],
+        features_list: Sequence[str] = ("penultimate", "logits"),
+    ) -> None:
         super().__init__("domain", list(features_list))
         self.classifier = classifier.eval().requires_grad_(False)
         self.preprocess = preprocess
@@ -389,28 +457,53 @@ class DomainConfig:
 
 
 @FEATURE_EXTRACTORS.register(
-    "domain", config_cls=DomainConfig, profiles={"tiny": DomainConfig(16), "paper": DomainConfig(64)},
+    "domain",
+    config_cls=DomainConfig,
+    profiles={"tiny": DomainConfig(16), "paper": DomainConfig(64)},
     description="penultimate-layer features of a dermoscopy classifier trained on the real training split "
-                "(the classification service's checkpoint): Fréchet and kernel distances in a diagnostic space",
+    "(the classification service's checkpoint): Fréchet and kernel distances in a diagnostic space",
     capabilities={"source": "classifier checkpoint", "inception_score": "false", "class_anchoring": "true"},
-    requirements=lambda: [{"name": "classifier_checkpoint", "description": "a classification service checkpoint",
-                           "available": False, "hint": "pass classifier_checkpoint in the request"}],
+    requirements=lambda: [
+        {
+            "name": "classifier_checkpoint",
+            "description": "a classification service checkpoint",
+            "available": False,
+            "hint": "pass classifier_checkpoint in the request",
+        }
+    ],
 )
-def create_domain_extractor(config: DomainConfig, classifier: torch.nn.Module,
-                            preprocess: ClassifierPreprocess | Callable[[torch.Tensor], torch.Tensor],
-                            device: str = "cpu", source: str = "module",
-                            class_names: Sequence[str] = ()) -> Extractor:
+def create_domain_extractor(
+    config: DomainConfig,
+    classifier: torch.nn.Module,
+    preprocess: ClassifierPreprocess | Callable[[torch.Tensor], torch.Tensor],
+    device: str = "cpu",
+    source: str = "module",
+    class_names: Sequence[str] = (),
+) -> Extractor:
     module = DomainFeatureExtractor(classifier, preprocess).to(device)
     describe = preprocess.describe() if hasattr(preprocess, "describe") else {"preprocess": repr(preprocess)}
-    return Extractor("domain", module, {m: module.get_default_feature_layer_for_metric(m) for m in METRIC_LAYERS},
-                     state_dict_sha256(classifier), source, False, int(getattr(preprocess, "crop_size", 0)),
-                     describe.get("resize", "classifier preprocessing"), device, config.batch_size,
-                     extra={"preprocessing": describe, "class_names": list(class_names),
-                            "provenance": {"classifier": type(classifier).__name__, "class_names": list(class_names)}})
+    return Extractor(
+        "domain",
+        module,
+        {m: module.get_default_feature_layer_for_metric(m) for m in METRIC_LAYERS},
+        state_dict_sha256(classifier),
+        source,
+        False,
+        int(getattr(preprocess, "crop_size", 0)),
+        describe.get("resize", "classifier preprocessing"),
+        device,
+        config.batch_size,
+        extra={
+            "preprocessing": describe,
+            "class_names": list(class_names),
+            "provenance": {"classifier": type(classifier).__name__, "class_names": list(class_names)},
+        },
+    )
 
 
-def domain_extractor_from_checkpoint(data: bytes, device: str = "cpu", batch_size: int = 64,
-                                     source: str = "classifier checkpoint") -> Extractor:
+def domain_extractor_from_checkpoint(
+    data: bytes, device: str = "cpu", batch_size: int = 64, source: str = "classifier checkpoint"
+) -> Extractor:
     """The domain extractor of a classification-service checkpoint (its safetensors file).
 
     The classification package is imported here, lazily, so the rest of the evaluation core works
@@ -420,14 +513,19 @@ def domain_extractor_from_checkpoint(data: bytes, device: str = "cpu", batch_siz
         from skingenbench.services.core.classifiers.checkpoint import classifier_from_bytes
         from skingenbench.services.core.classifiers.models import IMAGENET_MEAN, IMAGENET_STD
     except ImportError as exc:  # pragma: no cover - depends on what is installed
-        raise FailedPrecondition("domain features need the classification package (skingenbench.services.classification)",
-                                 hint=str(exc)) from None
+        raise FailedPrecondition(
+            "domain features need the classification package (skingenbench.services.classification)",
+            hint=str(exc),
+        ) from None
     model, config, metadata = classifier_from_bytes(data, "cpu")
     preprocess = ClassifierPreprocess(config.resize_size, config.image_size, IMAGENET_MEAN, IMAGENET_STD)
-    extractor = create_domain_extractor(DomainConfig(batch_size), model, preprocess, device, source,
-                                        metadata["classes"])
+    extractor = create_domain_extractor(
+        DomainConfig(batch_size), model, preprocess, device, source, metadata["classes"]
+    )
     extractor.weights_sha256 = hashlib.sha256(data).hexdigest()
-    extractor.extra["provenance"].update(classifier=metadata["classifier"], checkpoint_sha256=extractor.weights_sha256,
-                                         run={k: metadata[k] for k in ("seed", "regime", "best_epoch")
-                                              if k in metadata})
+    extractor.extra["provenance"].update(
+        classifier=metadata["classifier"],
+        checkpoint_sha256=extractor.weights_sha256,
+        run={k: metadata[k] for k in ("seed", "regime", "best_epoch") if k in metadata},
+    )
     return extractor

@@ -41,8 +41,9 @@ class KIDConfig:
 
     def validate(self) -> None:
         if self.subset_size < 2 or self.subsets < 1:
-            raise InvalidArgument(f"KID needs subset_size >= 2 and subsets >= 1, got {self.subset_size} and "
-                                  f"{self.subsets}")
+            raise InvalidArgument(
+                f"KID needs subset_size >= 2 and subsets >= 1, got {self.subset_size} and {self.subsets}"
+            )
 
 
 @dataclass
@@ -67,8 +68,10 @@ def _features(values: torch.Tensor, what: str, minimum: int) -> torch.Tensor:
     if not torch.is_tensor(values) or values.dim() != 2:
         raise InvalidArgument(f"{what}: features must be a 2-D tensor (images × dimensions)")
     if len(values) < minimum:
-        raise InvalidArgument(f"{what} needs at least {minimum} images, got {len(values)}"
-                              + (" (the set is empty)" if len(values) == 0 else ""))
+        raise InvalidArgument(
+            f"{what} needs at least {minimum} images, got {len(values)}"
+            + (" (the set is empty)" if len(values) == 0 else "")
+        )
     return values.detach().cpu().double()  # float64 statistics: FID subtracts large, close numbers
 
 
@@ -85,13 +88,15 @@ def frechet_distance(real: torch.Tensor | dict[str, Any], fake: torch.Tensor | d
 
     stats = [s if isinstance(s, dict) else fid_statistics(s) for s in (real, fake)]
     if stats[0]["mu"].shape != stats[1]["mu"].shape:
-        raise InvalidArgument(f"FID of features of different widths: {stats[0]['mu'].shape[0]} and "
-                              f"{stats[1]['mu'].shape[0]}")
+        raise InvalidArgument(
+            f"FID of features of different widths: {stats[0]['mu'].shape[0]} and {stats[1]['mu'].shape[0]}"
+        )
     return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID])
 
 
-def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets: int = 100,
-                    seed: int = 2020) -> tuple[float, float]:
+def kernel_distance(
+    real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 2020
+) -> tuple[float, float]:
     """KID (mean, std over ``subsets`` random subsets of ``subset_size`` images of each set)."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
@@ -100,9 +105,11 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1
         if count < subset_size:
             raise InvalidArgument(
                 f"KID subset size {subset_size} is larger than the {what} set ({count} images)",
-                hint=f"set kid_subset_size to at most {min(len(real), len(fake))} or add images")
-    out = kid_features_to_metric(fake, real, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=seed,
-                                 verbose=False)
+                hint=f"set kid_subset_size to at most {min(len(real), len(fake))} or add images",
+            )
+    out = kid_features_to_metric(
+        fake, real, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=seed, verbose=False
+    )
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
 
 
@@ -112,8 +119,10 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 2020) ->
 
     logits = _features(logits, "IS", 1)
     if splits > len(logits):
-        raise InvalidArgument(f"IS with {splits} splits needs at least {splits} images, got {len(logits)}",
-                              hint=f"set isc_splits to at most {len(logits)}")
+        raise InvalidArgument(
+            f"IS with {splits} splits needs at least {splits} images, got {len(logits)}",
+            hint=f"set isc_splits to at most {len(logits)}",
+        )
     out = isc_features_to_metric(logits, splits, True, seed)
     return float(out[KEY_METRIC_ISC_MEAN]), float(out[KEY_METRIC_ISC_STD])
 
@@ -130,8 +139,14 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     real = _features(real, f"precision/recall with k={k} (real set)", k + 1)
     fake = _features(fake, f"precision/recall with k={k} (synthetic set)", k + 1)
     # torch-fidelity's convention: features_1 is generated, features_2 is real.
-    out = prc_features_to_metric(fake.float(), real.float(), prc_neighborhood=k, prc_batch_size=10000,
-                                 save_cpu_ram=False, verbose=False)
+    out = prc_features_to_metric(
+        fake.float(),
+        real.float(),
+        prc_neighborhood=k,
+        prc_batch_size=10000,
+        save_cpu_ram=False,
+        verbose=False,
+    )
     return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL]), float(out[KEY_METRIC_F_SCORE])
 
 
@@ -149,51 +164,97 @@ def library_versions() -> dict[str, str]:
 # Each factory takes (config, real, fake, layers, seed): ``real``/``fake`` map feature layers to N×D
 # tensors and ``layers`` maps a metric to its layer (the extractor's torch-fidelity default).
 def _register(name: str, config_cls: type, tiny: Any, paper: Any, description: str, space: str):
-    return METRICS.register(name, config_cls=config_cls, profiles={"tiny": tiny, "paper": paper},
-                            description=description, capabilities={"feature_space": space})
+    return METRICS.register(
+        name,
+        config_cls=config_cls,
+        profiles={"tiny": tiny, "paper": paper},
+        description=description,
+        capabilities={"feature_space": space},
+    )
 
 
-@_register("fid", FIDConfig, FIDConfig(), FIDConfig(), "Fréchet Inception Distance (Heusel et al. 2017)",
-           "extractor")
+@_register(
+    "fid", FIDConfig, FIDConfig(), FIDConfig(), "Fréchet Inception Distance (Heusel et al. 2017)", "extractor"
+)
 def _fid(config: FIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
     return {"fid": frechet_distance(real[layers["fid"]], fake[layers["fid"]])}
 
 
-@_register("kid", KIDConfig, KIDConfig(subset_size=16, subsets=10), KIDConfig(),
-           "Kernel Inception Distance: unbiased MMD², cubic polynomial kernel (Bińkowski et al. 2018)", "extractor")
+@_register(
+    "kid",
+    KIDConfig,
+    KIDConfig(subset_size=16, subsets=10),
+    KIDConfig(),
+    "Kernel Inception Distance: unbiased MMD², cubic polynomial kernel (Bińkowski et al. 2018)",
+    "extractor",
+)
 def _kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
-    mean, std = kernel_distance(real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed)
-    return {"kid_mean": mean, "kid_std": std, "kid_subset_size": config.subset_size, "kid_subsets": config.subsets}
+    mean, std = kernel_distance(
+        real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed
+    )
+    return {
+        "kid_mean": mean,
+        "kid_std": std,
+        "kid_subset_size": config.subset_size,
+        "kid_subsets": config.subsets,
+    }
 
 
-@_register("isc", ISCConfig, ISCConfig(splits=2), ISCConfig(), "Inception Score (Salimans et al. 2016)",
-           "extractor")
+@_register(
+    "isc", ISCConfig, ISCConfig(splits=2), ISCConfig(), "Inception Score (Salimans et al. 2016)", "extractor"
+)
 def _isc(config: ISCConfig, real, fake, layers, seed=0) -> dict[str, float]:
     mean, std = inception_score(fake[layers["isc"]], config.splits, seed)
     return {"isc_mean": mean, "isc_std": std, "isc_splits": config.splits}
 
 
-@_register("prc", PRCConfig, PRCConfig(), PRCConfig(), "Improved precision and recall (Kynkäänniemi et al. 2019)",
-           "extractor")
+@_register(
+    "prc",
+    PRCConfig,
+    PRCConfig(),
+    PRCConfig(),
+    "Improved precision and recall (Kynkäänniemi et al. 2019)",
+    "extractor",
+)
 def _prc(config: PRCConfig, real, fake, layers, seed=0) -> dict[str, float]:
     precision, recall, f_score = precision_recall(real[layers["prc"]], fake[layers["prc"]], config.k)
     return {"precision": precision, "recall": recall, "f_score": f_score, "prc_k": config.k}
 
 
-@_register("domain_fid", FIDConfig, FIDConfig(), FIDConfig(),
-           "Fréchet distance in a dermoscopy classifier's penultimate-layer features", "domain")
+@_register(
+    "domain_fid",
+    FIDConfig,
+    FIDConfig(),
+    FIDConfig(),
+    "Fréchet distance in a dermoscopy classifier's penultimate-layer features",
+    "domain",
+)
 def _domain_fid(config: FIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
     return {"domain_fid": frechet_distance(real[layers["fid"]], fake[layers["fid"]])}
 
 
-@_register("domain_kid", KIDConfig, KIDConfig(subset_size=16, subsets=10), KIDConfig(),
-           "Kernel distance (KID) in a dermoscopy classifier's penultimate-layer features", "domain")
+@_register(
+    "domain_kid",
+    KIDConfig,
+    KIDConfig(subset_size=16, subsets=10),
+    KIDConfig(),
+    "Kernel distance (KID) in a dermoscopy classifier's penultimate-layer features",
+    "domain",
+)
 def _domain_kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
-    mean, std = kernel_distance(real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed)
+    mean, std = kernel_distance(
+        real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed
+    )
     return {"domain_kid_mean": mean, "domain_kid_std": std}
 
 
-def compute(name: str, config: Any, real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor],
-            layers: dict[str, str], seed: int = 0) -> dict[str, float]:
+def compute(
+    name: str,
+    config: Any,
+    real: dict[str, torch.Tensor],
+    fake: dict[str, torch.Tensor],
+    layers: dict[str, str],
+    seed: int = 0,
+) -> dict[str, float]:
     """One registered pairwise metric on two feature dictionaries."""
     return METRICS.get(name).factory(config, real, fake, layers, seed)

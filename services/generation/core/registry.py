@@ -18,11 +18,12 @@ from skingenbench.services.generation.core.dermgan import backend as _dermgan  #
 from skingenbench.services.generation.core.registration import GENERATORS
 from skingenbench.services.generation.core.stylegan2 import backend as _stylegan2  # noqa: F401  (registers "stylegan2_ada")
 
-__all__ = ["GENERATORS", "backend_from_config_json", "create_backend", "from_pretrained"]
+__all__ = ["GENERATORS", "backend_class", "backend_from_config_json", "create_backend", "from_pretrained"]
 
 
-def create_backend(name: str, profile: str = "paper", overrides: dict[str, Any] | None = None,
-                   device: str = "") -> GeneratorBackend:
+def create_backend(
+    name: str, profile: str = "paper", overrides: dict[str, Any] | None = None, device: str = ""
+) -> GeneratorBackend:
     """A backend from a registered name, a profile and config overrides (unknown keys are refused).
 
     ``device`` empty: chosen at run time (``SKINGENBENCH_DEVICE``, else CUDA when present, else CPU).
@@ -37,12 +38,22 @@ def backend_from_config_json(text: str | bytes, device: str = "") -> GeneratorBa
         name, config = document["backend"], document["config"]
     except (ValueError, KeyError, TypeError) as error:
         raise InvalidArgument(f"not a generator config document: {error}", field="config") from error
-    return GENERATORS.get(name).factory.from_config(config, device=device)
+    return backend_class(name).from_config(config, device=device)
 
 
 def from_pretrained(folder: str | Path, device: str = "") -> GeneratorBackend:
     """A sampling backend from any generator's ``save_pretrained`` folder (the backend named in its config)."""
     document = read_config_document(folder, field="folder")
     if document is None:
-        raise InvalidArgument(f"{folder} is not a save_pretrained folder (no config document)", field="folder")
-    return GENERATORS.get(document["backend"]).factory.from_pretrained(folder, device=device)
+        raise InvalidArgument(
+            f"{folder} is not a save_pretrained folder (no config document)", field="folder"
+        )
+    return backend_class(document["backend"]).from_pretrained(folder, device=device)
+
+
+def backend_class(name: str) -> type[GeneratorBackend]:
+    """The backend class registered as ``name`` (``register_generator`` registers the class as its factory)."""
+    factory = GENERATORS.get(name).factory
+    if not (isinstance(factory, type) and issubclass(factory, GeneratorBackend)):
+        raise TypeError(f"generator {name!r} is registered with {factory!r}, not a GeneratorBackend class")
+    return factory

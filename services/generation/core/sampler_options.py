@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from skingenbench.services.core.errors import InvalidArgument
 
-# torch.Generator.manual_seed takes any 64-bit pattern; negative seeds are refused here so that a
+# torch.Generator.manual_seed takes any 64-bit pattern, but a seed is recorded in int64 fields
+# (GeneratedImage.seed, the requests' seeds) and in manifests: seeds are limited to [0, 2**63) so that
+# every seed an image gets can be written where it is reported. Negative seeds are refused so that a
 # seed in a manifest means the same thing in every tool that reads it.
-MAX_SEED = 2**64 - 1
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,20 @@ class SamplerOptions:
         if not 0.0 <= self.eta <= 1.0:
             raise InvalidArgument(f"eta must be in [0, 1], got {self.eta}", field="eta")
         if not math.isfinite(self.truncation_psi):
-            raise InvalidArgument(f"truncation_psi must be finite, got {self.truncation_psi}",
-                                  field="truncation_psi")
+            raise InvalidArgument(
+                f"truncation_psi must be finite, got {self.truncation_psi}", field="truncation_psi"
+            )
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
-    """Seeds as plain ints in [0, 2**64); a bool, float or out-of-range seed is refused loudly."""
+    """Seeds as plain ints in [0, 2**63); a bool, float or out-of-range seed is refused loudly."""
     checked = []
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-            raise InvalidArgument(f"seed {seed!r} is not an integer in [0, 2**64)", field="seeds")
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, (int, np.integer))
+            or not 0 <= int(seed) <= MAX_SEED
+        ):
+            raise InvalidArgument(f"seed {seed!r} is not an integer in [0, 2**63)", field="seeds")
         checked.append(int(seed))
     return checked

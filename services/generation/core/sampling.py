@@ -33,20 +33,32 @@ def image_seeds(count: int, seed: int) -> list[int]:
     return check_seeds([seed + i for i in range(count)])
 
 
-def _slice_conditioning(conditioning: dict[str, Any] | None, count: int, start: int, stop: int,
-                        ) -> dict[str, Any] | None:
+def _slice_conditioning(
+    conditioning: dict[str, Any] | None,
+    count: int,
+    start: int,
+    stop: int,
+) -> dict[str, Any] | None:
     """Per-image entries (arrays or tensors with ``count`` rows) follow their images into each batch."""
     if conditioning is None:
         return None
     sliced = {}
     for key, value in conditioning.items():
-        per_image = isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim > 0 and value.shape[0] == count
+        per_image = (
+            isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim > 0 and value.shape[0] == count
+        )
         sliced[key] = value[start:stop] if per_image else value
     return sliced
 
 
-def sample_images(backend: GeneratorBackend, count: int, seed: int, options: SamplerOptions | None = None,
-                  conditioning: dict[str, Any] | None = None, batch_size: int = 0) -> Iterator[SampleBatch]:
+def sample_images(
+    backend: GeneratorBackend,
+    count: int,
+    seed: int,
+    options: SamplerOptions | None = None,
+    conditioning: dict[str, Any] | None = None,
+    batch_size: int = 0,
+) -> Iterator[SampleBatch]:
     """``count`` images with seeds ``seed .. seed + count - 1``, yielded batch by batch.
 
     ``batch_size`` (else ``options.batch_size``, else the backend's default) is both the size of the
@@ -61,7 +73,9 @@ def sample_images(backend: GeneratorBackend, count: int, seed: int, options: Sam
     seeds = image_seeds(count, seed)
     for start in range(0, count, size):
         stop = min(start + size, count)
-        images = backend.sample(seeds[start:stop], options, _slice_conditioning(conditioning, count, start, stop))
+        images = backend.sample(
+            seeds[start:stop], options, _slice_conditioning(conditioning, count, start, stop)
+        )
         yield SampleBatch(start, seeds[start:stop], images)
 
 
@@ -71,7 +85,9 @@ def to_png_bytes(image: np.ndarray) -> bytes:
 
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
-        raise InvalidArgument(f"expected a uint8 [H, W, 3] array, got {type(image).__name__} {shape}", field="image")
+        raise InvalidArgument(
+            f"expected a uint8 [H, W, 3] array, got {type(image).__name__} {shape}", field="image"
+        )
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -79,36 +79,47 @@ def to_training_tensor(image: Any, resolution: int) -> torch.Tensor:
     """
     if isinstance(image, PILImage.Image):
         if image.mode != "RGB":
-            raise InvalidArgument(f"training images must be RGB, got a PIL image in mode {image.mode!r}",
-                                  field="dataset")
+            raise InvalidArgument(
+                f"training images must be RGB, got a PIL image in mode {image.mode!r}", field="dataset"
+            )
         image = np.asarray(image)
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
     if not isinstance(image, torch.Tensor):
-        raise InvalidArgument(f"training image of type {type(image).__name__} is not an array", field="dataset")
+        raise InvalidArgument(
+            f"training image of type {type(image).__name__} is not an array", field="dataset"
+        )
     if image.dtype == torch.uint8:
         if image.ndim != 3 or image.shape[2] != 3:
-            raise InvalidArgument(f"uint8 training images must be [H, W, 3], got {list(image.shape)}",
-                                  field="dataset")
+            raise InvalidArgument(
+                f"uint8 training images must be [H, W, 3], got {list(image.shape)}", field="dataset"
+            )
         tensor = image.permute(2, 0, 1).float() / 127.5 - 1.0
     elif image.is_floating_point():
         if image.ndim != 3 or image.shape[0] != 3:
-            raise InvalidArgument(f"float training images must be [3, H, W] in [-1, 1], got {list(image.shape)}",
-                                  field="dataset")
+            raise InvalidArgument(
+                f"float training images must be [3, H, W] in [-1, 1], got {list(image.shape)}",
+                field="dataset",
+            )
         low, high = float(image.min()), float(image.max())
         if low < -1.001 or high > 1.001:
-            raise InvalidArgument(f"float training images must lie in [-1, 1], got [{low:.3g}, {high:.3g}]",
-                                  field="dataset")
+            raise InvalidArgument(
+                f"float training images must lie in [-1, 1], got [{low:.3g}, {high:.3g}]", field="dataset"
+            )
         tensor = image.float()
     else:
         raise InvalidArgument(f"training images must be uint8 or float, got {image.dtype}", field="dataset")
     height, width = tensor.shape[1:]
     if height != width:
-        raise InvalidArgument(f"training images must be square, got {height}x{width}", field="dataset",
-                              hint="crop or resize in the preprocessing stage")
+        raise InvalidArgument(
+            f"training images must be square, got {height}x{width}",
+            field="dataset",
+            hint="crop or resize in the preprocessing stage",
+        )
     if height != resolution:
-        tensor = F.interpolate(tensor[None], size=(resolution, resolution), mode="bilinear",
-                               align_corners=False, antialias=True)[0]
+        tensor = F.interpolate(
+            tensor[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+        )[0]
     return tensor
 
 
@@ -127,12 +138,17 @@ def to_condition_tensor(condition: Any, resolution: int) -> torch.Tensor:
 
 def _split_item(item: Any) -> tuple[Any, Any, Any]:
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-        raise InvalidArgument("dataset items must be (image, label) or (image, label, condition)", field="dataset")
+        raise InvalidArgument(
+            "dataset items must be (image, label) or (image, label, condition)", field="dataset"
+        )
     return item[0], item[1], item[2] if len(item) == 3 else None
 
 
-def make_batch(dataset: Sequence, picks: list[tuple[int, bool]], resolution: int,
-               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def make_batch(
+    dataset: Sequence,
+    picks: list[tuple[int, bool]],
+    resolution: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Images [B, 3, R, R] in [-1, 1], integer labels (None unless every label is an int), conditions."""
     images, labels, conditions = [], [], []
     for index, mirror in picks:
@@ -148,31 +164,43 @@ def make_batch(dataset: Sequence, picks: list[tuple[int, bool]], resolution: int
     label_tensor = None
     if all(isinstance(lb, (int, np.integer)) and not isinstance(lb, bool) for lb in labels):
         label_tensor = torch.tensor([int(lb) for lb in labels], dtype=torch.long)
-    present = [c is not None for c in conditions]
-    if any(present) and not all(present):
+    maps = [c for c in conditions if c is not None]
+    if maps and len(maps) != len(conditions):
         raise InvalidArgument("some dataset items have a condition map and others do not", field="dataset")
-    condition_tensor = torch.stack(conditions) if all(present) else None
+    condition_tensor = torch.stack(maps) if maps else None
     return torch.stack(images), label_tensor, condition_tensor
 
 
 def _check_resume(state: Any, seed: int, dataset_size: int) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise FailedPrecondition(f"not a training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+        raise FailedPrecondition(
+            f"not a training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
     loop = state["loop"]
     if loop["seed"] != seed:
         raise FailedPrecondition(f"checkpoint was trained with seed {loop['seed']}, this run has seed {seed}")
     if loop["dataset_size"] != dataset_size:
-        raise FailedPrecondition(f"checkpoint was trained on {loop['dataset_size']} images, this data set has "
-                                 f"{dataset_size}: the data order would not continue")
+        raise FailedPrecondition(
+            f"checkpoint was trained on {loop['dataset_size']} images, this data set has "
+            f"{dataset_size}: the data order would not continue"
+        )
     return state["backend"]
 
 
-def train(backend: GeneratorBackend, dataset: Sequence, *, seed: int, total_steps: int | None = None,
-          on_progress: ProgressCallback | None = None, save_checkpoint: SaveCallback | None = None,
-          load_checkpoint: Callable[[], dict[str, Any] | None] | None = None,
-          should_stop: Callable[[], bool] | None = None, checkpoint_every: int | None = None,
-          progress_every: int = 1) -> TrainingResult:
+def train(
+    backend: GeneratorBackend,
+    dataset: Sequence,
+    *,
+    seed: int,
+    total_steps: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    save_checkpoint: SaveCallback | None = None,
+    load_checkpoint: Callable[[], dict[str, Any] | None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int | None = None,
+    progress_every: int = 1,
+) -> TrainingResult:
     """Train ``backend`` (already built with ``total_steps`` > 0) on ``dataset`` until ``total_steps``.
 
     ``dataset[i]`` is ``(image, label)`` or ``(image, label, condition_map)``. ``total_steps`` defaults to
@@ -183,18 +211,27 @@ def train(backend: GeneratorBackend, dataset: Sequence, *, seed: int, total_step
     if backend.planned_steps <= 0:
         raise FailedPrecondition("the backend was not built for training", hint="build(seed, total_steps=N)")
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-        raise InvalidArgument("the training data must be a sequence (len and indexing) so that its order can be "
-                              "replayed on resume", field="dataset", hint="wrap an iterable in list(...)")
+        raise InvalidArgument(
+            "the training data must be a sequence (len and indexing) so that its order can be "
+            "replayed on resume",
+            field="dataset",
+            hint="wrap an iterable in list(...)",
+        )
     dataset_size = len(dataset)
     if dataset_size == 0:
         raise InvalidArgument("the training data set is empty", field="dataset")
     total = backend.planned_steps if total_steps is None else total_steps
     if total < 1 or total > backend.planned_steps:
-        raise InvalidArgument(f"total_steps must be in [1, {backend.planned_steps}] (the steps the backend's "
-                              f"schedule was planned for), got {total}", field="total_steps")
+        raise InvalidArgument(
+            f"total_steps must be in [1, {backend.planned_steps}] (the steps the backend's "
+            f"schedule was planned for), got {total}",
+            field="total_steps",
+        )
     every = backend.checkpoint_every_steps if checkpoint_every is None else checkpoint_every
     if every < 0 or progress_every < 1:
-        raise InvalidArgument("checkpoint_every must be >= 0 and progress_every >= 1", field="checkpoint_every")
+        raise InvalidArgument(
+            "checkpoint_every must be >= 0 and progress_every >= 1", field="checkpoint_every"
+        )
 
     resumed_from = None
     state = load_checkpoint() if load_checkpoint is not None else None
@@ -207,7 +244,9 @@ def train(backend: GeneratorBackend, dataset: Sequence, *, seed: int, total_step
     def checkpoint() -> None:
         if save_checkpoint is not None:
             loop = {"seed": seed, "dataset_size": dataset_size, "total_steps": total, "step": backend.step}
-            save_checkpoint(backend.step, {"format": CHECKPOINT_FORMAT, "loop": loop, "backend": backend.state()})
+            save_checkpoint(
+                backend.step, {"format": CHECKPOINT_FORMAT, "loop": loop, "backend": backend.state()}
+            )
 
     order = DataOrder(seed, dataset_size, backend.hflip_probability)
     batch_size = backend.batch_size
@@ -221,7 +260,9 @@ def train(backend: GeneratorBackend, dataset: Sequence, *, seed: int, total_step
             if backend.step > last_saved:
                 checkpoint()
             return TrainingResult(backend.step, total, True, resumed_from, reported)
-        images, labels, conditions = make_batch(dataset, order.batch(backend.step, batch_size), backend.resolution)
+        images, labels, conditions = make_batch(
+            dataset, order.batch(backend.step, batch_size), backend.resolution
+        )
         window.append(backend.train_step(images, labels, conditions))
         step = backend.step
         if step % progress_every == 0 or step == total:

@@ -53,7 +53,9 @@ class BasicConfig(ConfigBase):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.working_max_side < self.size:
-            raise invalid_field("working_max_side", f"{self.working_max_side} is smaller than size={self.size}")
+            raise invalid_field(
+                "working_max_side", f"{self.working_max_side} is smaller than size={self.size}"
+            )
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,6 @@ def describe() -> list[dict[str, Any]]:
     ]
 
 
-
 register_pipeline(
     "basic", BasicConfig, {"paper": BasicConfig(), "tiny": BasicConfig(size=64, working_max_side=128)}
 )(BasicPipeline)

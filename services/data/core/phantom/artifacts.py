@@ -15,7 +15,7 @@ from skingenbench.services.data.core.phantom.config import PhantomConfig, Point
 ARTIFACTS_IN_DRAWING_ORDER: tuple[str, ...] = ("ink", "hair", "bubbles", "ruler", "vignette")
 
 
-def _blend(image: np.ndarray, alpha: np.ndarray, colour: Sequence[float]) -> None:
+def _blend(image: np.ndarray, alpha: np.ndarray, colour: Sequence[float] | np.ndarray) -> None:
     """Blend ``colour`` into ``image`` (float RGB, in place) with weights ``alpha`` (uint8, 255 = opaque).
 
     Only the bounding box of the drawn pixels is touched; where alpha is 0 the image is unchanged, so a
@@ -29,7 +29,7 @@ def _blend(image: np.ndarray, alpha: np.ndarray, colour: Sequence[float]) -> Non
     roi += (np.asarray(colour, np.float32) - roi) * a
 
 
-def _fixed(points: np.ndarray) -> np.ndarray:
+def _fixed(points: np.ndarray | Sequence[float]) -> np.ndarray:
     return np.round(np.asarray(points) * 16.0).astype(np.int32)
 
 
@@ -68,7 +68,7 @@ def _draw_ink(
     """Surgical marker: purple or blue strokes, dots, or an arc drawn around the lesion."""
     height, width = image.shape[:2]
     short = min(width, height)
-    alpha = np.zeros((height, width), np.uint8)
+    alpha: np.ndarray = np.zeros((height, width), np.uint8)
     colour = (rng.uniform(90, 140), rng.uniform(40, 80), rng.uniform(130, 180))  # gentian violet
     if rng.random() < 0.3:
         colour = (rng.uniform(30, 70), rng.uniform(60, 100), rng.uniform(150, 200))  # blue marker
@@ -123,7 +123,7 @@ def _draw_bubbles(
         _ellipse(layers["dark"], c, axes, angle, rng.uniform(0.35, 0.6), rim)
         _ellipse(layers["light"], c, axes * 0.85, angle, rng.uniform(0.5, 0.85), rim)
         _ellipse(layers["spot"], c - axes * 0.4, axes * 0.2, angle, 0.9, -1)
-    alpha = np.zeros((height, width), np.uint8)
+    alpha: np.ndarray = np.zeros((height, width), np.uint8)
     for name, grey in (("fill", 250), ("dark", 40), ("light", 255), ("spot", 255)):
         _blend(image, layers[name], (grey, grey, grey))
         alpha = cv2.max(alpha, layers[name])

@@ -23,8 +23,8 @@ class LesionCanvas:
         self.v = coords[:, None]
         self.lab = np.empty((size, size, 3), np.float32)
         self.lab[:] = base
-        self.body = np.zeros((size, size), np.float32)
-        self.depth = np.zeros((size, size), np.float32)  # 0 at the border, 1 at the deepest point
+        self.body: np.ndarray = np.zeros((size, size), np.float32)
+        self.depth: np.ndarray = np.zeros((size, size), np.float32)  # 0 at the border, 1 at the deepest point
         self.extra_alpha = np.zeros((size, size), np.float32)  # structures reaching past the border
 
     def px(self, points: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ class LesionCanvas:
 
     def layer(self, canvas: np.ndarray, blur: float = 0.0) -> np.ndarray:
         """A drawn uint8 canvas as float weights in [0, 1], optionally softened (blur in radii)."""
-        out = canvas.astype(np.float32) * (1.0 / 255.0)
+        out: np.ndarray = canvas.astype(np.float32) * (1.0 / 255.0)
         if blur > 0 and blur * self.radius > 0.3:
             out = cv2.GaussianBlur(out, (0, 0), blur * self.radius)
         return out

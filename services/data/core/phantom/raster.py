@@ -17,6 +17,6 @@ def smooth_noise(rng: np.random.Generator, grid: tuple[int, int], size: tuple[in
     return cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
 
 
-def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+def smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,12 +33,15 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
 from skingenbench.services.generation.core.backend import (
+    BuiltPart,
     GeneratorBackend,
     SamplerOptions,
+    TrainingState,
     as_json,
     check_seeds,
     derived_seed,
     images_to_uint8,
+    state_entry,
 )
 from skingenbench.services.generation.core.ddpm.config import (
     MODEL_FIELDS,
@@ -54,8 +56,11 @@ STATE_FORMAT = "skingenbench.ddpm/1"
 
 
 @register_generator(
-    profiles=PROFILES, conditional="false", default_sampler="ddim",
-    description="Unconditional DDPM (Ho et al. 2020) on a diffusers UNet2DModel; DDPM or DDIM sampling.")
+    profiles=PROFILES,
+    conditional="false",
+    default_sampler="ddim",
+    description="Unconditional DDPM (Ho et al. 2020) on a diffusers UNet2DModel; DDPM or DDIM sampling.",
+)
 class DDPMBackend(GeneratorBackend):
     name = "ddpm"
     title = "DDPM"
@@ -66,16 +71,18 @@ class DDPMBackend(GeneratorBackend):
     model_fields = MODEL_FIELDS
     training_fields = TRAINING_FIELDS
 
+    # What ``build`` makes: the UNet always, the optimiser, its schedule and the training noise for training only.
+    unet = BuiltPart[UNet2DModel]()
+    optimizer = BuiltPart[torch.optim.Optimizer]()
+    lr_scheduler = BuiltPart[torch.optim.lr_scheduler.LRScheduler]()
+    noise_generator = BuiltPart[torch.Generator]()
+
     def __init__(self, config: DDPMConfig, device: str = "") -> None:
         super().__init__(config, device)
         self.config: DDPMConfig = config
         self.noise_scheduler = DDPMScheduler(**config.scheduler_kwargs())
-        self.unet: UNet2DModel | None = None
-        self.ema: EMAModel | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.grad_scaler: torch.amp.GradScaler | None = None
-        self.noise_generator: torch.Generator | None = None
+        self.ema: EMAModel | None = None  # training with use_ema only
+        self.grad_scaler: torch.amp.GradScaler | None = None  # fp16 training only
         self._ema_unet: UNet2DModel | None = None  # sampling copy holding the EMA weights
 
     # -- life cycle -------------------------------------------------------------------------------------------
@@ -99,19 +106,30 @@ class DDPMBackend(GeneratorBackend):
     def _build_training(self, seed: int, total_steps: int) -> None:
         config = self.config
         self.unet.train()
-        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=config.learning_rate,
-                                           betas=(config.adam_beta1, config.adam_beta2),
-                                           eps=config.adam_epsilon, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
         if config.lr_schedule == "cosine":
-            self.lr_scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.lr_warmup_steps, total_steps)
+            self.lr_scheduler = get_cosine_schedule_with_warmup(
+                self.optimizer, config.lr_warmup_steps, total_steps
+            )
         else:
             self.lr_scheduler = get_constant_schedule_with_warmup(self.optimizer, config.lr_warmup_steps)
         if self.autocast_dtype == torch.float16:  # bf16 has fp32's range and needs no loss scaling
             self.grad_scaler = torch.amp.GradScaler("cuda")
         if config.use_ema:
-            self.ema = EMAModel(self.unet.parameters(), decay=float(config.ema_max_decay), use_ema_warmup=True,
-                                inv_gamma=float(config.ema_inv_gamma), power=float(config.ema_power),
-                                foreach=True)
+            self.ema = EMAModel(
+                self.unet.parameters(),
+                decay=float(config.ema_max_decay),
+                use_ema_warmup=True,
+                inv_gamma=float(config.ema_inv_gamma),
+                power=float(config.ema_power),
+                foreach=True,
+            )
         self.noise_generator = torch.Generator(self.device)
         self.noise_generator.manual_seed(derived_seed(seed, 1))
 
@@ -124,43 +142,60 @@ class DDPMBackend(GeneratorBackend):
         elif (root / "unet" / "config.json").is_file():
             subfolder = "unet"
         else:
-            raise InvalidArgument(f"init_from {folder!r} is not a diffusers UNet2DModel folder (no config.json, "
-                                  "no unet/config.json)", field="init_from",
-                                  hint="save one with UNet2DModel.save_pretrained or DDPMBackend.save_pretrained")
+            raise InvalidArgument(
+                f"init_from {folder!r} is not a diffusers UNet2DModel folder (no config.json, "
+                "no unet/config.json)",
+                field="init_from",
+                hint="save one with UNet2DModel.save_pretrained or DDPMBackend.save_pretrained",
+            )
         unet = UNet2DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
         expected = as_json(self.config.unet_kwargs())
         found = as_json({key: unet.config.get(key) for key in expected})
-        differences = [f"{key}: folder {found[key]!r}, config {expected[key]!r}"
-                       for key in expected if found[key] != expected[key]]
+        differences = [
+            f"{key}: folder {found[key]!r}, config {expected[key]!r}"
+            for key in expected
+            if found[key] != expected[key]
+        ]
         if differences:
-            raise InvalidArgument(f"init_from {folder!r} does not match the DDPM config: " + "; ".join(differences),
-                                  field="init_from", hint="set the config's UNet fields to the folder's")
+            raise InvalidArgument(
+                f"init_from {folder!r} does not match the DDPM config: " + "; ".join(differences),
+                field="init_from",
+                hint="set the config's UNet fields to the folder's",
+            )
         return unet
 
     # -- training -----------------------------------------------------------------------------------------------
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor | None,
-                    conditions: torch.Tensor | None) -> dict[str, float]:
+    def _train_step(
+        self, images: torch.Tensor, labels: torch.Tensor | None, conditions: torch.Tensor | None
+    ) -> dict[str, float]:
         # ``labels`` are accepted and unused: the benchmark trains one unconditional model per class.
         clean = images.to(self.device, torch.float32, non_blocking=True)
         if self.on_cuda:
             clean = clean.contiguous(memory_format=torch.channels_last)
         noise = torch.randn(clean.shape, generator=self.noise_generator, device=self.device)
-        timesteps = torch.randint(0, self.config.num_train_timesteps, (clean.shape[0],),
-                                  generator=self.noise_generator, device=self.device)
+        timesteps = torch.randint(
+            0,
+            self.config.num_train_timesteps,
+            (clean.shape[0],),
+            generator=self.noise_generator,
+            device=self.device,
+        )
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
         if self.config.prediction_type == "epsilon":
             target = noise
         else:
             target = self.noise_scheduler.get_velocity(clean, noise, timesteps)
 
-        learning_rate = self.lr_scheduler.get_last_lr()[0]
+        learning_rate = float(self.lr_scheduler.get_last_lr()[0])
         with self._autocast():
             prediction = self.unet(noisy, timesteps).sample
         loss = F.mse_loss(prediction.float(), target)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise FailedPrecondition(f"DDPM loss is {loss_value} at step {self._step}; training diverged",
-                                     hint="lower learning_rate or use mixed_precision='no'")
+            raise FailedPrecondition(
+                f"DDPM loss is {loss_value} at step {self._step}; training diverged",
+                hint="lower learning_rate or use mixed_precision='no'",
+            )
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
@@ -176,7 +211,7 @@ class DDPMBackend(GeneratorBackend):
         else:
             self.optimizer.step()
         self.lr_scheduler.step()
-        metrics = {"loss": loss_value, "lr": learning_rate, "grad_norm": float(grad_norm)}
+        metrics: dict[str, float] = {"loss": loss_value, "lr": learning_rate, "grad_norm": float(grad_norm)}
         if self.ema is not None:
             self.ema.step(self.unet.parameters())
             metrics["ema_decay"] = float(self.ema.cur_decay_value)
@@ -184,7 +219,7 @@ class DDPMBackend(GeneratorBackend):
         return metrics
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
-    def _training_state(self) -> dict[str, Any]:
+    def _training_state(self) -> TrainingState:
         return {
             "unet": self.unet.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -195,32 +230,34 @@ class DDPMBackend(GeneratorBackend):
             "noise_rng_device": torch.device(self.device).type,
         }
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.unet.load_state_dict(state["unet"])
+    def _load_state(self, state: TrainingState) -> None:
+        self.unet.load_state_dict(state_entry(state, "unet", dict))
         if self.trainable:
             self._load_training_state(state)
         elif state["ema"] is not None:  # sampling only: the EMA weights are the model
+            shadows = state_entry(state, "ema", dict)["shadow_params"]
             with torch.no_grad():
-                for param, shadow in zip(self.unet.parameters(), state["ema"]["shadow_params"], strict=True):
+                for param, shadow in zip(self.unet.parameters(), shadows, strict=True):
                     param.copy_(shadow)
         self._ema_unet = None
 
-    def _load_training_state(self, state: dict[str, Any]) -> None:
+    def _load_training_state(self, state: TrainingState) -> None:
         if (state["ema"] is None) != (self.ema is None):
             raise FailedPrecondition("checkpoint and config disagree on use_ema")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.optimizer.load_state_dict(state_entry(state, "optimizer", dict))
+        self.lr_scheduler.load_state_dict(state_entry(state, "lr_scheduler", dict))
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(state_entry(state, "ema", dict))
             self.ema.to(device=self.device)
         if self.grad_scaler is not None and state["grad_scaler"] is not None:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+            self.grad_scaler.load_state_dict(state_entry(state, "grad_scaler", dict))
         if state["noise_rng_device"] == torch.device(self.device).type:
-            self.noise_generator.set_state(state["noise_rng"].cpu())
+            self.noise_generator.set_state(state_entry(state, "noise_rng", torch.Tensor).cpu())
         else:
             # Resuming on another device type (CPU <-> CUDA): generator states are not portable, so
             # continue with a fresh stream derived from (seed, step); still deterministic, not bit-exact.
-            self.noise_generator.manual_seed(derived_seed(int(state["seed"]), 2 + int(state["step"])))
+            seed, step = state_entry(state, "seed", int), state_entry(state, "step", int)
+            self.noise_generator.manual_seed(derived_seed(seed, 2 + step))
 
     # -- sampling -------------------------------------------------------------------------------------------------
     def _sampling_unet(self) -> UNet2DModel:
@@ -246,11 +283,15 @@ class DDPMBackend(GeneratorBackend):
         """Steps default to the full chain for ``ddpm``, ``default_ddim_steps`` for ``ddim``; eta is DDIM's."""
         if options.sampler == "ddpm" and options.eta != 0.0:
             raise InvalidArgument("eta applies to the ddim sampler only", field="eta")
-        default_steps = self.config.num_train_timesteps if options.sampler == "ddpm" else self.config.default_ddim_steps
+        default_steps = (
+            self.config.num_train_timesteps if options.sampler == "ddpm" else self.config.default_ddim_steps
+        )
         steps = options.steps or default_steps
         if steps > self.config.num_train_timesteps:
-            raise InvalidArgument(f"steps {steps} exceeds num_train_timesteps ({self.config.num_train_timesteps})",
-                                  field="steps")
+            raise InvalidArgument(
+                f"steps {steps} exceeds num_train_timesteps ({self.config.num_train_timesteps})",
+                field="steps",
+            )
         return SamplerOptions(options.sampler, steps, options.eta, options.truncation_psi, options.batch_size)
 
     def initial_noise(self, seeds: list[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
@@ -260,7 +301,10 @@ class DDPMBackend(GeneratorBackend):
         noise = torch.cat([torch.randn(shape, generator=generator) for generator in generators])
         return noise, generators
 
-    def _sample_batch(self, seeds: list[int], options: SamplerOptions, inputs: None) -> np.ndarray:
+    def _sample_batch(
+        self, seeds: list[int], options: SamplerOptions, inputs: torch.Tensor | None
+    ) -> np.ndarray:
+        # ``inputs`` is None: the model is unconditional (``_sampling_inputs`` refuses conditioning).
         unet = self._sampling_unet()
         was_training = unet.training
         unet.eval()
@@ -270,7 +314,9 @@ class DDPMBackend(GeneratorBackend):
             unet.train(was_training)
 
     @torch.inference_mode()
-    def _denoise(self, unet: UNet2DModel, seeds: list[int], sampler: str, steps: int, eta: float) -> np.ndarray:
+    def _denoise(
+        self, unet: UNet2DModel, seeds: list[int], sampler: str, steps: int, eta: float
+    ) -> np.ndarray:
         scheduler = self._sampling_scheduler(sampler)
         scheduler.set_timesteps(steps, device=self.device)
         noise, generators = self.initial_noise(seeds)
@@ -280,7 +326,9 @@ class DDPMBackend(GeneratorBackend):
             with self._autocast():
                 prediction = unet(scheduler.scale_model_input(sample, timestep), timestep).sample
             # One generator per image: the per-step noise of image i depends only on its seed.
-            sample = scheduler.step(prediction.float(), timestep, sample, generator=generators, **extra).prev_sample
+            sample = scheduler.step(
+                prediction.float(), timestep, sample, generator=generators, **extra
+            ).prev_sample
         return images_to_uint8(sample)
 
     # -- export -----------------------------------------------------------------------------------------------------

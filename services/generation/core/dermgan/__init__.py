@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from skingenbench.services.generation.core.dermgan.backend import DermGANBackend
 from skingenbench.services.generation.core.dermgan.conditioning import (
-           ITA_BINS,
-           ConditionDistribution,
-           ConditionRecord,
+    ITA_BINS,
+    ConditionDistribution,
+    ConditionRecord,
 )
 from skingenbench.services.generation.core.dermgan.config import PROFILES, DermGANConfig
 from skingenbench.services.generation.core.dermgan.semantic_map import MapLayout, MapParams
 
-__all__ = ["ITA_BINS", "PROFILES", "ConditionDistribution", "ConditionRecord", "DermGANBackend", "DermGANConfig",
-           "MapLayout", "MapParams"]
+__all__ = [
+    "ITA_BINS",
+    "PROFILES",
+    "ConditionDistribution",
+    "ConditionRecord",
+    "DermGANBackend",
+    "DermGANConfig",
+    "MapLayout",
+    "MapParams",
+]

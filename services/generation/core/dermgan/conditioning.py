@@ -48,7 +48,13 @@ CENTRE_JITTER = 0.02
 ITA_JITTER = 2.0
 MAX_IRREGULARITY = 0.3
 REQUIRED_WITHOUT_DISTRIBUTION = ("label", "lesion_area_fraction", "center_x", "center_y", "ita_degrees")
-PARAMETER_KEYS = (*REQUIRED_WITHOUT_DISTRIBUTION, "aspect_ratio", "orientation_degrees", "irregularity", "shape_seed")
+PARAMETER_KEYS = (
+    *REQUIRED_WITHOUT_DISTRIBUTION,
+    "aspect_ratio",
+    "orientation_degrees",
+    "irregularity",
+    "shape_seed",
+)
 # "class" is the brief's name for the proto's "label"; "maps" passes semantic maps [N, R, R, C] directly.
 CONDITIONING_KEYS = (*PARAMETER_KEYS, "class", "balance_skin_tone", "maps")
 
@@ -65,18 +71,28 @@ class ConditionRecord:
     aspect_ratio: float = 1.0
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray, ita_degrees: float, label: str, resolution: int = 0) -> ConditionRecord:
+    def from_mask(
+        cls, mask: np.ndarray, ita_degrees: float, label: str, resolution: int = 0
+    ) -> ConditionRecord:
         """Measure a lesion mask (optionally at the training resolution, as its map will be)."""
         mask = resize_mask(mask, resolution) if resolution else np.asarray(mask) > 0
         if not mask.any():
-            raise InvalidArgument("empty lesion mask", field="mask", hint="skip items without a segmented lesion")
+            raise InvalidArgument(
+                "empty lesion mask", field="mask", hint="skip items without a segmented lesion"
+            )
         height, width = mask.shape
         ys, xs = np.nonzero(mask)
         # Axis ratio from the second moments: the eigenvalues are the squared semi-axes up to one factor.
         moments = np.cov(np.stack([xs, ys]).astype(np.float64)) if xs.size > 1 else np.eye(2)
         low, high = np.linalg.eigvalsh(moments + 1e-6 * np.eye(2))
-        return cls(label, float(mask.mean()), float((xs.mean() + 0.5) / width), float((ys.mean() + 0.5) / height),
-                   float(ita_degrees), float(min(10.0, math.sqrt(high / low))))
+        return cls(
+            label,
+            float(mask.mean()),
+            float((xs.mean() + 0.5) / width),
+            float((ys.mean() + 0.5) / height),
+            float(ita_degrees),
+            float(min(10.0, math.sqrt(high / low))),
+        )
 
 
 def draw_balanced_ita(rng: np.random.Generator) -> float:
@@ -85,8 +101,12 @@ def draw_balanced_ita(rng: np.random.Generator) -> float:
     return float(rng.uniform(low, high))
 
 
-def draw_params(rng: np.random.Generator, fixed: dict[str, float | str] | None = None,
-                balance_skin_tone: bool = False, distribution: ConditionDistribution | None = None) -> MapParams:
+def draw_params(
+    rng: np.random.Generator,
+    fixed: dict[str, float | str] | None = None,
+    balance_skin_tone: bool = False,
+    distribution: ConditionDistribution | None = None,
+) -> MapParams:
     """Map parameters: ``fixed`` as given, the rest from ``distribution`` (a training record) and ``rng``.
 
     Without a distribution, class, area, centre and tone must all be given (tone may come from
@@ -96,15 +116,25 @@ def draw_params(rng: np.random.Generator, fixed: dict[str, float | str] | None =
     fixed = {key: value for key, value in (fixed or {}).items() if value is not None}
     if balance_skin_tone and "ita_degrees" in fixed:
         raise InvalidArgument("give either ita_degrees or balance_skin_tone, not both", field="ita_degrees")
+    # Field name -> value of the MapParams to build; MapParams.validate checks the values.
+    drawn: dict[str, Any]
     if distribution is not None:
-        drawn: dict[str, float | str | int] = dict(distribution.draw_record(rng, fixed.get("label")))
+        label = fixed.get("label")
+        if label is not None and not isinstance(label, str):
+            raise InvalidArgument(f"label must be a class name, got {label!r}", field="label")
+        drawn = dict(distribution.draw_record(rng, label))
     else:
-        needed = [key for key in REQUIRED_WITHOUT_DISTRIBUTION
-                  if key not in fixed and not (key == "ita_degrees" and balance_skin_tone)]
+        needed = [
+            key
+            for key in REQUIRED_WITHOUT_DISTRIBUTION
+            if key not in fixed and not (key == "ita_degrees" and balance_skin_tone)
+        ]
         if needed:
-            raise FailedPrecondition(f"no training distribution to draw {', '.join(needed)} from",
-                                     hint="give every parameter, or set the backend's condition distribution "
-                                          "from its training items")
+            raise FailedPrecondition(
+                f"no training distribution to draw {', '.join(needed)} from",
+                hint="give every parameter, or set the backend's condition distribution "
+                "from its training items",
+            )
         drawn = {"aspect_ratio": 1.0}
     balanced = draw_balanced_ita(rng)
     if balance_skin_tone:
@@ -124,14 +154,20 @@ class ConditionDistribution:
     def __init__(self, records: Sequence[ConditionRecord], classes: Sequence[str] = CLASSES) -> None:
         self.classes = tuple(classes)
         if not records:
-            raise InvalidArgument("no training records to estimate the condition distribution from",
-                                  field="dataset")
+            raise InvalidArgument(
+                "no training records to estimate the condition distribution from", field="dataset"
+            )
         unknown = sorted({r.label for r in records} - set(self.classes))
         if unknown:
             raise InvalidArgument(f"records of unknown class(es) {unknown}", field="dataset")
         self.labels = np.array([self.classes.index(r.label) for r in records], np.int64)
-        self.values = np.array([[r.lesion_area_fraction, r.center_x, r.center_y, r.ita_degrees, r.aspect_ratio]
-                                for r in records], np.float64)
+        self.values = np.array(
+            [
+                [r.lesion_area_fraction, r.center_x, r.center_y, r.ita_degrees, r.aspect_ratio]
+                for r in records
+            ],
+            np.float64,
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,8 +176,12 @@ class ConditionDistribution:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {name: float(count / counts.sum()) for name, count in zip(self.classes, counts, strict=True)}
 
-    def draw(self, rng: np.random.Generator, fixed: dict[str, float | str] | None = None,
-             balance_skin_tone: bool = False) -> MapParams:
+    def draw(
+        self,
+        rng: np.random.Generator,
+        fixed: dict[str, float | str] | None = None,
+        balance_skin_tone: bool = False,
+    ) -> MapParams:
         """One set of map parameters: ``fixed`` entries as given, the rest from this distribution."""
         return draw_params(rng, fixed, balance_skin_tone, self)
 
@@ -150,8 +190,9 @@ class ConditionDistribution:
         pool = np.arange(len(self.labels))
         if label is not None:
             if label not in self.classes:
-                raise InvalidArgument(f"unknown class {label!r}", field="label",
-                                      hint=f"one of {', '.join(self.classes)}")
+                raise InvalidArgument(
+                    f"unknown class {label!r}", field="label", hint=f"one of {', '.join(self.classes)}"
+                )
             if (self.labels == self.classes.index(label)).any():
                 pool = pool[self.labels == self.classes.index(label)]  # attributes given the class
         pick = int(pool[rng.integers(len(pool))])
@@ -159,7 +200,9 @@ class ConditionDistribution:
         jitter = rng.standard_normal(4)
         return {
             "label": self.classes[self.labels[pick]],
-            "lesion_area_fraction": float(np.clip(area * math.exp(AREA_JITTER * jitter[0]), 1e-3, MAX_AREA_FRACTION)),
+            "lesion_area_fraction": float(
+                np.clip(area * math.exp(AREA_JITTER * jitter[0]), 1e-3, MAX_AREA_FRACTION)
+            ),
             "center_x": float(np.clip(cx + CENTRE_JITTER * jitter[1], 0.0, 1.0)),
             "center_y": float(np.clip(cy + CENTRE_JITTER * jitter[2], 0.0, 1.0)),
             "ita_degrees": float(np.clip(ita + ITA_JITTER * jitter[3], -89.0, 89.0)),
@@ -168,8 +211,11 @@ class ConditionDistribution:
 
     # -- checkpoints: the distribution travels with the weights -----------------------------------------------
     def to_state(self) -> dict:
-        return {"classes": list(self.classes), "labels": torch.from_numpy(self.labels.copy()),
-                "values": torch.from_numpy(self.values.copy())}
+        return {
+            "classes": list(self.classes),
+            "labels": torch.from_numpy(self.labels.copy()),
+            "values": torch.from_numpy(self.values.copy()),
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> ConditionDistribution:
@@ -181,8 +227,12 @@ class ConditionDistribution:
 
 
 # -- requests as the backend receives them ----------------------------------------------------------------------
-def parse_conditioning(conditioning: Any, count: int, layout: MapLayout, resolution: int,
-                       ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+def parse_conditioning(
+    conditioning: Any,
+    count: int,
+    layout: MapLayout,
+    resolution: int,
+) -> tuple[list[dict[str, Any]], np.ndarray | None]:
     """One typed parameter dict per image, or explicit maps [count, R, R, C].
 
     Accepted: None (everything from the training distribution); a dict whose values are shared scalars
@@ -194,17 +244,26 @@ def parse_conditioning(conditioning: Any, count: int, layout: MapLayout, resolut
         return [{} for _ in range(count)], None
     if isinstance(conditioning, (list, tuple)):
         if len(conditioning) != count or not all(isinstance(c, dict) for c in conditioning):
-            raise InvalidArgument(f"per-image conditioning must be {count} dicts, one per seed", field="conditioning")
+            raise InvalidArgument(
+                f"per-image conditioning must be {count} dicts, one per seed", field="conditioning"
+            )
         if any("maps" in c for c in conditioning):
-            raise InvalidArgument("explicit maps go in one conditioning dict, not per image", field="conditioning")
+            raise InvalidArgument(
+                "explicit maps go in one conditioning dict, not per image", field="conditioning"
+            )
         return [parse_conditioning(c, 1, layout, resolution)[0][0] for c in conditioning], None
     if not isinstance(conditioning, dict):
-        raise InvalidArgument(f"conditioning must be a dict or a list of dicts, got {type(conditioning).__name__}",
-                              field="conditioning")
+        raise InvalidArgument(
+            f"conditioning must be a dict or a list of dicts, got {type(conditioning).__name__}",
+            field="conditioning",
+        )
     unknown = sorted(set(conditioning) - set(CONDITIONING_KEYS))
     if unknown:
-        raise InvalidArgument(f"unknown conditioning key(s) {unknown}", field="conditioning",
-                              hint=f"known: {', '.join(CONDITIONING_KEYS)}")
+        raise InvalidArgument(
+            f"unknown conditioning key(s) {unknown}",
+            field="conditioning",
+            hint=f"known: {', '.join(CONDITIONING_KEYS)}",
+        )
     if conditioning.get("maps") is not None:
         if set(conditioning) - {"maps"}:
             raise InvalidArgument("explicit maps exclude other conditioning keys", field="conditioning")
@@ -245,12 +304,15 @@ def _explicit_maps(maps: Any, count: int, layout: MapLayout, resolution: int) ->
     if array.shape == shape:
         array = np.broadcast_to(array, (count, *shape))
     if array.shape != (count, *shape):
-        raise InvalidArgument(f"maps must be [{count}, {', '.join(map(str, shape))}], got {list(array.shape)}",
-                              field="maps")
+        raise InvalidArgument(
+            f"maps must be [{count}, {', '.join(map(str, shape))}], got {list(array.shape)}", field="maps"
+        )
     return np.array(array, np.float32, copy=True)  # writable and contiguous, whatever was passed
 
 
-def resolve_request(seed: int, request: dict[str, Any], distribution: ConditionDistribution | None) -> MapParams:
+def resolve_request(
+    seed: int, request: dict[str, Any], distribution: ConditionDistribution | None
+) -> MapParams:
     """An image's map parameters: a pure function of its seed, its request and the distribution."""
     request = dict(request)
     balance = request.pop("balance_skin_tone", False)

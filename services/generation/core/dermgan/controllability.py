@@ -57,6 +57,9 @@ def measure_image(rgb: np.ndarray) -> Measurement:
 
     mask = segment_lesion(rgb)
     height, width = mask.shape
+    area: float | None
+    cx: float | None
+    cy: float | None
     if mask.any():
         ys, xs = np.nonzero(mask)
         area, cx, cy = float(mask.mean()), float((xs.mean() + 0.5) / width), float((ys.mean() + 0.5) / height)
@@ -100,8 +103,14 @@ def agreement(requested: Sequence[float], measured: Sequence[float | None]) -> A
     if not pairs:
         return Agreement(0, failures, math.nan, math.nan, math.nan, math.nan)
     wanted, got = (np.array(side, np.float64) for side in zip(*pairs, strict=True))
-    return Agreement(len(pairs), failures, float(np.abs(got - wanted).mean()), float((got - wanted).mean()),
-                     _pearson(wanted, got), _pearson(_ranks(wanted), _ranks(got)))
+    return Agreement(
+        len(pairs),
+        failures,
+        float(np.abs(got - wanted).mean()),
+        float((got - wanted).mean()),
+        _pearson(wanted, got),
+        _pearson(_ranks(wanted), _ranks(got)),
+    )
 
 
 @dataclass
@@ -127,11 +136,18 @@ def json_safe(value):
     return value
 
 
-def grid(labels: Sequence[str], areas: Sequence[float], itas: Sequence[float],
-         centres: Sequence[tuple[float, float]] = ((0.5, 0.5),), repeats: int = 1) -> list[MapParams]:
+def grid(
+    labels: Sequence[str],
+    areas: Sequence[float],
+    itas: Sequence[float],
+    centres: Sequence[tuple[float, float]] = ((0.5, 0.5),),
+    repeats: int = 1,
+) -> list[MapParams]:
     """Every combination of the requested attributes, ``repeats`` times (elliptical, round lesions)."""
-    requests = [MapParams(label, area, cx, cy, ita)
-                for label, area, ita, (cx, cy) in itertools.product(labels, areas, itas, centres)]
+    requests = [
+        MapParams(label, area, cx, cy, ita)
+        for label, area, ita, (cx, cy) in itertools.product(labels, areas, itas, centres)
+    ]
     return [request for request in requests for _ in range(repeats)]
 
 
@@ -145,32 +161,48 @@ def backend_renderer(backend, batch_size: int = 0) -> Renderer:
     return render
 
 
-def measure_controllability(render: Renderer, requests: Sequence[MapParams], seed: int = 0,
-                            classify: Callable[[np.ndarray], Sequence[str]] | None = None,
-                            batch_size: int = 64,
-                            on_batch: Callable[[int, int], None] | None = None) -> ControllabilityReport:
+def measure_controllability(
+    render: Renderer,
+    requests: Sequence[MapParams],
+    seed: int = 0,
+    classify: Callable[[np.ndarray], Sequence[str]] | None = None,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ControllabilityReport:
     """Render every request (image i with seed ``seed + i``), measure it, and compare per attribute.
 
     ``on_batch(done, total)`` is called after every rendered batch (progress; it may raise to stop)."""
     requests = list(requests)
     rows: list[dict] = []
     for start in range(0, len(requests), batch_size):
-        chunk = requests[start:start + batch_size]
+        chunk = requests[start : start + batch_size]
         seeds = [seed + start + i for i in range(len(chunk))]
         images = render(seeds, chunk)
         predicted = list(classify(images)) if classify is not None else [None] * len(chunk)
         for image_seed, request, image, label in zip(seeds, chunk, images, predicted, strict=True):
-            rows.append({"seed": image_seed, "requested": request.to_dict(),
-                         "measured": asdict(measure_image(image)), "predicted_class": label})
+            rows.append(
+                {
+                    "seed": image_seed,
+                    "requested": request.to_dict(),
+                    "measured": asdict(measure_image(image)),
+                    "predicted_class": label,
+                }
+            )
         if on_batch is not None:
             on_batch(len(rows), len(requests))
 
     def compare(selected: list[dict]) -> dict[str, Agreement]:
-        return {name: agreement([row["requested"][name] for row in selected],
-                                [row["measured"][name] for row in selected]) for name in ATTRIBUTES}
+        return {
+            name: agreement(
+                [row["requested"][name] for row in selected], [row["measured"][name] for row in selected]
+            )
+            for name in ATTRIBUTES
+        }
 
     classes = sorted({row["requested"]["label"] for row in rows})
-    per_class = {name: compare([row for row in rows if row["requested"]["label"] == name]) for name in classes}
+    per_class = {
+        name: compare([row for row in rows if row["requested"]["label"] == name]) for name in classes
+    }
     accuracy = None
     if classify is not None and rows:
         accuracy = float(np.mean([row["predicted_class"] == row["requested"]["label"] for row in rows]))
@@ -182,8 +214,11 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def _agreement_rows(attributes: dict[str, Agreement]) -> list[str]:
-    return [f"| {name} | {a.count} | {a.failures} | {_number(a.mean_absolute_error, '.4g')} | {_number(a.bias, '+.4g')} "
-            f"| {_number(a.pearson, '.3f')} | {_number(a.spearman, '.3f')} |" for name, a in attributes.items()]
+    return [
+        f"| {name} | {a.count} | {a.failures} | {_number(a.mean_absolute_error, '.4g')} | {_number(a.bias, '+.4g')} "
+        f"| {_number(a.pearson, '.3f')} | {_number(a.spearman, '.3f')} |"
+        for name, a in attributes.items()
+    ]
 
 
 def by_requested_tone(report: ControllabilityReport) -> list[dict]:
@@ -194,33 +229,57 @@ def by_requested_tone(report: ControllabilityReport) -> list[dict]:
     rows = []
     for requested in sorted({row["requested"]["ita_degrees"] for row in report.rows}):
         chosen = [row for row in report.rows if row["requested"]["ita_degrees"] == requested]
-        itas = [row["measured"]["ita_degrees"] for row in chosen if row["measured"]["ita_degrees"] is not None]
-        area_errors = [abs(row["measured"]["lesion_area_fraction"] - row["requested"]["lesion_area_fraction"])
-                       for row in chosen if row["measured"]["lesion_area_fraction"] is not None]
-        rows.append({"requested_ita": requested, "images": len(chosen),
-                     "measured_ita_mean": float(np.mean(itas)) if itas else None,
-                     "ita_mae": float(np.mean([abs(i - requested) for i in itas])) if itas else None,
-                     "area_mae": float(np.mean(area_errors)) if area_errors else None,
-                     "lesion_not_found": sum(row["measured"]["lesion_area_fraction"] is None for row in chosen)})
+        itas = [
+            row["measured"]["ita_degrees"] for row in chosen if row["measured"]["ita_degrees"] is not None
+        ]
+        area_errors = [
+            abs(row["measured"]["lesion_area_fraction"] - row["requested"]["lesion_area_fraction"])
+            for row in chosen
+            if row["measured"]["lesion_area_fraction"] is not None
+        ]
+        rows.append(
+            {
+                "requested_ita": requested,
+                "images": len(chosen),
+                "measured_ita_mean": float(np.mean(itas)) if itas else None,
+                "ita_mae": float(np.mean([abs(i - requested) for i in itas])) if itas else None,
+                "area_mae": float(np.mean(area_errors)) if area_errors else None,
+                "lesion_not_found": sum(row["measured"]["lesion_area_fraction"] is None for row in chosen),
+            }
+        )
     return rows
 
 
 def report_markdown(report: ControllabilityReport, title: str = "Controllability") -> str:
     """The report as Markdown: overall and per-class agreement, and agreement by requested skin tone."""
-    header = ["| attribute | measured | failures | MAE | bias | Pearson r | Spearman rho |", "|---|---|---|---|---|---|---|"]
-    lines = [f"### {title}", "",
-             f"{len(report.rows)} images; lesion measured by the preprocessing stage's segmentation, skin tone by its "
-             "ITA estimate outside the lesion. Areas and centres are fractions of the image; ITA in degrees.", "",
-             *header, *_agreement_rows(report.attributes), ""]
+    header = [
+        "| attribute | measured | failures | MAE | bias | Pearson r | Spearman rho |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines = [
+        f"### {title}",
+        "",
+        f"{len(report.rows)} images; lesion measured by the preprocessing stage's segmentation, skin tone by its "
+        "ITA estimate outside the lesion. Areas and centres are fractions of the image; ITA in degrees.",
+        "",
+        *header,
+        *_agreement_rows(report.attributes),
+        "",
+    ]
     if report.class_accuracy is not None:
         lines += [f"Classified as the requested class: {report.class_accuracy:.1%}", ""]
     if len(report.per_class) > 1:
         for label, attributes in report.per_class.items():
             lines += [f"#### {label}", "", *header, *_agreement_rows(attributes), ""]
-    lines += ["#### By requested skin tone", "",
-              "| requested ITA | images | measured ITA (mean) | ITA MAE | area MAE | no lesion found |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['requested_ita']:g} | {r['images']} | {_number(r['measured_ita_mean'], '.1f')} | "
-              f"{_number(r['ita_mae'], '.1f')} | {_number(r['area_mae'], '.4f')} | {r['lesion_not_found']} |"
-              for r in by_requested_tone(report)]
+    lines += [
+        "#### By requested skin tone",
+        "",
+        "| requested ITA | images | measured ITA (mean) | ITA MAE | area MAE | no lesion found |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['requested_ita']:g} | {r['images']} | {_number(r['measured_ita_mean'], '.1f')} | "
+        f"{_number(r['ita_mae'], '.1f')} | {_number(r['area_mae'], '.4f')} | {r['lesion_not_found']} |"
+        for r in by_requested_tone(report)
+    ]
     return "\n".join(lines) + "\n"

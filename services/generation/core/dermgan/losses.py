@@ -30,7 +30,9 @@ def adversarial_loss(logits: torch.Tensor, target_is_real: bool, mode: str = "va
     raise ValueError(f"unknown GAN loss {mode!r}; use one of {GAN_MODES}")
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, mode: str = "vanilla") -> torch.Tensor:
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, mode: str = "vanilla"
+) -> torch.Tensor:
     """Pix2Pix's halved discriminator objective: 0.5 * (loss(real, 1) + loss(fake, 0))."""
     return 0.5 * (adversarial_loss(real_logits, True, mode) + adversarial_loss(fake_logits, False, mode))
 
@@ -42,15 +44,22 @@ def lesion_weights(lesion_mask: torch.Tensor, lesion_weight: float) -> torch.Ten
     return 1.0 + (lesion_weight - 1.0) * lesion_mask.clamp(0.0, 1.0)
 
 
-def lesion_weighted_l1(fake: torch.Tensor, real: torch.Tensor, lesion_mask: torch.Tensor,
-                       lesion_weight: float) -> torch.Tensor:
+def lesion_weighted_l1(
+    fake: torch.Tensor, real: torch.Tensor, lesion_mask: torch.Tensor, lesion_weight: float
+) -> torch.Tensor:
     """Mean over pixels and channels of weight * |fake - real|."""
     return (lesion_weights(lesion_mask, lesion_weight) * (fake - real).abs()).mean()
 
 
-def generator_loss(fake_logits: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, lesion_mask: torch.Tensor,
-                   lambda_l1: float, lesion_weight: float, mode: str = "vanilla",
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def generator_loss(
+    fake_logits: torch.Tensor,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    lesion_mask: torch.Tensor,
+    lambda_l1: float,
+    lesion_weight: float,
+    mode: str = "vanilla",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total, parts): adversarial term + lambda_l1 * lesion-weighted L1; parts are detached for logging."""
     gan = adversarial_loss(fake_logits, True, mode)
     l1 = lesion_weighted_l1(fake, real, lesion_mask, lesion_weight)

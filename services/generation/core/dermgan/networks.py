@@ -86,21 +86,38 @@ def level_widths(base: int, maximum: int, levels: int) -> list[int]:
 class UNetGenerator(nn.Module):
     """Semantic map [N, C, R, R] -> image [N, 3, R, R] in [-1, 1]; ``levels`` halvings (R / 2**levels >= 1)."""
 
-    def __init__(self, in_channels: int, out_channels: int = 3, base_width: int = 64, max_width: int = 512,
-                 levels: int = 8, dropout: float = 0.5, dropout_blocks: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 3,
+        base_width: int = 64,
+        max_width: int = 512,
+        levels: int = 8,
+        dropout: float = 0.5,
+        dropout_blocks: int = 3,
+    ) -> None:
         super().__init__()
         widths = level_widths(base_width, max_width, levels)
         self.down = nn.ModuleList(
-            DownBlock(in_channels if level == 0 else widths[level - 1], widths[level],
-                      norm=0 < level < levels - 1)
-            for level in range(levels))
+            DownBlock(
+                in_channels if level == 0 else widths[level - 1], widths[level], norm=0 < level < levels - 1
+            )
+            for level in range(levels)
+        )
         # Decoder block j (j = levels-1 .. 1) brings level j back to level j-1; the innermost has no skip.
         self.up = nn.ModuleList(
-            UpBlock(widths[j] * (1 if j == levels - 1 else 2), widths[j - 1],
-                    dropout if levels - 1 - j < dropout_blocks else 0.0)
-            for j in range(levels - 1, 0, -1))
-        self.head = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                  nn.Conv2d(widths[0] * 2, out_channels, 3, padding=1), nn.Tanh())
+            UpBlock(
+                widths[j] * (1 if j == levels - 1 else 2),
+                widths[j - 1],
+                dropout if levels - 1 - j < dropout_blocks else 0.0,
+            )
+            for j in range(levels - 1, 0, -1)
+        )
+        self.head = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(widths[0] * 2, out_channels, 3, padding=1),
+            nn.Tanh(),
+        )
 
     def forward(self, semantic_map: torch.Tensor, noise: DropoutNoise = None) -> torch.Tensor:
         skips = []
@@ -126,9 +143,12 @@ class PatchDiscriminator(nn.Module):
         widths = [min(base_width * 2**n, base_width * 8) for n in range(layers + 1)]
         blocks: list[nn.Module] = [DownBlock(in_channels, widths[0], norm=False)]
         blocks += [DownBlock(widths[n - 1], widths[n]) for n in range(1, layers)]
-        blocks += [nn.Conv2d(widths[layers - 1], widths[layers], 4, stride=1, padding=1, bias=False),
-                   nn.InstanceNorm2d(widths[layers], affine=True), nn.LeakyReLU(0.2),
-                   nn.Conv2d(widths[layers], 1, 4, stride=1, padding=1)]
+        blocks += [
+            nn.Conv2d(widths[layers - 1], widths[layers], 4, stride=1, padding=1, bias=False),
+            nn.InstanceNorm2d(widths[layers], affine=True),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(widths[layers], 1, 4, stride=1, padding=1),
+        ]
         self.net = nn.Sequential(*blocks)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,9 @@ from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.imaging.skin_tone import lightness_for_ita
 
 SKIN_A_STAR = 10.0  # redness: middle of the a* range reported for skin (about 6-13)
-SKIN_B_STAR = 16.0  # yellowness: middle of the b* range (about 12-20); lowered where L* would leave skin's range
+SKIN_B_STAR = (
+    16.0  # yellowness: middle of the b* range (about 12-20); lowered where L* would leave skin's range
+)
 MAX_AREA_FRACTION = 0.95
 
 # CIELAB colours for showing a map as an image (``paint_map``), one per class, chosen far from any skin
@@ -67,7 +69,9 @@ class MapLayout:
 
     def class_index(self, label: str) -> int:
         if label not in self.classes:
-            raise InvalidArgument(f"unknown class {label!r}", field="label", hint=f"one of {', '.join(self.classes)}")
+            raise InvalidArgument(
+                f"unknown class {label!r}", field="label", hint=f"one of {', '.join(self.classes)}"
+            )
         return self.classes.index(label)
 
 
@@ -87,7 +91,11 @@ class MapParams:
 
     def validate(self) -> None:
         checks = (
-            ("lesion_area_fraction", 0.0 < self.lesion_area_fraction <= MAX_AREA_FRACTION, f"(0, {MAX_AREA_FRACTION}]"),
+            (
+                "lesion_area_fraction",
+                0.0 < self.lesion_area_fraction <= MAX_AREA_FRACTION,
+                f"(0, {MAX_AREA_FRACTION}]",
+            ),
             ("center_x", 0.0 <= self.center_x <= 1.0, "[0, 1]"),
             ("center_y", 0.0 <= self.center_y <= 1.0, "[0, 1]"),
             ("ita_degrees", -90.0 < self.ita_degrees < 90.0, "(-90, 90)"),
@@ -100,7 +108,9 @@ class MapParams:
             if not ok or not math.isfinite(value):
                 raise InvalidArgument(f"{name} must be in {interval}, got {value}", field=name)
         if self.label not in CLASSES:
-            raise InvalidArgument(f"unknown class {self.label!r}", field="label", hint=f"one of {', '.join(CLASSES)}")
+            raise InvalidArgument(
+                f"unknown class {self.label!r}", field="label", hint=f"one of {', '.join(CLASSES)}"
+            )
 
     def to_dict(self) -> dict[str, float | int | str]:
         """JSON-ready; also a valid per-image conditioning dict that rebuilds exactly this map."""
@@ -148,11 +158,12 @@ def lesion_mask(params: MapParams, resolution: int) -> np.ndarray:
         theta = np.arctan2(v, u)
         ellipse = major * minor / np.sqrt((minor * np.cos(theta)) ** 2 + (major * np.sin(theta)) ** 2)
         lobes = 1.0 + params.irregularity * sum(
-            w * np.cos(k * theta + p) for k, w, p in zip(range(2, 6), weights, phases, strict=True))
+            w * np.cos(k * theta + p) for k, w, p in zip(range(2, 6), weights, phases, strict=True)
+        )
         ratio = np.hypot(u, v) / (ellipse * lobes)
-        mask = np.zeros(resolution * resolution, bool)
-        mask[np.argsort(ratio, axis=None, kind="stable")[:target]] = True
-        mask = mask.reshape(resolution, resolution)
+        chosen = np.zeros(resolution * resolution, bool)
+        chosen[np.argsort(ratio, axis=None, kind="stable")[:target]] = True
+        mask = chosen.reshape(resolution, resolution)
         measured = np.array([xs[mask].mean(), ys[mask].mean()])
         if np.abs(measured - wanted).max() < 0.25:
             break
@@ -160,8 +171,9 @@ def lesion_mask(params: MapParams, resolution: int) -> np.ndarray:
     return mask
 
 
-def build_map(mask: np.ndarray, ita_degrees: float, label: str, layout: MapLayout,
-              noise: np.ndarray | None = None) -> np.ndarray:
+def build_map(
+    mask: np.ndarray, ita_degrees: float, label: str, layout: MapLayout, noise: np.ndarray | None = None
+) -> np.ndarray:
     """The semantic map [R, R, C] of a lesion region, a skin tone and a class (noise channel 0 unless given)."""
     mask = np.asarray(mask, bool)
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
@@ -184,22 +196,31 @@ def resize_mask(mask: np.ndarray, resolution: int) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim == 3:
         mask = mask[..., 0]
-    coverage = cv2.resize((mask > 0).astype(np.float32), (resolution, resolution), interpolation=cv2.INTER_AREA)
+    coverage = cv2.resize(
+        (mask > 0).astype(np.float32), (resolution, resolution), interpolation=cv2.INTER_AREA
+    )
     return coverage >= 0.5
 
 
-def map_from_mask(mask: np.ndarray, ita_degrees: float | None, label: str, resolution: int,
-                  layout: MapLayout) -> np.ndarray:
+def map_from_mask(
+    mask: np.ndarray, ita_degrees: float | None, label: str, resolution: int, layout: MapLayout
+) -> np.ndarray:
     """The map of a real preprocessed item: its lesion mask (``objects["mask_lesion"]``), its ITA
     (``meta["ita_degrees"]``) and its class. Items without a lesion or a tone are refused: a pair whose
     map shows no lesion would teach the generator to draw lesions where the map says there are none."""
     if ita_degrees is None or not math.isfinite(float(ita_degrees)):
-        raise InvalidArgument("the item has no skin tone (ita_degrees)", field="ita_degrees",
-                              hint="skip items whose skin tone could not be measured")
+        raise InvalidArgument(
+            "the item has no skin tone (ita_degrees)",
+            field="ita_degrees",
+            hint="skip items whose skin tone could not be measured",
+        )
     resized = resize_mask(mask, resolution)
     if not resized.any():
-        raise InvalidArgument("the item's lesion mask is empty at the training resolution", field="mask",
-                              hint="skip items whose lesion segmentation failed (lesion_area_fraction 0)")
+        raise InvalidArgument(
+            "the item's lesion mask is empty at the training resolution",
+            field="mask",
+            hint="skip items whose lesion segmentation failed (lesion_area_fraction 0)",
+        )
     return build_map(resized, float(ita_degrees), label, layout)
 
 
@@ -207,8 +228,10 @@ def read_map(semantic: np.ndarray, layout: MapLayout) -> tuple[np.ndarray, str, 
     """(lesion mask, class, skin sRGB in [0, 1]) of a map [R, R, C]."""
     semantic = np.asarray(semantic, np.float32)
     if semantic.ndim != 3 or semantic.shape[2] != layout.channels:
-        raise InvalidArgument(f"semantic maps must be [R, R, {layout.channels}], got {list(semantic.shape)}",
-                              field="conditioning")
+        raise InvalidArgument(
+            f"semantic maps must be [R, R, {layout.channels}], got {list(semantic.shape)}",
+            field="conditioning",
+        )
     one_hot = semantic[..., layout.class_channels]
     mask = one_hot.sum(axis=2) > 0.5
     label = layout.classes[int(np.argmax(one_hot[mask].sum(axis=0)))] if mask.any() else ""

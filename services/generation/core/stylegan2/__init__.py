@@ -12,19 +12,32 @@ from __future__ import annotations
 from skingenbench.services.generation.core.stylegan2.augment import AdaptiveAugment, AugmentPipe
 from skingenbench.services.generation.core.stylegan2.backend import StyleGAN2ADABackend
 from skingenbench.services.generation.core.stylegan2.config import (
-           PAPER,
-           PROFILES,
-           SAMPLERS,
-           TINY,
-           StyleGAN2Config,
+    PAPER,
+    PROFILES,
+    SAMPLERS,
+    TINY,
+    StyleGAN2Config,
 )
 from skingenbench.services.generation.core.stylegan2.discriminator import Discriminator
 from skingenbench.services.generation.core.stylegan2.mapping import MappingNetwork
 from skingenbench.services.generation.core.stylegan2.synthesis import (
-           Generator,
-           ModulatedConv2d,
-           SynthesisNetwork,
+    Generator,
+    ModulatedConv2d,
+    SynthesisNetwork,
 )
 
-__all__ = ["PAPER", "PROFILES", "SAMPLERS", "TINY", "AdaptiveAugment", "AugmentPipe", "Discriminator", "Generator",
-           "MappingNetwork", "ModulatedConv2d", "StyleGAN2ADABackend", "StyleGAN2Config", "SynthesisNetwork"]
+__all__ = [
+    "PAPER",
+    "PROFILES",
+    "SAMPLERS",
+    "TINY",
+    "AdaptiveAugment",
+    "AugmentPipe",
+    "Discriminator",
+    "Generator",
+    "MappingNetwork",
+    "ModulatedConv2d",
+    "StyleGAN2ADABackend",
+    "StyleGAN2Config",
+    "SynthesisNetwork",
+]

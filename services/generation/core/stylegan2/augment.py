@@ -38,10 +38,13 @@ PRESETS = {"bgc": BLIT + GEOMETRIC + COLOR, "bg": BLIT + GEOMETRIC, "b": BLIT, "
 _LUMA = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3.0)
 
 
-def _affine2d(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, tx: torch.Tensor,
-              ty: torch.Tensor) -> torch.Tensor:
+def _affine2d(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor
+) -> torch.Tensor:
     zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1), torch.stack([zero, zero, one], -1)], 1)
+    return torch.stack(
+        [torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1), torch.stack([zero, zero, one], -1)], 1
+    )
 
 
 class AugmentPipe:
@@ -62,8 +65,14 @@ class AugmentPipe:
         return self._color(images, generator)
 
     # -- random draws: every call draws the same numbers in the same order, whatever is enabled --------
-    def _draws(self, batch: int, generator: torch.Generator | None, device: torch.device, name: str,
-               probability: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _draws(
+        self,
+        batch: int,
+        generator: torch.Generator | None,
+        device: torch.device,
+        name: str,
+        probability: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(applied [N] bool, uniform [N, 2] in [0, 1), normal [N, 2]) for one transform."""
         chance = torch.rand([batch], generator=generator, device=device)
         uniform = torch.rand([batch, 2], generator=generator, device=device)
@@ -96,10 +105,18 @@ class AugmentPipe:
         on, uniform, _ = self._draws(batch, generator, device, "xint", p)
         shift = torch.round((uniform * 2 - 1) * 0.125 * torch.tensor([width, height], device=device))
         shift = shift * on[:, None]  # whole pixels; one pixel is 2 / side in normalised units
-        matrix = matrix @ _affine2d(1 + zero, zero, zero, 1 + zero, shift[:, 0] * 2 / width, shift[:, 1] * 2 / height)
+        matrix = matrix @ _affine2d(
+            1 + zero, zero, zero, 1 + zero, shift[:, 0] * 2 / width, shift[:, 1] * 2 / height
+        )
         blit |= (shift != 0).any(dim=1)
 
-        for name, probability in (("scale", p), ("rotate", p_rot), ("aniso", p), ("rotate", p_rot), ("xfrac", p)):
+        for name, probability in (
+            ("scale", p),
+            ("rotate", p_rot),
+            ("aniso", p),
+            ("rotate", p_rot),
+            ("xfrac", p),
+        ):
             on, uniform, normal = self._draws(batch, generator, device, name, probability)
             general |= on
             if name == "scale":
@@ -120,15 +137,23 @@ class AugmentPipe:
         exact = blit & ~general
         if exact.any():
             index = exact.nonzero().squeeze(1)
-            grid = F.affine_grid(matrix[index, :2].to(x.dtype), [len(index), x.shape[1], height, width],
-                                 align_corners=False)
-            moved = F.grid_sample(x[index], grid, mode="nearest", padding_mode="reflection", align_corners=False)
+            grid = F.affine_grid(
+                matrix[index, :2].to(x.dtype), [len(index), x.shape[1], height, width], align_corners=False
+            )
+            moved = F.grid_sample(
+                x[index], grid, mode="nearest", padding_mode="reflection", align_corners=False
+            )
             result = result.index_put((index,), moved)
         if general.any():
             index = general.nonzero().squeeze(1)
-            grid = F.affine_grid(matrix[index, :2].to(x.dtype), [len(index), x.shape[1], 2 * height, 2 * width],
-                                 align_corners=False)
-            moved = F.grid_sample(x[index], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            grid = F.affine_grid(
+                matrix[index, :2].to(x.dtype),
+                [len(index), x.shape[1], 2 * height, 2 * width],
+                align_corners=False,
+            )
+            moved = F.grid_sample(
+                x[index], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            )
             result = result.index_put((index,), F.avg_pool2d(moved, 2))
         return result
 
@@ -137,8 +162,9 @@ class AugmentPipe:
         luma = _LUMA.to(device)
         outer = torch.outer(luma, luma)  # projection onto the luma (grey) axis
         eye = torch.eye(3, device=device)
-        cross = torch.tensor([[0.0, -luma[2], luma[1]], [luma[2], 0.0, -luma[0]], [-luma[1], luma[0], 0.0]],
-                             device=device)
+        cross = torch.tensor(
+            [[0.0, -luma[2], luma[1]], [luma[2], 0.0, -luma[0]], [-luma[1], luma[0], 0.0]], device=device
+        )
         linear = eye.repeat(batch, 1, 1)
         offset = torch.zeros(batch, 3, device=device)
         changed = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -176,8 +202,15 @@ class AdaptiveAugment:
     ``speed_kimg`` thousand images (500k in the paper); p stays in [0, 1].
     """
 
-    def __init__(self, pipe: AugmentPipe, *, target: float = 0.6, interval: int = 4, speed_kimg: float = 500.0,
-                 adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        pipe: AugmentPipe,
+        *,
+        target: float = 0.6,
+        interval: int = 4,
+        speed_kimg: float = 500.0,
+        adaptive: bool = True,
+    ) -> None:
         self.pipe, self.target, self.interval, self.speed_kimg = pipe, target, interval, speed_kimg
         self.adaptive = adaptive
         self.sign_sum, self.count, self.minibatches, self.last_rt = 0.0, 0, 0, float("nan")
@@ -198,9 +231,14 @@ class AdaptiveAugment:
             self.pipe.p = min(1.0, max(0.0, self.pipe.p + step * self.count / (self.speed_kimg * 1000)))
             self.sign_sum, self.count, self.minibatches = 0.0, 0, 0
 
-    def state_dict(self) -> dict[str, float | int]:
-        return {"p": self.pipe.p, "sign_sum": self.sign_sum, "count": self.count, "minibatches": self.minibatches,
-                "last_rt": None if math.isnan(self.last_rt) else self.last_rt}
+    def state_dict(self) -> dict[str, float | int | None]:
+        return {
+            "p": self.pipe.p,
+            "sign_sum": self.sign_sum,
+            "count": self.count,
+            "minibatches": self.minibatches,
+            "last_rt": None if math.isnan(self.last_rt) else self.last_rt,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.pipe.p = float(state["p"])

@@ -30,10 +30,24 @@ from torch import nn
 class EqualizedConv2d(nn.Module):
     """A conv with the equalised learning rate; ``down=True`` blurs then convolves with stride 2."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, bias: bool = True,
-                 activation: str = "lrelu", down: bool = False, conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        bias: bool = True,
+        activation: str = "lrelu",
+        down: bool = False,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
-        self.kernel_size, self.activation, self.down, self.conv_clamp = kernel_size, activation, down, conv_clamp
+        self.kernel_size, self.activation, self.down, self.conv_clamp = (
+            kernel_size,
+            activation,
+            down,
+            conv_clamp,
+        )
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
@@ -58,7 +72,9 @@ class EqualizedConv2d(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """Residual block at one resolution: x -> (conv3x3, conv3x3 down) + skip 1x1 down, each x 1/sqrt(2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, from_rgb: bool, conv_clamp: float | None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, from_rgb: bool, conv_clamp: float | None
+    ) -> None:
         super().__init__()
         self.fromrgb = EqualizedConv2d(3, in_channels, 1, conv_clamp=conv_clamp) if from_rgb else None
         self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, conv_clamp=conv_clamp)
@@ -90,9 +106,18 @@ def minibatch_stddev(x: torch.Tensor, group_size: int, num_channels: int = 1) ->
 class Discriminator(nn.Module):
     """images [N, 3, R, R] (+ labels [N]) -> logits [N, 1]."""
 
-    def __init__(self, *, resolution: int, channel_base: int, channel_max: int, num_classes: int = 0,
-                 mbstd_group_size: int = 4, mbstd_channels: int = 1, mapping_layers: int = 8,
-                 conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        channel_base: int,
+        channel_max: int,
+        num_classes: int = 0,
+        mbstd_group_size: int = 4,
+        mbstd_channels: int = 1,
+        mapping_layers: int = 8,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         log2 = int(math.log2(resolution))
         if resolution < 4 or 2**log2 != resolution:
@@ -100,10 +125,17 @@ class Discriminator(nn.Module):
         self.resolution, self.num_classes = resolution, num_classes
         self.mbstd_group_size, self.mbstd_channels = mbstd_group_size, mbstd_channels
         resolutions = [2**i for i in range(log2, 2, -1)]  # R, R/2, ..., 8
-        self.blocks = nn.ModuleList([
-            DiscriminatorBlock(channels_at(r, channel_base, channel_max), channels_at(r // 2, channel_base, channel_max),
-                               from_rgb=index == 0, conv_clamp=conv_clamp)
-            for index, r in enumerate(resolutions)])
+        self.blocks = nn.ModuleList(
+            [
+                DiscriminatorBlock(
+                    channels_at(r, channel_base, channel_max),
+                    channels_at(r // 2, channel_base, channel_max),
+                    from_rgb=index == 0,
+                    conv_clamp=conv_clamp,
+                )
+                for index, r in enumerate(resolutions)
+            ]
+        )
         channels = channels_at(4, channel_base, channel_max)
         self.fromrgb4 = EqualizedConv2d(3, channels, 1, conv_clamp=conv_clamp) if resolution == 4 else None
         self.conv = EqualizedConv2d(channels + mbstd_channels, channels, 3, conv_clamp=conv_clamp)
@@ -111,8 +143,9 @@ class Discriminator(nn.Module):
         self.cmap_dim = channels if num_classes > 0 else 0
         self.out = EqualizedLinear(channels, self.cmap_dim or 1)
         # The class embedding for the projection: a label-only mapping network into the output space.
-        self.class_mapping = (MappingNetwork(0, self.cmap_dim, num_classes, mapping_layers)
-                              if num_classes > 0 else None)
+        self.class_mapping = (
+            MappingNetwork(0, self.cmap_dim, num_classes, mapping_layers) if num_classes > 0 else None
+        )
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = images
@@ -126,8 +159,9 @@ class Discriminator(nn.Module):
         x = self.out(x)
         if self.class_mapping is not None:
             if labels is None:
-                raise ValueError(f"this discriminator is conditional on {self.num_classes} classes: give labels")
+                raise ValueError(
+                    f"this discriminator is conditional on {self.num_classes} classes: give labels"
+                )
             cmap = self.class_mapping(None, labels)
             x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
         return x.float()
-

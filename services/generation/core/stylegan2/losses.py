@@ -37,8 +37,9 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     so the penalty is measured with respect to the clean reals, as in ADA). The graph is kept so the
     penalty can itself be backpropagated. A discriminator that ignores its input has zero penalty.
     """
-    (gradients,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True,
-                                       allow_unused=True)
+    (gradients,) = torch.autograd.grad(
+        real_logits.float().sum(), real_images, create_graph=True, allow_unused=True
+    )
     if gradients is None:
         return torch.zeros(real_images.shape[0], device=real_images.device)
     return gradients.float().square().sum(dim=[1, 2, 3])
@@ -56,8 +57,12 @@ class PathLengthRegularizer:
         self.decay = decay
         self.mean = torch.zeros([], device=device)
 
-    def __call__(self, images: torch.Tensor, ws: torch.Tensor, generator: torch.Generator | None = None,
-                 ) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        ws: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Per-image penalty (||J^T y|| - a)^2 [N] for ``images`` synthesised from ``ws``; updates a."""
         height, width = images.shape[2:]
         y = torch.randn(images.shape, generator=generator, device=images.device) / math.sqrt(height * width)

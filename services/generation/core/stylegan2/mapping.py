@@ -43,8 +43,16 @@ class EqualizedLinear(nn.Module):
     mapping network down by 100x as in StyleGAN.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, bias_init: float = 0.0,
-                 lr_multiplier: float = 1.0, activation: str = "linear") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_multiplier: float = 1.0,
+        activation: str = "linear",
+    ) -> None:
         super().__init__()
         if activation not in ("linear", "lrelu"):
             raise ValueError(f"activation must be linear or lrelu, got {activation!r}")
@@ -67,8 +75,17 @@ class EqualizedLinear(nn.Module):
 class MappingNetwork(nn.Module):
     """z [N, z_dim] (+ labels [N]) -> w [N, w_dim]; tracks the mean w for truncation."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_classes: int = 0, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995) -> None:
+    w_avg: torch.Tensor  # a buffer (register_buffer below), typed for the checker
+
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_classes: int = 0,
+        num_layers: int = 8,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ) -> None:
         super().__init__()
         if z_dim <= 0 and num_classes <= 0:
             raise ValueError("a mapping network needs a latent (z_dim > 0), classes, or both")
@@ -76,14 +93,18 @@ class MappingNetwork(nn.Module):
         # One-hot labels through an (equalised) linear layer: a learned class embedding in w-space.
         self.embed = EqualizedLinear(num_classes, w_dim) if num_classes > 0 else None
         features = [z_dim + (w_dim if num_classes > 0 else 0)] + [w_dim] * num_layers
-        self.layers = nn.Sequential(*[
-            EqualizedLinear(features[i], features[i + 1], lr_multiplier=lr_multiplier, activation="lrelu")
-            for i in range(num_layers)])
+        self.layers = nn.Sequential(
+            *[
+                EqualizedLinear(features[i], features[i + 1], lr_multiplier=lr_multiplier, activation="lrelu")
+                for i in range(num_layers)
+            ]
+        )
         # The running mean of w (StyleGAN §B, "truncation trick in W"): the centre truncation pulls toward.
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor | None, labels: torch.Tensor | None = None, *,
-                update_w_avg: bool = False) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor | None, labels: torch.Tensor | None = None, *, update_w_avg: bool = False
+    ) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -91,7 +112,9 @@ class MappingNetwork(nn.Module):
             parts.append(normalize_2nd_moment(z.float()))
         if self.embed is not None:
             if labels is None:
-                raise ValueError(f"this mapping network is conditional on {self.num_classes} classes: give labels")
+                raise ValueError(
+                    f"this mapping network is conditional on {self.num_classes} classes: give labels"
+                )
             one_hot = F.one_hot(labels.long(), self.num_classes).to(torch.float32)
             parts.append(normalize_2nd_moment(self.embed(one_hot)))
         w = self.layers(torch.cat(parts, dim=1))

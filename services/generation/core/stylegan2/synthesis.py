@@ -18,6 +18,7 @@ block's first conv, so a generator at resolution R uses num_ws = 2 log2(R) - 2 s
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,9 @@ def binomial_filter(device: torch.device | str | None = None) -> torch.Tensor:
     return taps / taps.sum()
 
 
-def fir_resample(x: torch.Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0),
-                 gain: float = 1.0) -> torch.Tensor:
+def fir_resample(
+    x: torch.Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0
+) -> torch.Tensor:
     """Upsample by zero insertion, pad (left/top, right/bottom), blur with the separable binomial filter,
     and keep every ``down``-th sample. ``gain`` multiplies the 2-D filter (``up**2`` keeps brightness)."""
     batch, channels, height, width = x.shape
@@ -70,8 +72,17 @@ class ModulatedConv2d(nn.Module):
     followed by the binomial blur (upsample-then-convolve in one kernel).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, *,
-                 demodulate: bool = True, up: bool = False, fused: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        w_dim: int,
+        *,
+        demodulate: bool = True,
+        up: bool = False,
+        fused: bool = False,
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.demodulate, self.up, self.fused = demodulate, up, fused
@@ -115,8 +126,18 @@ class ModulatedConv2d(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv -> + noise * strength -> + bias -> leaky ReLU (StyleGAN2 Fig. 2c)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool = False,
-                 conv_clamp: float | None = None) -> None:
+    noise_const: torch.Tensor  # a buffer (register_buffer below), typed for the checker
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        *,
+        up: bool = False,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         self.resolution, self.conv_clamp = resolution, conv_clamp
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim, up=up)
@@ -148,24 +169,49 @@ class ToRGB(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (constant | upsampling conv) + conv + toRGB, with the skip image path."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         self.first = resolution == 4
         if self.first:
             self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
-            self.layers = nn.ModuleList([SynthesisLayer(out_channels, out_channels, w_dim, 4, conv_clamp=conv_clamp)])
+            self.layers = nn.ModuleList(
+                [SynthesisLayer(out_channels, out_channels, w_dim, 4, conv_clamp=conv_clamp)]
+            )
         else:
-            self.layers = nn.ModuleList([
-                SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp),
-                SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)])
+            self.layers = nn.ModuleList(
+                [
+                    SynthesisLayer(
+                        in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp
+                    ),
+                    SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp),
+                ]
+            )
         self.torgb = ToRGB(out_channels, w_dim, conv_clamp)
 
-    def forward(self, x: torch.Tensor | None, image: torch.Tensor | None, ws: torch.Tensor,
-                noise: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def synthesis_layers(self) -> list[SynthesisLayer]:
+        """``layers`` as the SynthesisLayers they are (nn.ModuleList types its items as plain modules)."""
+        return [cast(SynthesisLayer, layer) for layer in self.layers]
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        image: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise: list[torch.Tensor | None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.first:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
+        if x is None:
+            raise ValueError(f"the {self.resolution}px block needs the previous block's features")
         for index, layer in enumerate(self.layers):
             x = layer(x, ws[:, index], noise[index])
         rgb = self.torgb(x, ws[:, len(self.layers)]).float()
@@ -184,65 +230,121 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> images [N, 3, R, R] (unbounded; the training data is in [-1, 1])."""
 
-    def __init__(self, w_dim: int, resolution: int, channel_base: int, channel_max: int,
-                 conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        w_dim: int,
+        resolution: int,
+        channel_base: int,
+        channel_max: int,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         log2 = int(math.log2(resolution))
         if resolution < 4 or 2**log2 != resolution:
             raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
         self.resolution, self.w_dim = resolution, w_dim
         resolutions = [2**i for i in range(2, log2 + 1)]
-        self.blocks = nn.ModuleList([
-            SynthesisBlock(channels_at(r // 2, channel_base, channel_max) if r > 4 else 0,
-                           channels_at(r, channel_base, channel_max), w_dim, r, conv_clamp)
-            for r in resolutions])
+        self.blocks = nn.ModuleList(
+            [
+                SynthesisBlock(
+                    channels_at(r // 2, channel_base, channel_max) if r > 4 else 0,
+                    channels_at(r, channel_base, channel_max),
+                    w_dim,
+                    r,
+                    conv_clamp,
+                )
+                for r in resolutions
+            ]
+        )
         self.num_ws = 2 * log2 - 2
+
+    @property
+    def synthesis_blocks(self) -> list[SynthesisBlock]:
+        """``blocks`` as the SynthesisBlocks they are (nn.ModuleList types its items as plain modules)."""
+        return [cast(SynthesisBlock, block) for block in self.blocks]
 
     def noise_resolutions(self) -> list[int]:
         """The side of every noise input, in layer order."""
-        return [layer.resolution for block in self.blocks for layer in block.layers]
+        return [layer.resolution for block in self.synthesis_blocks for layer in block.synthesis_layers]
 
-    def draw_noise(self, batch: int, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    def draw_noise(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> list[torch.Tensor]:
         """Fresh per-layer noise [batch, 1, r, r], drawn in layer order from ``generator``."""
-        return [torch.randn([batch, 1, r, r], generator=generator, device=device) for r in self.noise_resolutions()]
+        return [
+            torch.randn([batch, 1, r, r], generator=generator, device=device)
+            for r in self.noise_resolutions()
+        ]
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "random", noise: list[torch.Tensor] | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ws: torch.Tensor,
+        *,
+        noise_mode: str = "random",
+        noise: list[torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if noise_mode == "random" and noise is None:
-            noise = self.draw_noise(ws.shape[0], generator, ws.device)
-        layers = [layer for block in self.blocks for layer in block.layers]
+        layers = [layer for block in self.synthesis_blocks for layer in block.synthesis_layers]
+        layer_noise: list[torch.Tensor | None]
         if noise_mode == "const":
-            noise = [layer.noise_const[None, None] for layer in layers]
+            layer_noise = [layer.noise_const[None, None] for layer in layers]
         elif noise_mode == "none":
-            noise = [None] * len(layers)
-        x = image = None
+            layer_noise = [None] * len(layers)
+        elif noise is None:  # "random" without given noise: drawn here
+            layer_noise = list(self.draw_noise(ws.shape[0], generator, ws.device))
+        else:
+            layer_noise = list(noise)
+        x: torch.Tensor | None = None
+        image: torch.Tensor | None = None
         w_index = noise_index = 0
-        for block in self.blocks:
+        for block in self.synthesis_blocks:
             count = len(block.layers)
-            x, image = block(x, image, ws[:, w_index:w_index + count + 1], noise[noise_index:noise_index + count])
+            x, image = block(
+                x, image, ws[:, w_index : w_index + count + 1], layer_noise[noise_index : noise_index + count]
+            )
             w_index += count
             noise_index += count
+        assert image is not None  # resolution >= 4: the 4x4 block at least has run
         return image
 
 
 class Generator(nn.Module):
     """z (+ labels) -> image: mapping, style mixing, truncation, synthesis."""
 
-    def __init__(self, *, z_dim: int, w_dim: int, num_classes: int, mapping_layers: int, resolution: int,
-                 channel_base: int, channel_max: int, mapping_lr_multiplier: float = 0.01,
-                 w_avg_beta: float = 0.995, conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        z_dim: int,
+        w_dim: int,
+        num_classes: int,
+        mapping_layers: int,
+        resolution: int,
+        channel_base: int,
+        channel_max: int,
+        mapping_lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.995,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
         self.synthesis = SynthesisNetwork(w_dim, resolution, channel_base, channel_max, conv_clamp)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, num_classes, mapping_layers, mapping_lr_multiplier, w_avg_beta)
+        self.mapping = MappingNetwork(
+            z_dim, w_dim, num_classes, mapping_layers, mapping_lr_multiplier, w_avg_beta
+        )
 
-    def styles(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation_psi: float = 1.0,
-               mixing_prob: float = 0.0, generator: torch.Generator | None = None,
-               update_w_avg: bool = False) -> torch.Tensor:
+    def styles(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        truncation_psi: float = 1.0,
+        mixing_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
         """ws [N, num_ws, w_dim]. With probability ``mixing_prob`` an image takes its styles from layer
         ``cutoff`` on (cutoff uniform in 1..num_ws-1) from a second latent: StyleGAN's mixing regularisation
         (Karras et al. 2019, §3.1), which StyleGAN2 keeps (probability 0.9)."""
@@ -262,9 +364,24 @@ class Generator(nn.Module):
             ws = torch.where(take_second[:, :, None], w2[:, None], ws)
         return ws
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation_psi: float = 1.0,
-                mixing_prob: float = 0.0, noise_mode: str = "random", noise: list[torch.Tensor] | None = None,
-                generator: torch.Generator | None = None, update_w_avg: bool = False) -> torch.Tensor:
-        ws = self.styles(z, labels, truncation_psi=truncation_psi, mixing_prob=mixing_prob, generator=generator,
-                         update_w_avg=update_w_avg)
+    def forward(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        truncation_psi: float = 1.0,
+        mixing_prob: float = 0.0,
+        noise_mode: str = "random",
+        noise: list[torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
+        ws = self.styles(
+            z,
+            labels,
+            truncation_psi=truncation_psi,
+            mixing_prob=mixing_prob,
+            generator=generator,
+            update_w_avg=update_w_avg,
+        )
         return self.synthesis(ws, noise_mode=noise_mode, noise=noise, generator=generator)
