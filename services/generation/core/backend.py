@@ -22,6 +22,10 @@ The generic loop (``training.py``) owns data order, augmentation, progress and c
 backend owns its networks, optimisers, EMA and noise. Everything a backend needs to continue bit-exactly
 after a restart is in ``state()``: a nested dict of tensors and JSON scalars, which
 ``skingenbench.services.core.checkpoint.state_to_bytes`` stores without pickle (DESIGN.md, rule 7).
+
+Over 400 lines on purpose: it is the whole generator contract — the template methods, the hooks each
+backend writes, the typed accessors of lazily built parts and the checks every backend shares — kept
+in one module so the life cycle (build, train, checkpoint, resume, sample, export) reads in one place.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ time constants per image (StyleGAN2 appendix B). All training randomness (latent
 augmentation, path-length images) comes from one ``torch.Generator`` in the checkpoint, so a resumed run
 continues bit-exactly on the CPU. Sampling draws each image's latent and noise from a CPU generator seeded
 with that image's seed, so an image does not depend on its batch.
+
+Over 400 lines on purpose: the training step of StyleGAN2-ADA (G and D phases, lazy R1 and path-length
+regularisation, the ADA controller, EMA) is one algorithm whose parts share state; the networks, losses
+and augmentation already live in their own modules.
 """
 
 from __future__ import annotations
