@@ -10,7 +10,7 @@ GRID ?= smoke
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-fast run lint typecheck bench protos up down status clean
+.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean
 
 setup: $(STAMP) $(STUBS)
 
@@ -66,6 +66,12 @@ typecheck: setup
 
 bench: setup
 	$(PY) -m bench.run --out bench/results/latest.json
+
+# Outside CI (under a minute): the reliability sweep (tests/reliability/test_bad_inputs.py) repeated with
+# concurrency beside bursts of 64 concurrent Generate calls, against the four services as processes;
+# writes status counts, latency percentiles and RSS before/during/after to bench/results/reliability.json.
+soak: setup
+	$(PY) -m bench.soak --out bench/results/reliability.json
 
 up: setup
 	$(PY) -m skingenbench.cli up

@@ -8,11 +8,18 @@ for a free slot, runs its job there, and on UNAVAILABLE or DEADLINE_EXCEEDED is 
 exponential backoff, on another endpoint when there is one. Jobs are content-addressed by their
 request and their state lives in the shared store, so the retried job picks up where the lost one
 stopped.
+
+An endpoint whose health (gRPC health checking protocol,
+https://github.com/grpc/grpc/blob/master/doc/health-checking.md) is NOT_SERVING — its object store
+does not answer, or it is draining — is skipped when a slot is chosen; its status is asked at most
+every ``health_ttl_s`` seconds. When no endpoint is serving the pool waits for one, up to
+``serving_wait_s``, then raises :class:`NoServingEndpoint` naming each endpoint and its status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -23,12 +30,19 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skingenbench.services.platform.client import open_channel
 from skingenbench.services.platform.settings import SERVICES
+from skingenbench.services.platform.tls import ClientTls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+NOT_SERVING = "NOT_SERVING"
+
+
+class NoServingEndpoint(RuntimeError):
+    """No endpoint of a stage answered anything but NOT_SERVING within the pool's wait."""
 
 
 @dataclass
@@ -36,6 +50,13 @@ class Endpoint:
     target: str
     slots: int = 1
     failures: int = 0
+    # The DNS name a ``dns:///`` spec resolved to this address: what a TLS certificate names (a pod IP
+    # is in no certificate), so it is the name the server's certificate is checked against.
+    server_name: str = ""
+    # Last health answer: SERVING, NOT_SERVING, SERVICE_UNKNOWN, UNKNOWN (no such service) or
+    # UNREACHABLE (the call failed), and when it was asked (time.monotonic; 0: never).
+    health: str = "UNKNOWN"
+    health_checked: float = field(default=0.0, repr=False)
     _free: threading.Semaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,10 +76,19 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
             addresses = sorted(
                 {info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)}
             )
-            endpoints += [Endpoint(f"{address}:{port}", count) for address in addresses]
+            endpoints += [Endpoint(f"{address}:{port}", count, server_name=host) for address in addresses]
         else:
             endpoints.append(Endpoint(target, count))
     return endpoints
+
+
+def _tls_for(tls: ClientTls | None, endpoint: Endpoint) -> ClientTls:
+    """The pool's TLS settings, checking a resolved endpoint's certificate against its DNS name unless a
+    server name is set explicitly."""
+    tls = ClientTls.resolve(tls)
+    if tls.enabled and endpoint.server_name and not tls.server_name:
+        return dataclasses.replace(tls, server_name=endpoint.server_name)
+    return tls
 
 
 def endpoint_specs_from_env(env: Mapping[str, str] | None = None, defaults: bool = False) -> dict[str, str]:
@@ -89,28 +119,86 @@ class EndpointPool:
         retries: int = 4,
         backoff_s: float = 1.0,
         token: str | None = None,
+        health_ttl_s: float = 2.0,
+        serving_wait_s: float = 120.0,
+        health_timeout_s: float = 2.0,
+        tls: ClientTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"no endpoints for stage {stage!r}")
         self.stage = stage
         self.endpoints = endpoints
         self.token = token  # the services' bearer token; None: open_channel's default (the environment)
+        self.tls = tls  # the client's TLS settings (a CA bundle ...); None: the environment's, as the token
         self.retries = retries
         self.backoff_s = backoff_s
+        self.health_ttl_s = health_ttl_s
+        self.serving_wait_s = serving_wait_s
+        self.health_timeout_s = health_timeout_s
+        # The stage's own service name: its status is the one that matters (the server sets "" too).
+        self.service_name = SERVICES[stage][0] if stage in SERVICES else ""
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
     def channel(self, endpoint: Endpoint) -> grpc.Channel:
         with self._lock:
             if endpoint.target not in self._channels:
-                self._channels[endpoint.target] = open_channel(endpoint.target, self.token)
+                self._channels[endpoint.target] = open_channel(
+                    endpoint.target, self.token, tls=_tls_for(self.tls, endpoint)
+                )
             return self._channels[endpoint.target]
+
+    def health(self, endpoint: Endpoint) -> str:
+        """The endpoint's health status, asked at most every ``health_ttl_s`` seconds."""
+        now = time.monotonic()
+        if endpoint.health_checked and now - endpoint.health_checked < self.health_ttl_s:
+            return endpoint.health
+        stub = health_pb2_grpc.HealthStub(self.channel(endpoint))
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=self.service_name), timeout=self.health_timeout_s
+            )
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            status = "UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
+        if endpoint.health_checked and status != endpoint.health:
+            log.info("%s endpoint %s is %s (was %s)", self.stage, endpoint.target, status, endpoint.health)
+        endpoint.health, endpoint.health_checked = status, time.monotonic()
+        return status
+
+    def _not_refusing(self) -> list[Endpoint]:
+        """The endpoints not known to be NOT_SERVING; waits (up to ``serving_wait_s``) while all are."""
+        waited_from = None
+        while True:
+            candidates = [e for e in self.endpoints if self.health(e) != NOT_SERVING]
+            if candidates:
+                if waited_from is not None:
+                    log.info("%s: serving again after %.1f s", self.stage, time.monotonic() - waited_from)
+                return candidates
+            now = time.monotonic()
+            statuses = ", ".join(f"{e.target} {e.health}" for e in self.endpoints)
+            if waited_from is None:
+                waited_from = now
+                log.warning(
+                    "no %s endpoint is serving (%s); waiting up to %.0f s for one",
+                    self.stage,
+                    statuses,
+                    self.serving_wait_s,
+                )
+            if now - waited_from >= self.serving_wait_s:
+                raise NoServingEndpoint(
+                    f"no {self.stage} endpoint is serving after {self.serving_wait_s:.0f} s ({statuses}); "
+                    "a server answers NOT_SERVING while its object store does not answer or while it "
+                    "drains: check the store (SKINGENBENCH_STORE) and the servers' logs"
+                )
+            time.sleep(max(0.05, min(self.health_ttl_s, self.serving_wait_s - (now - waited_from))))
 
     @contextlib.contextmanager
     def slot(self, avoid: set[str] = frozenset()) -> Iterator[Endpoint]:
-        """Wait for a free slot, preferring endpoints not in ``avoid`` and with fewer failures."""
+        """Wait for a free slot on an endpoint that is not NOT_SERVING, preferring endpoints not in
+        ``avoid`` and with fewer failures."""
         while True:
-            ranked = sorted(self.endpoints, key=lambda e: (e.target in avoid, e.failures))
+            ranked = sorted(self._not_refusing(), key=lambda e: (e.target in avoid, e.failures))
             for endpoint in ranked:
                 if endpoint._free.acquire(blocking=False):
                     try:

@@ -1,10 +1,13 @@
-"""How a benchmark run reaches its services: each stage's endpoints, the shared store, the auth token.
+"""How a benchmark run reaches its services: each stage's endpoints, the shared store, the auth token
+and the TLS settings.
 
 A ``Wiring`` is a value built once — by ``skingenbench run`` from its options and the local stack, or
 from the settings (``SKINGENBENCH_<STAGE>_ENDPOINTS``, ``SKINGENBENCH_STORE``,
-``SKINGENBENCH_AUTH_TOKEN``) when the flow runs as a Prefect deployment — and handed to the flow and
-from the flow to every task, so nothing reaches a task by a side route. The token is a pydantic
-``SecretStr``: Prefect stores flow parameters, and a secret one is stored masked.
+``SKINGENBENCH_AUTH_TOKEN``, ``SKINGENBENCH_TLS_CA`` ...) when the flow runs as a Prefect deployment —
+and handed to the flow and from the flow to every task, so nothing reaches a task by a side route. The
+token is a pydantic ``SecretStr``: Prefect stores flow parameters, and a secret one is stored masked.
+The TLS settings are paths (a CA bundle; a client certificate and key for mutual TLS), never key
+material, so a stored parameter holds nothing secret; the files must exist where the tasks run.
 
 The endpoint pools of a wiring (slots, channels, failure counts) must be shared by every task of a
 run, or slots would not bound concurrency; ``pools_for`` keeps them per wiring value, and
@@ -23,15 +26,18 @@ from pydantic import SecretStr
 from skingenbench.flows.endpoints import EndpointPool, endpoint_specs_from_env, parse_endpoints
 from skingenbench.services.platform.settings import SERVICES
 from skingenbench.services.platform.store import DEFAULT_STORE_DIR, ObjectStore, store_from_uri
+from skingenbench.services.platform.tls import ClientTls
 
 
 @dataclass(frozen=True)
 class Wiring:
-    """Per stage its targets (``host:port[*slots]`` or ``dns:///name:port[*slots]``), the store URI, the token."""
+    """Per stage its targets (``host:port[*slots]`` or ``dns:///name:port[*slots]``), the store URI, the
+    token, the client's TLS settings (``ClientTls()``: insecure channels)."""
 
     endpoints: dict[str, tuple[str, ...]]
     store_uri: str
     auth_token: SecretStr = field(default_factory=lambda: SecretStr(""))
+    tls: ClientTls = field(default_factory=ClientTls)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.endpoints) - set(SERVICES))
@@ -48,9 +54,15 @@ class Wiring:
         object.__setattr__(self, "endpoints", {stage: tuple(self.endpoints[stage]) for stage in SERVICES})
         if not isinstance(self.auth_token, SecretStr):
             object.__setattr__(self, "auth_token", SecretStr(str(self.auth_token or "")))
+        if isinstance(self.tls, Mapping):  # a stored parameter read back as a plain dict
+            object.__setattr__(self, "tls", ClientTls(**self.tls))
+        elif not isinstance(self.tls, ClientTls):
+            raise ValueError(f"wiring: tls must be a ClientTls, got {type(self.tls).__name__}")
 
     def __hash__(self) -> int:  # explicit: the endpoints are a dict, which a generated hash cannot take
-        return hash((tuple(self.endpoints.items()), self.store_uri, self.auth_token.get_secret_value()))
+        return hash(
+            (tuple(self.endpoints.items()), self.store_uri, self.auth_token.get_secret_value(), self.tls)
+        )
 
     @classmethod
     def from_settings(
@@ -58,16 +70,18 @@ class Wiring:
         env: Mapping[str, str] | None = None,
         endpoints: Mapping[str, str] | None = None,
         store_uri: str = "",
+        tls: ClientTls | None = None,
     ) -> Wiring:
         """From the environment (a deployment's settings), with ``endpoints`` (stage -> comma-separated
-        targets) and ``store_uri`` taking precedence; a stage configured nowhere is on its default port
-        on 127.0.0.1."""
+        targets), ``store_uri`` and ``tls`` taking precedence; a stage configured nowhere is on its
+        default port on 127.0.0.1."""
         env = dict(os.environ if env is None else env)
         specs = {**endpoint_specs_from_env(env, defaults=True), **dict(endpoints or {})}
         return cls(
             {stage: split_targets(spec) for stage, spec in specs.items()},
             store_uri or env.get("SKINGENBENCH_STORE") or DEFAULT_STORE_DIR,
             SecretStr(env.get("SKINGENBENCH_AUTH_TOKEN", "")),
+            ClientTls.resolve(tls, env=env),
         )
 
     def store(self) -> ObjectStore:
@@ -77,7 +91,7 @@ class Wiring:
         """New pools for this wiring (DNS names are resolved now); ``pools_for`` shares them."""
         token = self.auth_token.get_secret_value()
         return {
-            stage: EndpointPool(stage, parse_endpoints(",".join(targets)), token=token)
+            stage: EndpointPool(stage, parse_endpoints(",".join(targets)), token=token, tls=self.tls)
             for stage, targets in self.endpoints.items()
         }
 

@@ -11,6 +11,21 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_read_root(tmp_path_factory):
+    """Services read data folders only under their read roots (services/platform/readable.py). The tests'
+    data folders live in pytest's temp tree, which is therefore this session's read root, as an operator's
+    data volume would be; a path outside it (``/no/such/folder``, ``/etc``) stays refused."""
+    root = tmp_path_factory.getbasetemp()
+    before = os.environ.get("SKINGENBENCH_READ_ROOTS")
+    os.environ["SKINGENBENCH_READ_ROOTS"] = str(root) + (f":{before}" if before else "")
+    yield root
+    if before is None:
+        os.environ.pop("SKINGENBENCH_READ_ROOTS", None)
+    else:
+        os.environ["SKINGENBENCH_READ_ROOTS"] = before
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -46,8 +46,14 @@ def test_up_status_down(tmp_path, monkeypatch):
             assert health_status(f"127.0.0.1:{port}", SERVICES[stage][0]) == "SERVING"
             with open_channel(f"127.0.0.1:{port}") as channel:
                 assert SERVICES[stage][0] in ProtoReflectionDescriptorDatabase(channel).get_services()
+        # One stack per home: a second `up` says what runs and exits non-zero, spawning nothing.
+        recorded = (tmp_path / "home" / "stack.json").read_text()
         again = _cli(["up"], env)
-        assert again.returncode == 0 and again.stdout.count("already running") == 4
+        assert again.returncode == stack.EXIT_ALREADY_RUNNING, again.stdout + again.stderr
+        assert "already running" in again.stdout and again.stdout.count("SERVING") == 4
+        assert (tmp_path / "home" / "stack.json").read_text() == recorded
+        # What `skingenbench run` does with a stack that is up: reuses it.
+        assert stack.up(reuse_running=True) == 0
         status = _cli(["status"], env)
         assert status.returncode == 0 and status.stdout.count("SERVING") == 4
     finally:

@@ -81,7 +81,7 @@ class GradCamKind(JobKind[classification_pb2.GradCamRequest, GradCamPlan]):
     plan_type = GradCamPlan
 
     def plan(self, request: classification_pb2.GradCamRequest, store: ObjectStore) -> GradCamPlan:
-        checkpoint, metadata = checkpoint_ref(store, request.checkpoint_uri)
+        checkpoint, metadata = checkpoint_ref(store, request.checkpoint_uri, request.checkpoint_sha256)
         manifest, data = requested_manifest(store, request.data, "data manifest")
         split = split_name(request.split)
         count = count_field(request.count, "count", MAX_GRADCAM_COUNT) or DEFAULT_GRADCAM_COUNT

@@ -54,7 +54,7 @@ class PredictKind(JobKind[classification_pb2.PredictRequest, PredictPlan]):
     def plan(self, request: classification_pb2.PredictRequest, store: ObjectStore) -> PredictPlan:
         if not 0 <= request.batch_size <= MAX_BATCH:
             raise InvalidArgument(f"batch_size must be in 0..{MAX_BATCH}, got {request.batch_size}")
-        checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri)
+        checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri, request.checkpoint_sha256)
         manifest, data = requested_manifest(store, request.data, "data manifest")
         splits = tuple(sorted(set(request.splits)))
         if not any(not splits or item.split in splits for item in manifest.items):

@@ -8,27 +8,35 @@ silently different result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from skingenbench.services.core.classes import CLASSES, SPLITS
 from skingenbench.services.core.classifiers.checkpoint import read_metadata
-from skingenbench.services.core.errors import InvalidArgument, NotFound
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument, NotFound
 from skingenbench.services.core.hashing import sha256_stream
 from skingenbench.services.core.manifest import Manifest
+from skingenbench.services.platform import readable
 from skingenbench.services.platform.job_kind import ObjectRef
 from skingenbench.services.platform.manifest_io import pin_manifest, read_manifest
 from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import common_pb2
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 def require_object(store: ObjectStore, uri: str, what: str) -> str:
-    """The store key of a URI the request needs, which must be given and must exist."""
+    """The store key of a URI the request needs, which must be given and must exist.
+
+    Classification reads store objects only (``platform.readable``'s rule, its store half): a path on the
+    server is refused the same way whether or not it exists.
+    """
     if not uri:
         raise InvalidArgument(f"{what} is required")
-    key = store.key_from_uri(uri)
+    key = readable.store_key(store, uri, what)
     if not store.exists(key):
         raise NotFound(f"{what} not found: {uri}")
     return key
@@ -65,11 +73,28 @@ def checkpoint_metadata(store: ObjectStore, uri: str) -> dict[str, Any]:
         return read_metadata(stream)
 
 
-def checkpoint_ref(store: ObjectStore, uri: str) -> tuple[ObjectRef, dict[str, Any]]:
-    """A checkpoint pinned by the sha256 of its file, and its metadata (read from the file's head)."""
-    metadata = checkpoint_metadata(store, uri)
-    with store.open(store.key_from_uri(uri)) as stream:
-        return ObjectRef(uri, sha256_stream(stream)), metadata
+def checkpoint_ref(store: ObjectStore, uri: str, sha256: str = "") -> tuple[ObjectRef, dict[str, Any]]:
+    """A checkpoint pinned by the sha256 of its file, and its metadata (read from the file's head).
+
+    ``sha256`` is the request's ``checkpoint_sha256`` (the training job's ``checkpoint`` output carries
+    it): a file that does not match is DATA_LOSS here, at Start. Empty: the bytes read now are pinned.
+    """
+    sha256 = sha256.lower()
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise InvalidArgument(
+            f"checkpoint_sha256 must be 64 hex digits, got {sha256[:80]!r}",
+            field="checkpoint_sha256",
+        )
+    with store.open(require_object(store, uri, "checkpoint")) as stream:
+        digest = sha256_stream(stream)
+    if sha256 and digest != sha256:
+        raise DataIntegrityError(
+            f"checkpoint {uri} does not match checkpoint_sha256 (sha256 {digest[:12]}… ≠ {sha256[:12]}…)",
+            hint="the file changed since training wrote it, or it is another file",
+            field="checkpoint_sha256",
+        )
+    # Hashed before the header is parsed: a file that is not the one asked for is DATA_LOSS, whatever it is.
+    return ObjectRef(uri, digest), checkpoint_metadata(store, uri)
 
 
 def object_sha256(store: ObjectStore, uri: str, what: str) -> str:

@@ -85,7 +85,7 @@ class TestKind(JobKind[classification_pb2.TestClassifierRequest, TestPlan]):
     plan_type = TestPlan
 
     def plan(self, request: classification_pb2.TestClassifierRequest, store: ObjectStore) -> TestPlan:
-        checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri)
+        checkpoint, _ = checkpoint_ref(store, request.checkpoint_uri, request.checkpoint_sha256)
         manifest, data = requested_manifest(store, request.data, "data manifest")
         split = split_name(request.split)
         resamples = (

@@ -18,6 +18,7 @@ from typing import Any
 
 from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.hashing import canonical_json, sha256_bytes
+from skingenbench.services.core.json_limits import MAX_MANIFEST_BYTES, check_json_bounds
 from skingenbench.services.core.object_keys import validate_key
 from skingenbench.services.core.version import code_version
 
@@ -98,7 +99,9 @@ class Provenance:
     seed: int | None = None
     parents: list[ParentRef] = field(default_factory=list)
     code_version: str = field(default_factory=code_version)
-    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Provenance:
@@ -132,6 +135,9 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Manifest:
+        # Size and depth are bounded before parsing (core/json_limits.py): deep nesting is refused,
+        # never a RecursionError in the decoder.
+        check_json_bounds(raw, "manifest", MAX_MANIFEST_BYTES)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -154,7 +160,9 @@ class Manifest:
     def by_split(self, split: str) -> list[Item]:
         return [item for item in self.items if item.split == split]
 
-    def filter(self, *, splits: Iterable[str] | None = None, labels: Iterable[str] | None = None) -> list[Item]:
+    def filter(
+        self, *, splits: Iterable[str] | None = None, labels: Iterable[str] | None = None
+    ) -> list[Item]:
         splits = set(splits) if splits is not None else None
         labels = set(labels) if labels is not None else None
         return [

@@ -5,6 +5,8 @@
     with GenerationClient("127.0.0.1:50052") as client:
         images = client.generate("ddpm", count=8, seed=0, sampler="ddim", steps=50)  # PIL images
 
+Over TLS: ``GenerationClient(target, tls=ClientTls(ca="ca.pem"))`` (or ``SKINGENBENCH_TLS_CA``).
+
 It needs only grpcio, numpy and Pillow (no torch): the model runs on the server. Image i of a request
 has seed ``seed + i``, so ``generate`` splits a large count into several inline calls (``chunk`` images
 each, pinned to the model the first call resolved) and still returns exactly the images one call would.
@@ -20,6 +22,7 @@ from typing import Any
 
 import grpc
 from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.tls import ClientTls
 
 from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
@@ -89,10 +92,13 @@ class GenerationClient:
         *,
         timeout_s: float | None = None,
         max_message_mb: int = 64,
+        tls: ClientTls | None = None,
     ) -> None:
+        """``token`` and ``tls`` (a CA bundle, and a client certificate for mutual TLS) default to the
+        environment (``SKINGENBENCH_AUTH_TOKEN``, ``SKINGENBENCH_TLS_CA`` ...)."""
         self.target = target or default_target()
         self.timeout_s = timeout_s
-        self.channel = open_channel(self.target, token, max_message_mb)
+        self.channel = open_channel(self.target, token, max_message_mb, tls=tls)
         self.stub = generation_pb2_grpc.GenerationStub(self.channel)
 
     def close(self) -> None:

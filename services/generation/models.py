@@ -36,6 +36,7 @@ from skingenbench.services.core.hashing import sha256_bytes
 from skingenbench.services.generation.core.backend import GeneratorBackend
 from skingenbench.services.generation.core.registry import GENERATORS, backend_from_config_json
 from skingenbench.services.platform.manifest_io import read_verified
+from skingenbench.services.platform.servicer import request_key
 from skingenbench.services.platform.store import ObjectStore
 
 RECORD_FORMAT = "skingenbench.generation.model/1"
@@ -161,6 +162,7 @@ def resolve_model(store: ObjectStore, reference: str) -> ModelRecord:
     if not reference:
         raise InvalidArgument("model is required: a trained model's URI or a generator name", field="model")
     if "/" in reference:
+        request_key(store, reference, "model")  # a malformed key names the field
         record = read_record(store, reference)
         if not record.complete:
             raise FailedPrecondition(

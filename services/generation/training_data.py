@@ -56,7 +56,7 @@ def load_training_images(
     The index is what a class-conditional backend embeds, so it must name the item's class, not its position.
     """
     import cv2
-    from skingenbench.services.core.imaging.decoding import decode_image
+    from skingenbench.services.core.imaging.decoding import ImageDecodeError, decode_image
 
     index_of = {label: index for index, label in enumerate(classes)}
     dataset = []
@@ -67,7 +67,15 @@ def load_training_images(
                 f"training item {item.key} has label {item.label!r}, not one of the "
                 f"model's classes {', '.join(classes)}"
             )
-        image = decode_image(read_item(store, item))
+        try:
+            image = decode_image(read_item(store, item))
+        except ImageDecodeError as exc:  # the job fails on this item: say which one, so it can be fixed
+            raise ImageDecodeError(
+                exc.reason,
+                f"training item {item.key} (image {item.image_id or '?'}) cannot be decoded: {exc.message}",
+                hint=exc.hint or "fix or drop the item, e.g. re-run preprocessing on its manifest",
+                key=item.key,
+            ) from None
         height, width = image.shape[:2]
         if height != width:
             raise FailedPrecondition(

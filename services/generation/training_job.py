@@ -53,7 +53,7 @@ from skingenbench.services.generation.transfer_init import check_init, init_fold
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef
 from skingenbench.services.platform.jobs import JobContext, JobInterrupted
 from skingenbench.services.platform.manifest_io import read_manifest
-from skingenbench.services.platform.servicer import parse_json_field
+from skingenbench.services.platform.servicer import parse_json_field, request_key
 from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import common_pb2, generation_pb2
@@ -117,7 +117,7 @@ def canonical_request(request: generation_pb2.TrainGeneratorRequest) -> generati
 def _read_manifest(store: ObjectStore, ref: common_pb2.ManifestRef) -> tuple[Manifest, str, str]:
     if not ref.uri:
         raise InvalidArgument("train manifest is required (train.uri)", field="train")
-    key = store.key_from_uri(ref.uri)
+    key = request_key(store, ref.uri, "train.uri")  # a malformed key names the field
     try:
         raw = store.get_bytes(key)
     except NotFound:

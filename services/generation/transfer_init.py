@@ -8,12 +8,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
 
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
 from skingenbench.services.generation import models
 from skingenbench.services.generation.class_labels import check_init_classes
 from skingenbench.services.generation.core.backend import GeneratorBackend
+from skingenbench.services.platform import readable
 from skingenbench.services.platform.job_kind import ObjectRef
 from skingenbench.services.platform.store import ObjectStore
 
@@ -21,13 +21,16 @@ if TYPE_CHECKING:
     from skingenbench.services.generation.training_job import TrainingPlan
 
 
-def _local_folder(store: ObjectStore, uri: str) -> Path | None:
-    """A folder on this machine named by a path or a file:// URI outside the store, else None."""
-    if "://" in uri:
-        if uri.startswith(store.root_uri.rstrip("/") + "/") or urlparse(uri).scheme != "file":
-            return None
-        return Path(unquote(urlparse(uri).path))
-    return Path(uri) if Path(uri).is_absolute() or Path(uri).is_dir() else None
+def _local_folder(store: ObjectStore, uri: str) -> tuple[Path | None, str]:
+    """(a folder on this machine under a read root, or None; the store reference of a trained model).
+
+    The one read rule (``platform.readable``): a path outside the store and the read roots is refused
+    before anything is looked up, the same way whether it exists.
+    """
+    source = readable.resolve(
+        store, uri.rstrip("/") or uri, "init_checkpoint"
+    )  # a model's prefix may end in /
+    return source.path, source.key
 
 
 def check_init(
@@ -39,7 +42,7 @@ def check_init(
     A local folder carries weights and a config but no class names (``save_pretrained`` exports indices only): its
     config is checked here when it has ours, and a foreign export (a diffusers UNet) when the backend loads it.
     """
-    folder = _local_folder(store, init["uri"])
+    folder, reference = _local_folder(store, init["uri"])
     if folder is not None:
         if not folder.is_dir():
             raise InvalidArgument(
@@ -51,7 +54,7 @@ def check_init(
             folder
         )  # a folder of ours names its config; a foreign one is checked on load
         return None, str(folder)
-    record = models.read_record(store, init["uri"], init.get("sha256", ""))
+    record = models.read_record(store, reference, init.get("sha256", ""))
     if not record.complete:
         raise FailedPrecondition(f"init_checkpoint {init['uri']} is a model that has not finished training")
     if record.generator != generator:
@@ -71,7 +74,9 @@ def check_init(
 def init_folder(store: ObjectStore, plan: TrainingPlan) -> Iterator[str | None]:
     """The local folder to initialise from: given, or the pinned trained model exported to one."""
     if plan.init_model is None:
-        yield plan.init_folder or None
+        # A folder pinned at Start is checked against the read rule again: a resumed job may run under
+        # other settings than the ones that accepted it.
+        yield str(readable.local_path(plan.init_folder, "init_checkpoint")) if plan.init_folder else None
         return
     record = models.read_record(store, plan.init_model.uri, plan.init_model.sha256)
     backend = models.load_sampling_backend(store, record)

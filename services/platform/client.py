@@ -1,7 +1,9 @@
-"""Client side of the runtime: channels with auth and message limits, health checks, job watching.
+"""Client side of the runtime: channels with auth, TLS and message limits, health checks, job watching.
 
 The flow and the CLI use these; a user's own tool can too, or call the services from any language
-with the .proto files.
+with the .proto files. A channel is secure when a CA bundle is given (``tls=ClientTls(ca=...)``) or
+set in ``SKINGENBENCH_TLS_CA`` (tls.py lists the settings, mutual TLS included); the token and the
+TLS settings default to the environment, and an explicit argument wins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skingenbench.services.platform.server import grpc_options
 from skingenbench.services.platform.status import ERROR_METADATA_KEY
+from skingenbench.services.platform.tls import ClientTls, secure_or_insecure_channel
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc
 
@@ -20,7 +23,8 @@ FINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2
 
 
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call (call credentials need TLS; this does not)."""
+    """Adds ``authorization: Bearer <token>`` to every call, over TLS or not (gRPC's call credentials
+    refuse insecure channels; loopback and in-cluster use still need the token)."""
 
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
@@ -50,18 +54,26 @@ class _Details(grpc.ClientCallDetails):
         self.compression = getattr(base, "compression", None)
 
 
-def open_channel(target: str, token: str | None = None, max_message_mb: int = 64) -> grpc.Channel:
-    """An insecure channel (inside a cluster or on loopback) with the token from the env by default."""
+def open_channel(
+    target: str, token: str | None = None, max_message_mb: int = 64, tls: ClientTls | None = None
+) -> grpc.Channel:
+    """A channel with the token; secure when ``tls`` (default: the environment's) has a CA bundle.
+
+    ``token=None`` and ``tls=None`` read ``SKINGENBENCH_AUTH_TOKEN`` and ``SKINGENBENCH_TLS_*``; pass
+    ``""`` / ``ClientTls()`` for none. Bad TLS settings raise TlsConfigError before connecting."""
     token = os.environ.get("SKINGENBENCH_AUTH_TOKEN", "") if token is None else token
-    channel = grpc.insecure_channel(target, options=grpc_options(max_message_mb))
+    channel = secure_or_insecure_channel(target, ClientTls.resolve(tls), grpc_options(max_message_mb))
     if token:
         channel = grpc.intercept_channel(channel, _BearerToken(token))
     return channel
 
 
-def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> str:
-    """``SERVING``, ``NOT_SERVING``, ``UNKNOWN`` or ``UNREACHABLE``."""
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str, service: str = "", timeout_s: float = 2.0, tls: ClientTls | None = None
+) -> str:
+    """``SERVING``, ``NOT_SERVING``, ``UNKNOWN`` or ``UNREACHABLE`` (grpc.health.v1 Check; a failed TLS
+    handshake is UNREACHABLE). ``tls=None``: the environment's TLS settings, as ``open_channel``."""
+    with secure_or_insecure_channel(target, ClientTls.resolve(tls)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)

@@ -8,9 +8,16 @@ that were queued or running when the server stopped are started again on the nex
 persisted plan; they resume from the checkpoints they wrote (training) or find their content-addressed
 outputs through the completion marker (``job_kind``).
 
-One module of a little over 400 lines: the record, the context a job sees and the runner are one state
-machine (queued -> running -> final, persisted at each change), kept together so that every transition
-reads in one place.
+A store that cannot be written never strands a job (docs/architecture.md, "Failure"): a record write
+that fails is retried in the background with bounded exponential backoff until the store answers, and
+meanwhile the job this process runs is answered from memory. A job that ends while its final state
+cannot be written ends all the same: in memory it becomes FAILED with an UNAVAILABLE error that says
+the store could not be written (watchers get that final event, WatchJob returns, an identical request
+starts a new attempt), and that state is what is written once the store is back.
+
+One module of about 550 lines: the record, the context a job sees and the runner are one state machine
+(queued -> running -> final, persisted at each change), kept together so that every transition reads
+in one place.
 """
 
 from __future__ import annotations
@@ -23,12 +30,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from skingenbench.services.core.errors import Cancelled, FailedPrecondition, NotFound, SkinGenBenchError
+from skingenbench.services.core.errors import (
+    Cancelled,
+    FailedPrecondition,
+    NotFound,
+    SkinGenBenchError,
+    Unavailable,
+)
 from skingenbench.services.core.hashing import canonical_json, sha256_bytes
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, finished_outputs, mark_finished
 from skingenbench.services.platform.store import ObjectStore
@@ -39,6 +52,10 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED"
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 _EVENTS_KEPT = 1000  # per job, in memory, for WatchJob replay
 _PERSIST_INTERVAL_S = 1.0  # progress is persisted at most this often; state changes always
+# A record the store refused is written again after 0.5 s, 1 s, 2 s, ... at most 5 s apart, until it is:
+# once the store is back, a job's state is in it within a few seconds.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 5.0
 
 
 def _now() -> str:
@@ -113,11 +130,17 @@ class JobContext:
 class _Live:
     """In-memory state of a job this process runs or ran."""
 
+    record: JobRecord
     cancel: threading.Event = field(default_factory=threading.Event)
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=_EVENTS_KEPT))
     changed: threading.Condition = field(default_factory=threading.Condition)
     sequence: int = 0
     last_persist: float = 0.0
+    # True while the store holds an older state than ``record`` (a write failed): the runner retries it,
+    # and until then this process answers for the job from ``record``.
+    unrecorded: bool = False
+    failed_writes: int = 0
+    persist_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class JobRunner:
@@ -134,6 +157,11 @@ class JobRunner:
             max_workers=self.slots, thread_name_prefix=f"job-{service.split('.')[-1]}"
         )
         self.stopping = threading.Event()
+        # Jobs whose latest state the store refused, written again by one background thread.
+        self._unrecorded: dict[str, _Live] = {}
+        self._unrecorded_changed = threading.Condition()
+        self._retrier: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # -- registration ----------------------------------------------------------------------------
     def register(self, kind: JobKind) -> None:
@@ -156,7 +184,8 @@ class JobRunner:
         A succeeded, queued or running job of the same request is returned as it is (``reused``).
         Otherwise the kind's plan step runs here, before anything is queued: a request it refuses is
         answered with its status and leaves no job behind. A failed or cancelled job is planned and
-        started again.
+        started again, and so is one that ended here without its final state recorded, or one the store
+        calls running that no live process runs.
         """
         job_kind = self._kinds.get(kind)
         if job_kind is None:
@@ -180,30 +209,53 @@ class JobRunner:
             record = JobRecord(
                 job_id=job_id, kind=kind, service=self.service, request=request_dict, plan=plan
             )
+            live = self._live.get(job_id)
             if existing is not None:
                 record.attempts = existing.attempts
                 record.created = existing.created
+            if live is not None:  # memory is never behind the store (its last state may be unrecorded)
+                record.attempts = max(record.attempts, live.record.attempts)
             self._start(record)
             return record
 
     def _reusable(self, job_id: str) -> JobRecord | None:
-        """The job of an identical request if it succeeded or is still queued or running here."""
-        existing = self._load(job_id)
-        if existing is None:
-            return None
-        active = job_id in self._live and existing.state not in FINAL_STATES
-        if existing.state == SUCCEEDED or active:
+        """The job of an identical request if it succeeded or is still queued or running here.
+
+        A job this process runs is judged by its state in memory, which is never behind the store's: a
+        job that ended while its state could not be recorded is final here though the store still says
+        RUNNING, and is not handed out as ``reused``. A job the store calls QUEUED or RUNNING that no
+        live process runs (it died with its server) is stuck, not active: it is started again.
+        """
+        existing = self._load(job_id)  # the store must answer: a new attempt is recorded there first
+        live = self._live.get(job_id)
+        if live is not None and live.record.state not in FINAL_STATES:
+            return replace(live.record, reused=True)
+        if live is not None and live.unrecorded:
+            return None  # ended, but only this process knows it: a new attempt
+        if existing is not None and existing.state == SUCCEEDED:
             existing.reused = True
             return existing
         return None
 
     def _start(self, record: JobRecord) -> None:
-        live = _Live()
+        """Record a job as QUEUED and queue it; the store must take the record, or nothing starts."""
+        previous = self._live.get(record.job_id)
+        live = _Live(record)
         self._live[record.job_id] = live
         record.state = QUEUED
         record.error, record.result, record.finished = {}, {}, ""
-        self._emit(record, step=0, total=0, message="queued", metrics={}, force=True)
-        self._pool.submit(self._run, record, live)
+        try:
+            self._emit(record, step=0, total=0, message="queued", metrics={}, force=True, strict=True)
+        except BaseException:
+            if previous is None:
+                self._live.pop(record.job_id, None)
+            else:
+                self._live[record.job_id] = previous
+            raise
+        # This attempt's record supersedes an earlier attempt's that is still waiting to be written.
+        with self._unrecorded_changed:
+            self._unrecorded.pop(record.job_id, None)
+        self._pool.submit(self._run_guarded, record, live)
 
     def resume_interrupted(self) -> list[str]:
         """Start again every job that was queued or running when this service last stopped."""
@@ -224,6 +276,29 @@ class JobRunner:
         return resumed
 
     # -- running ---------------------------------------------------------------------------------
+    def _run_guarded(self, record: JobRecord, live: _Live) -> None:
+        """``_run`` in a pool thread: an exception that escapes it is logged and fails the job, never
+        vanishes into the thread pool's future (which nobody reads)."""
+        try:
+            self._run(record, live)
+        except BaseException:
+            log.exception("job %s (%s): the job runner itself failed", record.job_id, record.kind)
+            if live.events and live.events[-1]["state"] in FINAL_STATES:
+                return  # its watchers were told how it ended
+            if record.state == QUEUED and self.stopping.is_set():
+                return  # left queued for the next start
+            try:
+                record.result = {}
+                record.error = {
+                    "code": "INTERNAL",
+                    "message": "the job runner failed while running this job",
+                    "hint": "this is a bug; the server log has the traceback. Submit the request again",
+                    "context": {},
+                }
+                self._finish(record, FAILED, message="INTERNAL: the job runner failed")
+            except BaseException:
+                log.exception("job %s: could not record its failure", record.job_id)
+
     def _run(self, record: JobRecord, live: _Live) -> None:
         if live.cancel.is_set():
             self._finish(record, CANCELLED, message="cancelled before it started")
@@ -303,7 +378,9 @@ class JobRunner:
         message: str,
         metrics: dict[str, float],
         force: bool = False,
+        strict: bool = False,
     ) -> None:
+        """Record a progress event and tell watchers. ``strict``: a store that refuses it raises."""
         live = self._live.get(record.job_id)
         sequence = (live.sequence + 1) if live else record.last_progress.get("sequence", 0) + 1
         event = {
@@ -318,17 +395,159 @@ class JobRunner:
         }
         record.last_progress = event
         # Persist before telling watchers: a client that sees the final event and then calls GetJob
-        # must find the final state in the store.
+        # must find the final state in the store. A store that refuses the write does not hold the
+        # job up: the write is retried in the background, and a final state that could not be written
+        # becomes FAILED/UNAVAILABLE here (GetJob answers from memory until the store has it).
         now = time.monotonic()
-        if force or live is None or now - live.last_persist >= _PERSIST_INTERVAL_S:
+        if live is None:
             self.store.put_bytes(self._key(record.job_id), record.to_json(), "application/json")
-            if live is not None:
-                live.last_persist = now
+        elif force or now - live.last_persist >= _PERSIST_INTERVAL_S:
+            if not self._persist(live, strict=strict):
+                event = record.last_progress  # a final state that was not recorded: as surfaced
+            live.last_persist = now
         if live is not None:
             with live.changed:
                 live.sequence = sequence
                 live.events.append(event)
                 live.changed.notify_all()
+
+    # -- recording, and writing again what the store refused ----------------------------------------
+    def _persist(self, live: _Live, strict: bool = False) -> bool:
+        """Write a live job's record. On failure: a final state is surfaced as FAILED/UNAVAILABLE, and the
+        record is queued for the retrier (both under the record's lock, so the retrier writes the
+        surfaced state, never the one before it); ``strict`` raises instead."""
+        record = live.record
+        with live.persist_lock:
+            data = record.to_json()  # not guarded: a record that cannot be serialised is a bug
+            try:
+                self.store.put_bytes(self._key(record.job_id), data, "application/json")
+            except Exception as exc:
+                if strict:
+                    raise
+                if record.state in FINAL_STATES:
+                    self._surface_unrecorded(record, exc)
+                self._note_unrecorded(live, exc)
+                return False
+            self._note_recorded(live)
+        return True
+
+    def _note_unrecorded(self, live: _Live, exc: Exception) -> None:
+        live.failed_writes += 1
+        if not live.unrecorded:  # once per streak; the retries are quiet until the store answers
+            live.unrecorded = True
+            log.warning(
+                "job %s (%s): could not record its %s state (%s: %s); retrying with backoff until the "
+                "store answers",
+                live.record.job_id,
+                live.record.kind,
+                live.record.state,
+                type(exc).__name__,
+                exc,
+            )
+        with self._unrecorded_changed:
+            self._unrecorded[live.record.job_id] = live
+            if self._retrier is None or not self._retrier.is_alive():
+                self._retrier = threading.Thread(
+                    target=self._retry_unrecorded, name=f"job-records-{self.service}", daemon=True
+                )
+                self._retrier.start()
+            self._unrecorded_changed.notify_all()
+
+    def _note_recorded(self, live: _Live) -> None:
+        if live.unrecorded:
+            log.info(
+                "job %s (%s): recorded its %s state after %d failed write(s)",
+                live.record.job_id,
+                live.record.kind,
+                live.record.state,
+                live.failed_writes,
+            )
+        live.unrecorded, live.failed_writes = False, 0
+        with self._unrecorded_changed:
+            if self._unrecorded.get(live.record.job_id) is live:
+                del self._unrecorded[live.record.job_id]
+
+    def _surface_unrecorded(self, record: JobRecord, store_error: Exception) -> None:
+        """A job ended but the store refused its final state: it ends FAILED/UNAVAILABLE, saying why.
+
+        Watchers get this as the final event and GetJob answers it from memory; it is also what the
+        retrier writes once the store answers, so what a client saw is what the store keeps. The state
+        the job reached and its own error, if any, are kept in the error's context.
+        """
+        ended_as, job_error = record.state, record.error
+        context = {"ended_as": ended_as}
+        if job_error:
+            context["job_error"] = f"{job_error.get('code', '')}: {job_error.get('message', '')}"
+        store_message = (
+            store_error.message if isinstance(store_error, SkinGenBenchError) else str(store_error)
+        )
+        record.state = FAILED
+        record.error = {
+            "code": "UNAVAILABLE",
+            "message": f"the job ended {ended_as}, but the object store could not be written to record it: "
+            f"{store_message or type(store_error).__name__}",
+            "hint": "the server records this state as soon as the store answers again; submit the same "
+            "request to start a new attempt (finished outputs are reattached, not recomputed)",
+            "context": context,
+        }
+        record.last_progress = {
+            **record.last_progress,
+            "state": FAILED,
+            "message": f"UNAVAILABLE: {record.error['message']}",
+        }
+
+    def _retry_unrecorded(self) -> None:
+        """Write the records the store refused, with bounded exponential backoff, until it takes them."""
+        delay = _RETRY_FIRST_S
+        while not self._closed.is_set():
+            with self._unrecorded_changed:
+                if not self._unrecorded:
+                    delay = _RETRY_FIRST_S
+                    self._unrecorded_changed.wait(1.0)
+                    continue
+            if self._closed.wait(delay):
+                return
+            with self._unrecorded_changed:
+                waiting = list(self._unrecorded.items())
+            for job_id, live in waiting:
+                # Under the runner's lock: a new attempt of the same job (``_start``) cannot begin
+                # between the check and the write, so an older attempt's state never overwrites it.
+                with self._lock:
+                    if self._live.get(job_id) is not live:
+                        with self._unrecorded_changed:
+                            if self._unrecorded.get(job_id) is live:
+                                del self._unrecorded[job_id]
+                        continue
+                    if self._retry_once(live):
+                        delay = _RETRY_FIRST_S
+                        continue
+                delay = min(delay * 2, _RETRY_MAX_S)
+                break  # the store is still down: the others wait for the next round
+
+    def _retry_once(self, live: _Live) -> bool:
+        with live.persist_lock:
+            try:
+                self.store.put_bytes(self._key(live.record.job_id), live.record.to_json(), "application/json")
+            except Exception as exc:
+                live.failed_writes += 1
+                log.debug("job %s: record still not written: %s", live.record.job_id, exc)
+                return False
+            self._note_recorded(live)
+        return True
+
+    def _flush_unrecorded(self) -> None:
+        """One last write of every record the store refused (at shutdown); say which stay unwritten."""
+        with self._unrecorded_changed:
+            waiting = list(self._unrecorded.values())
+        for live in waiting:
+            if not self._retry_once(live):
+                log.error(
+                    "job %s (%s): its %s state could not be recorded before shutdown; the store still "
+                    "has an older state and the job is started again on the next start",
+                    live.record.job_id,
+                    live.record.kind,
+                    live.record.state,
+                )
 
     # -- queries ---------------------------------------------------------------------------------
     def _load(self, job_id: str) -> JobRecord | None:
@@ -337,7 +556,17 @@ class JobRunner:
         return JobRecord.from_json(self.store.get_bytes(self._key(job_id)))
 
     def get(self, job_id: str) -> JobRecord:
-        record = self._load(job_id)
+        """The job's record: from the store, or from memory for a job of this process whose latest state
+        the store does not have yet (a write failed) or while the store cannot be read."""
+        live = self._live.get(job_id)
+        if live is not None and live.unrecorded:
+            return replace(live.record)
+        try:
+            record = self._load(job_id)
+        except Unavailable:
+            if live is None:
+                raise
+            return replace(live.record)
         if record is None:
             raise NotFound(
                 f"no job {job_id!r} on {self.service}", hint="job ids are returned by the Start* calls"
@@ -352,9 +581,9 @@ class JobRunner:
         poll_s: float = 0.5,
     ) -> Iterator[dict[str, Any]]:
         """Progress events after ``after_sequence`` until the job reaches a final state."""
-        record = self.get(job_id)
         live = self._live.get(job_id)
         if live is None:
+            record = self.get(job_id)
             # Not run by this process (finished before a restart): its last event is all there is.
             if record.last_progress.get("sequence", 0) > after_sequence:
                 yield record.last_progress
@@ -407,13 +636,17 @@ class JobRunner:
 
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown(self, grace_s: float = 30.0) -> None:
-        """Ask running jobs to checkpoint and stop; they resume on the next start."""
+        """Ask running jobs to checkpoint and stop; they resume on the next start.
+
+        Waits for the jobs running here (their state in memory: a job that ended but could not be
+        recorded is not waited for), then writes once more what the store refused.
+        """
         self.stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + grace_s
-        for job_id, live in list(self._live.items()):
-            record = self._load(job_id)
-            while record and record.state == RUNNING and time.monotonic() < deadline:
+        for live in list(self._live.values()):
+            while live.record.state == RUNNING and time.monotonic() < deadline:
                 with live.changed:
                     live.changed.wait(0.2)
-                record = self._load(job_id)
+        self._closed.set()
+        self._flush_unrecorded()

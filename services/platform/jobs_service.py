@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.platform.jobs import JobRecord, JobRunner
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc
@@ -59,19 +60,40 @@ def record_to_proto(record: JobRecord) -> common_pb2.Job:
     return job
 
 
+# Job ids are what Start* returned: 24 hex digits (JobRunner.job_id_for). Anything else is refused here,
+# naming the field, before it becomes part of a store key (whose own errors would talk of object keys).
+MAX_JOB_ID_LENGTH = 128
+_JOB_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def checked_job_id(job_id: str) -> str:
+    """A job id that can name a job record; INVALID_ARGUMENT naming ``job_id`` otherwise."""
+    if not job_id:
+        raise InvalidArgument("job_id is required", hint="job ids are returned by the Start* calls")
+    if len(job_id) > MAX_JOB_ID_LENGTH or not set(job_id) <= _JOB_ID_CHARACTERS or job_id.strip(".") == "":
+        raise InvalidArgument(
+            f"no job {job_id[:80]!r}: job_id is not a job id (letters, digits, '-', '_', '.'; "
+            f"at most {MAX_JOB_ID_LENGTH})",
+            hint="job ids are returned by the Start* calls",
+            field="job_id",
+        )
+    return job_id
+
+
 class JobsServicer(common_pb2_grpc.JobsServicer):
     def __init__(self, runner: JobRunner) -> None:
         self.runner = runner
 
     def GetJob(self, request, context):
-        return record_to_proto(self.runner.get(request.job_id))
+        return record_to_proto(self.runner.get(checked_job_id(request.job_id)))
 
     def WatchJob(self, request, context):
-        for event in self.runner.watch(request.job_id, request.after_sequence, is_active=context.is_active):
+        job_id = checked_job_id(request.job_id)
+        for event in self.runner.watch(job_id, request.after_sequence, is_active=context.is_active):
             yield event_to_proto(event)
 
     def CancelJob(self, request, context):
-        return record_to_proto(self.runner.cancel(request.job_id))
+        return record_to_proto(self.runner.cancel(checked_job_id(request.job_id)))
 
     def ListJobs(self, request, context):
         state = ""

@@ -5,6 +5,8 @@ name, server reflection, raised message limits, the auth/logging/error intercept
 one thing to each stage: a ``setup(ctx)`` function in ``services/<stage>/service.py`` that adds its
 servicer and job handlers. SIGTERM drains: health turns NOT_SERVING, running jobs checkpoint and stay
 queued for the next start, in-flight RPCs get the grace period to finish.
+Health also follows the store: NOT_SERVING while it does not answer, probed in the background
+(``readiness.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from skingenbench.services.core.errors import FailedPrecondition
 from skingenbench.services.platform.interceptors import (
     AuthInterceptor,
     ErrorMappingInterceptor,
@@ -26,6 +29,7 @@ from skingenbench.services.platform.interceptors import (
 )
 from skingenbench.services.platform.jobs import JobRunner
 from skingenbench.services.platform.jobs_service import JobsServicer
+from skingenbench.services.platform.readiness import StoreReadiness
 from skingenbench.services.platform.settings import ServiceSettings
 from skingenbench.services.platform.store import ObjectStore, store_from_uri
 
@@ -53,6 +57,8 @@ class RunningService:
     runner: JobRunner
     store: ObjectStore
     port: int
+    health_server: grpc.Server | None = None  # the plaintext health-only listener (settings.health_port)
+    readiness: StoreReadiness | None = None  # health follows the store (readiness.py)
 
     @property
     def target(self) -> str:
@@ -61,9 +67,13 @@ class RunningService:
     def stop(self, grace_s: float | None = None) -> None:
         """Graceful stop: refuse new work, let jobs checkpoint, drain in-flight calls."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if self.readiness is not None:
+            self.readiness.stop()
         self.health.enter_graceful_shutdown()
         self.runner.shutdown(grace)
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
 
 
 def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
@@ -91,6 +101,12 @@ def start_server(
     ``extra_setup`` lets embedders (and tests) add job kinds.
     """
     settings = settings or ServiceSettings.from_env(stage)
+    credentials = settings.tls.credentials()  # half-configured TLS is refused before anything starts
+    if settings.require_token and not settings.auth_token:
+        raise FailedPrecondition(
+            "SKINGENBENCH_REQUIRE_TOKEN is set but SKINGENBENCH_AUTH_TOKEN is empty",
+            hint="give the services a bearer token (deploy/k8s: the skingenbench-store Secret)",
+        )
     store = store or store_from_uri(settings.store_uri or None)
     runner = JobRunner(store, settings.service_name, settings.job_slots)
     interceptors: list[grpc.ServerInterceptor] = []
@@ -115,20 +131,59 @@ def start_server(
         names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        port = server.add_insecure_port(settings.address)
+        # With TLS configured the server binds a secure port only: nothing of it is reachable in clear.
+        if credentials is not None:
+            port = server.add_secure_port(settings.address, credentials)
+        else:
+            port = server.add_insecure_port(settings.address)
+            if settings.host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning(
+                    "listening on %s without TLS: tokens and images travel in clear "
+                    "(set SKINGENBENCH_TLS_CERT and SKINGENBENCH_TLS_KEY)",
+                    settings.address,
+                )
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {settings.address}: {exc} (is the port in use?)") from exc
     if port == 0:
         raise OSError(f"cannot listen on {settings.address} (is the port in use?)")
     server.start()
-    for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        health_server = _start_health_listener(settings, health_servicer) if settings.health_port else None
+    except OSError:
+        server.stop(0)
+        raise
+    # SERVING while the store answers, NOT_SERVING while it does not (gRPC health checking protocol).
+    readiness = StoreReadiness(store, health_servicer, ["", *names], settings.store_probe_interval_s)
+    readiness.start()
     if settings.resume_jobs:
         resumed = runner.resume_interrupted()
         if resumed:
             log.info("resumed %d interrupted job(s)", len(resumed))
-    log.info("%s serving on %s:%d, store %s", settings.service_name, settings.host, port, store.root_uri)
-    return RunningService(settings, server, health_servicer, runner, store, port)
+    log.info(
+        "%s serving on %s:%d (%s), store %s",
+        settings.service_name,
+        settings.host,
+        port,
+        "mutual TLS" if settings.tls_client_ca else "TLS" if credentials is not None else "insecure",
+        store.root_uri,
+    )
+    return RunningService(settings, server, health_servicer, runner, store, port, health_server, readiness)
+
+
+def _start_health_listener(settings: ServiceSettings, health_servicer: health.HealthServicer) -> grpc.Server:
+    """A plaintext server with grpc.health.v1 only, sharing the main server's health servicer (so a drain
+    shows there too): the kubelet's gRPC probe speaks no TLS. It carries no token and no data."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{settings.host}:{settings.health_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address} for health: {exc} (is the port in use?)") from exc
+    if port == 0:
+        raise OSError(f"cannot listen on {address} for health (is the port in use?)")
+    server.start()
+    return server
 
 
 def serve(stage: str, setup: StageSetup) -> None:

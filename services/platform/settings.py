@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from skingenbench.services.platform.tls import ServerTls
+
 # Stage name -> (gRPC service name, default port). The local stack and the flow use the same table.
 SERVICES: dict[str, tuple[str, int]] = {
     "preprocessing": ("skingenbench.v1.Preprocessing", 50051),
@@ -36,6 +38,18 @@ class ServiceSettings:
     job_slots: int = 1
     shutdown_grace_s: float = 30.0
     resume_jobs: bool = True
+    # TLS (paths of PEM files; tls.py): a certificate and its key turn TLS on, a client CA requires
+    # client certificates (mutual TLS). With TLS the server binds a secure port only.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # A second, plaintext listener carrying only grpc.health.v1 (0: none), for probes that cannot
+    # speak TLS (the kubelet's gRPC probe); it answers health and nothing else.
+    health_port: int = 0
+    # Refuse to start without an auth token (deployments set it, so a missing Secret is loud).
+    require_token: bool = False
+    # How often the store is probed for health (readiness.py): NOT_SERVING while it does not answer.
+    store_probe_interval_s: float = 5.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -45,6 +59,10 @@ class ServiceSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def tls(self) -> ServerTls:
+        return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     @classmethod
     def from_env(cls, stage: str, env: dict[str, str] | None = None) -> ServiceSettings:
@@ -68,4 +86,12 @@ class ServiceSettings:
             job_slots=int(get("JOB_SLOTS", "1")),
             shutdown_grace_s=float(get("SHUTDOWN_GRACE_S", "30")),
             resume_jobs=get("RESUME_JOBS", "1").lower() not in ("0", "false", "no"),
+            require_token=get("REQUIRE_TOKEN", "0").lower() in ("1", "true", "yes"),
+            store_probe_interval_s=float(get("STORE_PROBE_INTERVAL_S", "5")),
+            tls_cert=get("TLS_CERT"),
+            tls_key=get("TLS_KEY"),
+            tls_client_ca=get("TLS_CLIENT_CA"),
+            health_port=_int(
+                env, f"SKINGENBENCH_{upper}_HEALTH_PORT", _int(env, "SKINGENBENCH_HEALTH_PORT", 0)
+            ),
         )

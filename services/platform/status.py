@@ -19,6 +19,9 @@ _BY_TYPE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (KeyError, grpc.StatusCode.NOT_FOUND),
     (PermissionError, grpc.StatusCode.PERMISSION_DENIED),
     (MemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # Input nested deeper than the interpreter's recursion limit (JSON, a config): the input is at fault.
+    # A backstop: request JSON and manifests are bounded before parsing (core/json_limits.py).
+    (RecursionError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ConnectionError, grpc.StatusCode.UNAVAILABLE),
@@ -46,6 +49,9 @@ def error_detail_dict(exc: BaseException) -> dict[str, Any]:
         message, hint, context = exc.message, exc.hint, dict(exc.context)
     elif isinstance(exc, KeyError):
         message, hint, context = f"not found: {exc.args[0] if exc.args else exc}", "", {}
+    elif isinstance(exc, RecursionError):
+        message = "the input is nested too deeply to process (recursion limit reached)"
+        hint, context = "flatten the nested JSON or config in the request", {}
     else:
         message, hint, context = str(exc) or type(exc).__name__, "", {}
     if code == grpc.StatusCode.INTERNAL:

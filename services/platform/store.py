@@ -106,6 +106,11 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error."""
 
+    def ping(self) -> None:
+        """A cheap check that the store answers (the servers' readiness probe); raises
+        :class:`Unavailable` when it does not. One small request, never a listing or a read."""
+        self.exists("health/ping")
+
     # -- addressing ------------------------------------------------------------------------------
     def uri(self, key: str) -> str:
         return f"{self.root_uri.rstrip('/')}/{validate_key(key)}"
@@ -143,7 +148,13 @@ class LocalFolderStore(ObjectStore):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         reader = _HashingReader(stream)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix=f"{uuid.uuid4().hex}.")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix=f"{uuid.uuid4().hex}.")
+        except FileNotFoundError:  # the store's folder went away under it: the store is down
+            raise Unavailable(
+                f"store folder {self.root} is missing",
+                hint="is the store volume mounted? check SKINGENBENCH_STORE",
+            ) from None
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(reader, out, _CHUNK)
@@ -194,6 +205,14 @@ class LocalFolderStore(ObjectStore):
     def delete(self, key):
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def ping(self) -> None:
+        # Writes go through .tmp: a store whose folder (or mount) is gone or read-only cannot take one.
+        if not (self._tmp.is_dir() and os.access(self._tmp, os.W_OK | os.X_OK)):
+            raise Unavailable(
+                f"store folder {self.root} is missing or not writable",
+                hint="is the store volume mounted? check SKINGENBENCH_STORE",
+            )
 
 
 class S3Store(ObjectStore):
@@ -323,6 +342,16 @@ class S3Store(ObjectStore):
     def delete(self, key):
         with self._translate_errors(key):
             self.client.remove_object(self.bucket, self._object_name(key))
+
+    def ping(self) -> None:
+        # One HEAD of the bucket: answers whether the server is up, the credentials work and the bucket is there.
+        with self._translate_errors(""):
+            found = self.client.bucket_exists(self.bucket)
+        if not found:
+            raise Unavailable(
+                f"bucket {self.bucket!r} does not exist on the object store",
+                hint="was it deleted? the services create it on start",
+            )
 
 
 class _ResponseStream:

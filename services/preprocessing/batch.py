@@ -3,8 +3,11 @@
 The parent process reads each item from the store (checking its hash), a worker decodes and
 processes it, and the parent writes the processed image, the lesion mask and the item's
 measurements back. At most ``workers * 4`` items are in flight, so memory stays flat however large
-the data set is. An unreadable item is recorded as skipped with its reason and the run goes on;
-only when more than ``max_failure_fraction`` of the items fail does the run fail. The output lives
+the data set is. An item that cannot be used (missing from the store, not a decodable image) is
+recorded as skipped with its reason and the run goes on; only when more than
+``max_failure_fraction`` of the items fail does the run fail. An item whose bytes do not match the
+sha256 its manifest promised is not a bad image but a damaged store: the run fails with DATA_LOSS
+(DESIGN.md, rule 2: a hash that does not match is an error, never a warning). The output lives
 under a content address of (input items, pipeline, config, seed, augmentation, splits) and its
 manifest is written last; the service's ``preprocess`` job (``preprocess_job``) reattaches an
 identical finished run by the job framework's completion marker.
@@ -43,7 +46,8 @@ from skingenbench.services.platform.store import ObjectStore
 
 STAGE = "preprocess"
 STAGE_VERSION = "1"
-# PreprocessRequest.max_failure_fraction is a plain proto3 double (no presence): 0 there means this.
+# PreprocessRequest.max_failure_fraction when the request does not set it (the field has presence, so an
+# explicit 0 means "no failures allowed").
 DEFAULT_MAX_FAILURE_FRACTION = 0.05
 
 
@@ -302,9 +306,17 @@ def _bounded_map(
     for index, item in enumerate(items):
         try:
             data = read_item(store, item)
-            pending.append((item, pool.submit(process_one, data, _variants(spec, index))))
-        except (NotFound, DataIntegrityError) as exc:
+        except NotFound as exc:
             pending.append((item, f"unreadable: {exc}"))
+        except DataIntegrityError as exc:
+            # Not skipped: a mismatch means the store lost data, which no tolerance may hide.
+            raise DataIntegrityError(
+                exc.message,
+                hint="the stored object was changed or damaged; restore it or re-import the data set",
+                key=item.key,
+            ) from None
+        else:
+            pending.append((item, pool.submit(process_one, data, _variants(spec, index))))
         while len(pending) >= window:
             yield _resolve(*pending.popleft())
     while pending:

@@ -26,9 +26,9 @@ from skingenbench.services.data.operations import (
     import_folder,
     import_options,
     import_phantom,
-    local_path,
     phantom_settings,
 )
+from skingenbench.services.platform import readable
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan
 from skingenbench.services.platform.jobs import JobContext
 from skingenbench.services.platform.servicer import parse_json_field
@@ -68,7 +68,8 @@ class ImportKind(JobKind[preprocessing_pb2.ImportRequest, ImportPlan]):
                 output_prefix(PHANTOM_STAGE, address), "phantom", phantom=settings, seed=request.seed
             )
         locate = locate_ham10000 if request.source == "ham10000" else locate_milk10k
-        folder = locate(local_path(request.source_uri), mapping=mapping)
+        # A data folder is read only under the server's read roots (readable.py), like every path a request names.
+        folder = locate(readable.local_path(request.source_uri, "source_uri"), mapping=mapping)
         return ImportPlan(folder.prefix(), request.source, str(folder.root), mapping, folder.input_hashes)
 
     def run(self, plan: ImportPlan, ctx: JobContext) -> JobOutputs:
@@ -82,7 +83,7 @@ class ImportKind(JobKind[preprocessing_pb2.ImportRequest, ImportPlan]):
             outcome = import_folder(
                 ctx.store,
                 plan.source,
-                local_path(plan.folder),
+                readable.local_path(plan.folder, "source_uri"),  # the roots may have changed since Start
                 plan.mapping,
                 pinned_inputs=plan.input_hashes,
                 progress=progress,

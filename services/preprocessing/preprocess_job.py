@@ -30,6 +30,10 @@ from skingenbench.services.preprocessing.request_checks import PinnedManifest, p
 
 from skingenbench.api.v1 import preprocessing_pb2
 
+# Worker processes one job may start: each is a Python process with a pipeline (~100 MB), so a request
+# may not ask for thousands; 64 is more cores than a preprocessing node has.
+MAX_WORKERS = 64
+
 
 @dataclass(frozen=True)
 class PreprocessPlan(JobPlan):
@@ -58,10 +62,16 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
             request.seed,
             request.augment_copies,
             tuple(request.splits),
-            request.max_failure_fraction or DEFAULT_MAX_FAILURE_FRACTION,
+            # Presence, not truthiness: an explicit 0 asks for no failures at all.
+            request.max_failure_fraction
+            if request.HasField("max_failure_fraction")
+            else DEFAULT_MAX_FAILURE_FRACTION,
         )
-        if request.workers < 0:
-            raise InvalidArgument(f"workers must be 0 (one per core) or more, got {request.workers}")
+        if not 0 <= request.workers <= MAX_WORKERS:
+            raise InvalidArgument(
+                f"workers must be in 0..{MAX_WORKERS} (0: one per core), got {request.workers}",
+                field="workers",
+            )
         target = plan_batch(manifest, spec, request.input.uri)
         plan = PreprocessPlan(target.prefix, pinned, spec, target.config, target.selected, request.workers)
         _refuse_finished_run_over_threshold(store, plan)

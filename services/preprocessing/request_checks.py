@@ -15,7 +15,7 @@ from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.manifest import Manifest, ParentRef
 from skingenbench.services.platform.job_kind import ObjectRef
 from skingenbench.services.platform.manifest_io import pin_manifest, read_manifest
-from skingenbench.services.platform.servicer import parse_json_field
+from skingenbench.services.platform.servicer import parse_json_field, request_key
 from skingenbench.services.platform.store import ObjectStore
 from skingenbench.services.preprocessing.core import pipeline_registry
 
@@ -39,11 +39,13 @@ class PinnedManifest:
 
 
 def pin_input(
-    store: ObjectStore, ref: common_pb2.ManifestRef, what: str = "input manifest"
+    store: ObjectStore, ref: common_pb2.ManifestRef, what: str = "input manifest", field: str = "input"
 ) -> tuple[Manifest, PinnedManifest]:
-    """The manifest a request's reference names (NOT_FOUND if absent, DATA_LOSS if its sha256 differs)."""
+    """The manifest a request's reference names (NOT_FOUND if absent, DATA_LOSS if its sha256 differs);
+    ``field`` is the request field holding ``ref``, named when its URI is not a valid object key."""
     if not ref.uri:
-        raise InvalidArgument(f"{what} is required")
+        raise InvalidArgument(f"{what} is required", field=f"{field}.uri")
+    request_key(store, ref.uri, f"{field}.uri")
     manifest, sha256 = pin_manifest(store, ref.uri, ref.sha256)
     return manifest, PinnedManifest(ObjectRef(ref.uri, ref.sha256), sha256)
 

@@ -42,7 +42,8 @@ class SplitKind(JobKind[preprocessing_pb2.SplitRequest, SplitPlan]):
         if not request.inputs:
             raise InvalidArgument("StartSplit needs at least one input manifest")
         pinned = [
-            pin_input(store, ref, f"input manifest {index}") for index, ref in enumerate(request.inputs)
+            pin_input(store, ref, f"input manifest {index}", f"inputs[{index}]")
+            for index, ref in enumerate(request.inputs)
         ]
         fractions = (request.train_fraction, request.val_fraction, request.test_fraction)
         fractions = validate_fractions(fractions if any(fractions) else DEFAULT_FRACTIONS)

@@ -2,8 +2,9 @@
 
     skingenbench generate --model ddpm --count 16 --seed 0 --out synthetic/ --sampler ddim --steps 50
 
-The images come from a running generation service (``--target``, default $SKINGENBENCH_GENERATION_TARGET
-or 127.0.0.1:50052); this process needs no torch. Image i is drawn with seed S + i and written as
+The images come from a running generation service (``--target``, default $SKINGENBENCH_GENERATION_TARGET,
+else 127.0.0.1:$SKINGENBENCH_GENERATION_PORT as ``skingenbench up`` uses, port default 50052); this
+process needs no torch. Image i is drawn with seed S + i and written as
 ``seed-<S+i, six digits>.png``, so the same command writes the same files. ``--to-store`` writes a
 manifest into the service's store instead; ``--list-models`` shows the trained models.
 
@@ -23,6 +24,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from skingenbench.cli.tls import add_tls_arguments, client_tls
 
 
 class ProgressBar:
@@ -49,6 +52,14 @@ class ProgressBar:
         )
         if done >= self.total:
             print(file=self.stream, flush=True)
+
+
+def _target(args: argparse.Namespace) -> str:
+    """``--target``, else what the local stack's ``up`` uses: $SKINGENBENCH_GENERATION_TARGET, else
+    127.0.0.1:$SKINGENBENCH_GENERATION_PORT (default 50052)."""
+    from skingenbench.cli.stack import target_for
+
+    return args.target or target_for("generation")
 
 
 def _list_models(client) -> int:
@@ -143,7 +154,7 @@ def _cmd_controllability(args: argparse.Namespace) -> int:
             bar.update(int(event.step))
 
     try:
-        with GenerationClient(args.target, args.token or None) as client:
+        with GenerationClient(_target(args), args.token or None, tls=client_tls(args)) as client:
             job = client.controllability(
                 args.model,
                 labels=args.labels,
@@ -179,7 +190,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from skingenbench.services.generation.client import GenerationClient, rpc_error_text
 
     try:
-        with GenerationClient(args.target, args.token or None) as client:
+        with GenerationClient(_target(args), args.token or None, tls=client_tls(args)) as client:
             if args.list_models:
                 return _list_models(client)
             if args.count <= 0:
@@ -236,10 +247,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--target",
         default="",
-        help="host:port of the generation service (default: "
-        "$SKINGENBENCH_GENERATION_TARGET or 127.0.0.1:50052)",
+        help="host:port of the generation service (default: $SKINGENBENCH_GENERATION_TARGET, else "
+        "127.0.0.1:$SKINGENBENCH_GENERATION_PORT, as `skingenbench up` uses; port default 50052)",
     )
     generate.add_argument("--token", default="", help="bearer token (default: $SKINGENBENCH_AUTH_TOKEN)")
+    add_tls_arguments(generate)
     generate.add_argument("--timeout", type=float, default=0.0, help="deadline per call in seconds (0: none)")
     generate.add_argument("--to-store", action="store_true", help="write a manifest into the store instead")
     generate.add_argument("--list-models", action="store_true", help="list trained models and exit")
@@ -296,6 +308,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     control.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
     control.add_argument("--target", default="", help="host:port of the generation service")
     control.add_argument("--token", default="", help="bearer token (default: $SKINGENBENCH_AUTH_TOKEN)")
+    add_tls_arguments(control)
     control.add_argument(
         "--timeout", type=float, default=0.0, help="seconds to wait for the job (0: no limit)"
     )

@@ -392,6 +392,20 @@ def test_bad_test_gradcam_predict_and_comparison_requests(world, trained):
             grpc.StatusCode.INVALID_ARGUMENT,
             "checkpoint is required",
         ),
+        (  # not the file the training job wrote (its output's sha256 is what a client passes)
+            stub.StartTest,
+            classification_pb2.TestClassifierRequest(
+                checkpoint_uri=checkpoint, checkpoint_sha256="0" * 64, data=world["data"]
+            ),
+            grpc.StatusCode.DATA_LOSS,
+            "does not match checkpoint_sha256",
+        ),
+        (  # classification reads store objects only: a path on the server is the read rule's refusal
+            stub.StartPredict,
+            classification_pb2.PredictRequest(checkpoint_uri="/etc/passwd", data=world["data"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "read roots",
+        ),
         (
             stub.StartGradCam,
             classification_pb2.GradCamRequest(checkpoint_uri=checkpoint, data=world["data"], labels=["XYZ"]),

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.protobuf.struct_pb2 import Struct
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from skingenbench.services.core.errors import Unavailable
 from skingenbench.services.platform.client import error_detail, open_channel, watch_job
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan
 from skingenbench.services.platform.settings import SERVICES
+from skingenbench.services.platform.store import LocalFolderStore
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc, generation_pb2_grpc
 from tests.common.service_helpers import add_test_jobs, request, running
@@ -170,3 +177,109 @@ def test_job_state_survives_a_restart_and_interrupted_jobs_resume(folder_store):
         assert resumed.state == common_pb2.JOB_STATE_SUCCEEDED
         result = json.loads(resumed.result_json)
         assert result["count"] == 60 and result["resumed_from"] >= checkpointed
+
+
+class _RecordRefusingStore(LocalFolderStore):
+    """A folder store that refuses job-record writes while ``refuse`` is set, as a store that is down
+    refuses them; every other object is written as usual (so a job's outputs and marker are complete)."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.refuse = threading.Event()
+        self.refused = 0
+
+    def put_stream(self, key, stream, content_type="application/octet-stream"):
+        if self.refuse.is_set() and key.startswith("jobs/"):
+            self.refused += 1
+            raise Unavailable("object store at test is unreachable: ConnectionRefusedError")
+        return super().put_stream(key, stream, content_type)
+
+
+def test_a_final_state_the_store_refuses_ends_the_job_and_is_recorded_once_the_store_answers(
+    tmp_path, caplog
+):
+    store = _RecordRefusingStore(tmp_path / "store")
+    with (
+        running("preprocessing", store, extra_setup=add_test_jobs) as service,
+        open_channel(service.target) as channel,
+    ):
+        jobs = common_pb2_grpc.JobsStub(channel)
+        record = service.runner.submit("count", request(total=30, sleep_s=0.02))
+        key = f"jobs/{service.settings.service_name}/{record.job_id}.json"
+        events = []
+        for event in jobs.WatchJob(common_pb2.WatchJobRequest(job_id=record.job_id), timeout=30):
+            events.append(event)
+            if event.step == 3:
+                store.refuse.set()  # from here on, no state of this job reaches the store
+        # The job did its work (outputs and marker are stored) but could not record SUCCEEDED: it ends,
+        # as FAILED/UNAVAILABLE, and says so; the stream ended with that final event.
+        assert events[-1].state == common_pb2.JOB_STATE_FAILED and events[-1].message.startswith(
+            "UNAVAILABLE"
+        )
+        job = jobs.GetJob(common_pb2.GetJobRequest(job_id=record.job_id), timeout=5)  # from memory
+        assert job.state == common_pb2.JOB_STATE_FAILED and job.error.code == "UNAVAILABLE"
+        assert "could not be written" in job.error.message and job.error.context["ended_as"] == "SUCCEEDED"
+        assert [o.name for o in job.outputs] == ["count"]
+        assert json.loads(store.get_bytes(key))["state"] == "RUNNING"  # the store has not heard yet
+        # While the store refuses, an identical request is refused too (its new attempt cannot be recorded).
+        with pytest.raises(Unavailable):
+            service.runner.submit("count", request(total=30, sleep_s=0.02))
+        warnings = [r for r in caplog.records if "could not record" in r.getMessage()]
+        assert len(warnings) == 1, "one warning per streak of refused writes"
+        refused_before = store.refused
+        time.sleep(1.5)
+        assert store.refused > refused_before, "the refused record is retried"
+
+        store.refuse.clear()
+        deadline = time.monotonic() + 10
+        while json.loads(store.get_bytes(key))["state"] != "FAILED":
+            assert time.monotonic() < deadline, "the final state was not recorded after the store came back"
+            time.sleep(0.1)
+        stored = json.loads(store.get_bytes(key))
+        assert (
+            stored["error"]["code"] == "UNAVAILABLE" and stored["error"]["context"]["ended_as"] == "SUCCEEDED"
+        )
+        # The same request is now a new attempt, which finds the finished outputs and reattaches them.
+        again = service.runner.submit("count", request(total=30, sleep_s=0.02))
+        assert again.job_id == record.job_id and not again.reused
+        done = service.runner.wait(record.job_id, timeout_s=30)
+        assert done.state == "SUCCEEDED" and done.attempts == 2 and done.result["reused_output"] is True
+
+
+@dataclass(frozen=True)
+class _NumpyPlan(JobPlan):
+    pass
+
+
+class _NumpySummaryKind(JobKind[Struct, _NumpyPlan]):
+    """A kind with a subtle bug: a numpy integer in its summary (the marker takes it, the record does not)."""
+
+    name = "numpy-summary"
+    stage = "test-numpy-summary"
+    request_type = Struct
+    plan_type = _NumpyPlan
+
+    def plan(self, request, store):
+        return _NumpyPlan(self.address([], {}))
+
+    def run(self, plan, ctx):
+        import numpy as np
+
+        return JobOutputs(summary={"count": np.int64(3)})
+
+
+def test_a_failure_of_the_runner_itself_is_logged_and_ends_the_job(folder_store, caplog):
+    with (
+        running(
+            "preprocessing", folder_store, extra_setup=lambda ctx: ctx.runner.register(_NumpySummaryKind())
+        ) as service,
+        open_channel(service.target) as channel,
+    ):
+        record = service.runner.submit("numpy-summary", request())
+        job = watch_job(channel, record.job_id, timeout_s=20)
+        assert job.state == common_pb2.JOB_STATE_FAILED and job.error.code == "INTERNAL"
+        assert "job runner failed" in job.error.message
+        logged = [r for r in caplog.records if "job runner itself failed" in r.getMessage()]
+        assert logged and logged[0].exc_info is not None  # with its traceback
+        again = service.runner.submit("numpy-summary", request())
+        assert not again.reused  # a failed job is tried again, not handed out

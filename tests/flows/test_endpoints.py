@@ -3,6 +3,7 @@ one store), and pools shared by every task of a run and closed after it."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from skingenbench.flows.endpoints import (
     Endpoint,
     EndpointPool,
+    NoServingEndpoint,
     endpoint_specs_from_env,
     endpoints_from_env,
     parse_endpoints,
@@ -148,7 +150,8 @@ def test_refusals_and_failed_jobs_raise_with_the_error(folder_store):
                 preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"),
             )
         assert (
-            refused.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in refused.value.details()
+            refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "read roots" in refused.value.details()
         )
         with pytest.raises(grpc.RpcError) as invalid:
             run_job(
@@ -178,4 +181,62 @@ def test_refusals_and_failed_jobs_raise_with_the_error(folder_store):
                 "StartQualityReport",
                 preprocessing_pb2.QualityReportRequest(input=imported.manifest_ref(), pipeline="basic"),
             )
+        pool.close()
+
+
+def _import_request(seed: int) -> preprocessing_pb2.ImportRequest:
+    return preprocessing_pb2.ImportRequest(
+        source="phantom", options_json='{"count": 4, "width": 64, "height": 48}', seed=seed
+    )
+
+
+def _wait_not_serving(pool: EndpointPool, endpoint: Endpoint, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pool.health(endpoint) != "NOT_SERVING":
+        assert time.monotonic() < deadline, f"{endpoint.target} is still {endpoint.health}"
+        time.sleep(0.1)
+
+
+def test_a_not_serving_endpoint_is_skipped(tmp_path):
+    """A server whose store is gone answers NOT_SERVING (gRPC health protocol); the pool sends the job to
+    the other endpoint without trying the refusing one."""
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    lost, kept = LocalFolderStore(tmp_path / "lost"), LocalFolderStore(tmp_path / "kept")
+    with (
+        running("preprocessing", lost, store_probe_interval_s=0.1) as refusing,
+        running("preprocessing", kept, store_probe_interval_s=0.1) as serving,
+    ):
+        pool = EndpointPool(
+            "preprocessing", [Endpoint(refusing.target), Endpoint(serving.target)], health_ttl_s=0.1
+        )
+        pool.endpoints[1].failures = 1  # without health, the refusing endpoint would be the first choice
+        shutil.rmtree(lost.root)
+        _wait_not_serving(pool, pool.endpoints[0])
+        outcome = run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport", _import_request(3))
+        assert outcome.kind == "import" and kept.exists(kept.key_from_uri(outcome.uri("manifest")))
+        assert pool.endpoints[0].failures == 0 and pool.endpoints[0].health == "NOT_SERVING"
+        assert pool.endpoints[1].health == "SERVING"
+        pool.close()
+
+
+def test_with_no_endpoint_serving_the_pool_waits_then_says_so(tmp_path):
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path / "store")
+    with running("preprocessing", store, store_probe_interval_s=0.1) as service:
+        pool = EndpointPool("preprocessing", [Endpoint(service.target)], health_ttl_s=0.1, serving_wait_s=1.0)
+        shutil.rmtree(store.root)
+        _wait_not_serving(pool, pool.endpoints[0])
+        started = time.monotonic()
+        with pytest.raises(
+            NoServingEndpoint, match=f"no preprocessing endpoint is serving.*{service.target}"
+        ):
+            run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport", _import_request(4))
+        assert 1.0 <= time.monotonic() - started < 5.0
+        # The store comes back while a call waits: the call goes through.
+        pool.serving_wait_s = 30.0
+        threading.Timer(1.0, lambda: (store.root / ".tmp").mkdir(parents=True)).start()
+        outcome = run_job(pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport", _import_request(4))
+        assert outcome.kind == "import" and pool.endpoints[0].health == "SERVING"
         pool.close()

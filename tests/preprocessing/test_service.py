@@ -15,7 +15,7 @@ from skingenbench.services.core.manifest import Item, Manifest, Provenance
 from skingenbench.services.platform.client import open_channel, watch_job
 from skingenbench.services.platform.manifest_io import read_manifest, verify_manifest, write_manifest
 
-from skingenbench.api.v1 import common_pb2, preprocessing_pb2, preprocessing_pb2_grpc
+from skingenbench.api.v1 import common_pb2, common_pb2_grpc, preprocessing_pb2, preprocessing_pb2_grpc
 from tests.common.service_helpers import running
 from tests.data.fixtures import build_ham10000
 from tests.preprocessing.test_decoding import png_claiming_size
@@ -266,7 +266,7 @@ def test_bad_requests_get_invalid_argument(service, folder_store, request_kwargs
     assert error.value.code() == code and text in error.value.details()
 
 
-def test_missing_manifest_and_unknown_source_are_clear(service):
+def test_missing_manifest_and_unknown_source_are_clear(service, data_read_root):
     svc, stub, channel = service
     with pytest.raises(grpc.RpcError) as missing:
         stub.StartPreprocess(
@@ -280,11 +280,20 @@ def test_missing_manifest_and_unknown_source_are_clear(service):
         stub.StartImport(preprocessing_pb2.ImportRequest(source="isic2019"), timeout=10)
     assert source.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # The folder is read at Start (to address the import): a missing one is refused there, not a failed job.
+    missing_folder = data_read_root / "no-such-folder"
     with pytest.raises(grpc.RpcError) as folder:
         stub.StartImport(
-            preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"), timeout=10
+            preprocessing_pb2.ImportRequest(source="ham10000", source_uri=str(missing_folder)), timeout=10
         )
-    assert folder.value.code() == grpc.StatusCode.NOT_FOUND and "/no/such/folder" in folder.value.details()
+    assert folder.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-folder" in folder.value.details()
+    # Outside the read roots: refused whether or not the folder exists, without looking at it.
+    for outside in ("/no/such/folder", "/etc"):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.StartImport(
+                preprocessing_pb2.ImportRequest(source="ham10000", source_uri=outside), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "read roots" in refused.value.details()
     listed = stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5)
     assert [e.name for e in listed.entries] == ["advanced", "basic"]
     assert {p.profile for p in listed.entries[0].profiles} == {"tiny", "paper"}
@@ -310,7 +319,7 @@ def test_missing_manifest_and_unknown_source_are_clear(service):
         (
             {"source": "milk10k", "source_uri": "s3://bucket/milk"},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "local folder",
+            "read roots",
         ),
         (
             {"source": "ham10000", "source_uri": "/tmp", "options_json": '{"count": 5}'},
@@ -413,3 +422,216 @@ def test_a_folder_import_is_addressed_by_the_folder_and_found_again(service, fol
         ),
     )
     assert same_folder.job_id != done.job_id and json.loads(same_folder.result_json)["reused_output"] is True
+
+
+# -- issue 16: refused before a job starts, DATA_LOSS for a changed item, an explicit zero tolerance ----------
+def _jobs(channel) -> list[common_pb2.Job]:
+    return list(common_pb2_grpc.JobsStub(channel).ListJobs(common_pb2.ListJobsRequest(), timeout=10).jobs)
+
+
+def _not_json_manifest(store) -> common_pb2.ManifestRef:
+    info = store.put_bytes("bad/not_json/manifest.json", b"{this is not json")
+    return common_pb2.ManifestRef(uri=store.uri(info.key), sha256=info.sha256)
+
+
+# Each case of item 7 of the issue: a request that used to start a job (and fail in it) must be answered with
+# its status by the Start call, and leave no job behind.
+REFUSED_AT_START = {
+    "phantom count 0": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(source="phantom", options_json='{"count": 0}'),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "count",
+    ),
+    "phantom count 2,000,000": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(
+            source="phantom", options_json='{"count": 2000000}'
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "count",
+    ),
+    "unknown import option": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(source="phantom", options_json='{"colour": 1}'),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "colour",
+    ),
+    "s3 source_uri": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(source="ham10000", source_uri="s3://bucket/ham"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "source_uri",
+    ),
+    "folder outside the read roots": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(source="ham10000", source_uri="/no/such/folder"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "read roots",
+    ),
+    "fractions that do not sum to 1": (
+        "StartSplit",
+        lambda store, ref: preprocessing_pb2.SplitRequest(inputs=[ref], train_fraction=0.9, val_fraction=0.3),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sum to 1",
+    ),
+    "a negative fraction": (
+        "StartSplit",
+        lambda store, ref: preprocessing_pb2.SplitRequest(
+            inputs=[ref], train_fraction=1.2, val_fraction=-0.1, test_fraction=-0.1
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "non-negative",
+    ),
+    "a NaN fraction": (
+        "StartSplit",
+        lambda store, ref: preprocessing_pb2.SplitRequest(inputs=[ref], train_fraction=float("nan")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "finite",
+    ),
+    "a manifest that is not JSON": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=_not_json_manifest(store), pipeline="basic", profile="tiny"
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not valid JSON",
+    ),
+    "a wrong manifest sha256": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=common_pb2.ManifestRef(uri=ref.uri, sha256="0" * 64), pipeline="basic", profile="tiny"
+        ),
+        grpc.StatusCode.DATA_LOSS,
+        "sha256",
+    ),
+    "no items in the requested splits": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=ref, pipeline="basic", profile="tiny", splits=["val"]
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "no items to process",
+    ),
+    "unbounded workers": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=ref, pipeline="basic", profile="tiny", workers=100_000
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "workers",
+    ),
+    "deeply nested config_json": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=ref,
+            pipeline="basic",
+            profile="tiny",
+            config_json='{"size": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "levels deep",
+    ),
+    "deeply nested options_json": (
+        "StartImport",
+        lambda store, ref: preprocessing_pb2.ImportRequest(
+            source="phantom", options_json='{"count": ' + '{"a": [' * 20_000 + "]}" * 20_000 + "}"
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "options_json",
+    ),
+    "oversized config_json": (
+        "StartPreprocess",
+        lambda store, ref: preprocessing_pb2.PreprocessRequest(
+            input=ref, pipeline="basic", profile="tiny", config_json=json.dumps({"pad": "x" * (2 << 20)})
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_AT_START))
+def test_a_bad_request_is_refused_at_start_and_leaves_no_job(service, folder_store, case):
+    svc, stub, channel = service
+    method, build, code, text = REFUSED_AT_START[case]
+    ref, _ = _bad_input_manifest(folder_store)
+    with pytest.raises(grpc.RpcError) as error:
+        getattr(stub, method)(build(folder_store, ref), timeout=30)
+    assert (error.value.code(), text in error.value.details()) == (code, True), error.value.details()
+    assert _jobs(channel) == []
+    assert stub.ListPipelines(common_pb2.ListRegistryRequest(), timeout=5).entries  # still serving
+
+
+def test_a_deeply_nested_manifest_is_invalid_argument(service, folder_store):
+    svc, stub, channel = service
+    deep = {"format": "skingenbench.manifest", "version": 1, "items": [], "extra": {"x": 0}}
+    raw = json.dumps(deep).replace('{"x": 0}', "[" * 100_000 + "]" * 100_000).encode()
+    info = folder_store.put_bytes("bad/deep/manifest.json", raw)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartPreprocess(
+            preprocessing_pb2.PreprocessRequest(
+                input=common_pb2.ManifestRef(uri=folder_store.uri(info.key), sha256=info.sha256),
+                pipeline="basic",
+            ),
+            timeout=30,
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert "manifest" in error.value.details() and "deep" in error.value.details()
+    assert _jobs(channel) == []
+
+
+def test_an_item_that_does_not_match_its_sha256_fails_the_job_with_data_loss(service, folder_store):
+    svc, stub, channel = service
+    ref, _ = _bad_input_manifest(folder_store)
+    folder_store.put_bytes("bad/good", folder_store.get_bytes("bad/good") + b"\x00")  # one byte more
+    job = _run(
+        channel,
+        stub.StartPreprocess(
+            # Even the most tolerant run: a changed object is lost data, not a bad image to skip.
+            preprocessing_pb2.PreprocessRequest(
+                input=ref, pipeline="basic", profile="tiny", max_failure_fraction=1.0, workers=1
+            )
+        ),
+    )
+    assert job.state == common_pb2.JOB_STATE_FAILED
+    assert job.error.code == "DATA_LOSS" and "bad/good" in job.error.message, job.error.message
+    assert not folder_store.list("preprocess-basic/") or not any(
+        key.endswith("manifest.json") for key in folder_store.list("preprocess-basic/")
+    )
+
+
+def test_max_failure_fraction_zero_allows_no_failure_and_unset_keeps_the_default(service, folder_store):
+    svc, stub, channel = service
+    rng = np.random.default_rng(1)
+    items = []
+    for index in range(40):  # 40 good items and one missing: 2.4% fail, under the default 5%
+        info = folder_store.put_bytes(
+            f"tol/{index}.png", _png(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        )
+        items.append(
+            Item(key=info.key, sha256=info.sha256, label="NV", lesion_id=str(index), image_id=str(index))
+        )
+    items.append(Item(key="tol/missing.png", sha256="0" * 64, label="NV", lesion_id="m", image_id="missing"))
+    written = write_manifest(folder_store, "tol/manifest.json", Manifest(items, Provenance(stage="test")))
+    ref = common_pb2.ManifestRef(uri=written.uri, sha256=written.sha256)
+    unset = preprocessing_pb2.PreprocessRequest(input=ref, pipeline="basic", profile="tiny", workers=1)
+    default = _run(channel, stub.StartPreprocess(unset))
+    assert default.state == common_pb2.JOB_STATE_SUCCEEDED, default.error.message
+    assert json.loads(default.result_json)["skipped"] == 1
+    # The job id of a request that leaves the field unset is what it always was: the request hashed as sent.
+    assert "max_failure_fraction" not in json.loads(default.request_json)
+    # An explicit 0 is a different request and no longer means "the default": one missing item fails it,
+    # refused at Start here because the same output (same address) finished with a skipped item.
+    strict = preprocessing_pb2.PreprocessRequest(
+        input=ref, pipeline="basic", profile="tiny", workers=1, max_failure_fraction=0.0
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.StartPreprocess(strict, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "max_failure_fraction 0.0%" in refused.value.details()
+    # ... and as a fresh run (another seed, another address), the job itself fails on the first failure.
+    strict.seed = 7
+    failed = _run(channel, stub.StartPreprocess(strict))
+    assert failed.state == common_pb2.JOB_STATE_FAILED
+    assert failed.error.code == "FAILED_PRECONDITION" and "1 of 41" in failed.error.message

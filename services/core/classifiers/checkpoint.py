@@ -29,8 +29,9 @@ _METADATA_KEY = "skingenbench"
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
-def classifier_to_bytes(model_state: dict[str, torch.Tensor], name: str, config: ClassifierConfig,
-                        record: dict[str, Any]) -> bytes:
+def classifier_to_bytes(
+    model_state: dict[str, torch.Tensor], name: str, config: ClassifierConfig, record: dict[str, Any]
+) -> bytes:
     """The file of a trained classifier: its weights plus what is needed to rebuild and describe it."""
     from safetensors.torch import save
 
@@ -48,11 +49,18 @@ def read_metadata(stream: BinaryIO) -> dict[str, Any]:
         header = json.loads(stream.read(length))
         metadata = json.loads(header["__metadata__"][_METADATA_KEY])
     except (struct.error, ValueError, KeyError, TypeError) as error:
-        raise FailedPrecondition(f"not a classifier checkpoint ({type(error).__name__}: {error})",
-                                 hint="pass the 'checkpoint' output of a StartTraining job") from None
+        # The reason names the kind of failure only: the error's own text would quote the file's bytes (a
+        # header length is its first 8 bytes as a number, a decode error shows bytes), which no answer may.
+        raise FailedPrecondition(
+            f"not a classifier checkpoint (no safetensors header with SkinGenBench metadata: "
+            f"{type(error).__name__})",
+            hint="pass the 'checkpoint' output of a StartTraining job",
+        ) from None
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("classifier") not in CLASSIFIERS:
-        raise FailedPrecondition(f"not a classifier checkpoint of a known model (format "
-                                 f"{metadata.get('format')!r}, classifier {metadata.get('classifier')!r})")
+        raise FailedPrecondition(
+            f"not a classifier checkpoint of a known model (format "
+            f"{metadata.get('format')!r}, classifier {metadata.get('classifier')!r})"
+        )
     return metadata
 
 
@@ -65,7 +73,8 @@ def classifier_from_bytes(data: bytes, device: str = "cpu") -> tuple[torch.nn.Mo
     metadata = read_metadata(io.BytesIO(data))
     config = config_from_dict(metadata["config"])
     # Built without pretrained weights: every tensor comes from the file (strict load).
-    model, _ = CLASSIFIERS.get(metadata["classifier"]).factory(dataclasses.replace(config, pretrained="none"),
-                                                               num_classes=len(metadata["classes"]))
+    model, _ = CLASSIFIERS.get(metadata["classifier"]).factory(
+        dataclasses.replace(config, pretrained="none"), num_classes=len(metadata["classes"])
+    )
     model.load_state_dict(load(data), strict=True)
     return prepare(model, config, device).eval(), config, metadata
