@@ -1,7 +1,9 @@
 """The benchmark flow: the whole grid, from data to report, on any number of service endpoints.
 
 data → split → preprocess per arm (A basic, B advanced) → train each generator on the arm's
-training melanomas → sample (and measure DermGAN's controllability) → evaluate the synthetic sets
+training melanomas → sample the training mix and, separately, the evaluation set (``evaluation_count``
+images, seeds 0 … N − 1, as the reference) (and measure DermGAN's controllability) → evaluate the
+evaluation sets
 (and class-anchor DermGAN's requested classes) → train and test every classifier ×
 pipeline × seed → paired comparisons against each arm's real-only baseline → report.
 
@@ -24,8 +26,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from skingenbench.flows import tasks
 from skingenbench.flows.endpoints import EndpointPool
 from skingenbench.flows.grid import (
+    EVALUATION_SEED,
     GENERATOR_NUMBERS,
     PREPROCESSING_LETTERS,
+    REFERENCE_EVALUATION_COUNT,
     Grid,
     generator_pipeline,
     load_grid,
@@ -37,6 +41,24 @@ from skingenbench.services.platform.settings import SERVICES
 
 def _read_json(store, uri: str) -> dict[str, Any]:
     return json.loads(store.get_bytes(store.key_from_uri(uri)))
+
+
+def _synthetic_counts(grid: Grid, synthetic_count: int, train_label_count: int) -> dict[str, Any]:
+    """How many synthetic images per generator go where: the report records both (they are separate on
+    purpose: grid.py's module docstring)."""
+    evaluation = grid.evaluation_count or synthetic_count
+    first = EVALUATION_SEED if grid.evaluation_count else grid.split.seed
+    return {
+        "training_mix": synthetic_count,
+        "training_mix_rule": "grid synthetic_count"
+        if grid.synthetic_count
+        else f"as many as the real training {grid.synthetic_label} images ({train_label_count})",
+        "training_mix_seeds": [grid.split.seed, grid.split.seed + synthetic_count - 1],
+        "evaluation": evaluation,
+        "evaluation_first_seed": first,
+        "evaluation_seeds": [first, first + evaluation - 1],
+        "reference_evaluation": REFERENCE_EVALUATION_COUNT,
+    }
 
 
 def _phantom_options(grid: Grid) -> dict[str, Any]:
@@ -78,6 +100,7 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
     curation = _read_json(store, split["outputs"]["report_json"])
     train_label_count = int(curation["counts"].get(grid.synthetic_label, {}).get("train", 0))
     synthetic_count = grid.synthetic_count or train_label_count
+    counts = _synthetic_counts(grid, synthetic_count, train_label_count)
     log.info("split: %s; %d training %s images", curation["totals"], train_label_count, grid.synthetic_label)
 
     # -- preprocessing arms -------------------------------------------------------------------------
@@ -126,7 +149,7 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
             f"generator `{missing}` is not registered on the generation service: pipelines "
             f"A{GENERATOR_NUMBERS[missing]}/B{GENERATOR_NUMBERS[missing]} were skipped"
         )
-    trained, synthetic = {}, {}
+    trained, synthetic, evaluation_sets = {}, {}, {}
     for prep in grid.preprocessing:
         for generator in generators:
             name = generator_pipeline(prep, generator)
@@ -143,10 +166,25 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
     for (prep, generator), future in trained.items():
         model = future.result()
         name = generator_pipeline(prep, generator)
+        # The training mix: the same request as before the evaluation set was its own (same content address).
         synthetic[(prep, generator)] = tasks.sample.submit(
             wiring, model["outputs"]["model"], synthetic_count, grid.split.seed, name
         )
+        # The evaluation set: image i with seed i (the generation service gives image i seed + i), as the
+        # reference's seeds 0–4999; one job when it is the same request as the training mix.
+        evaluation_sets[(prep, generator)] = (
+            synthetic[(prep, generator)]
+            if (counts["evaluation"], counts["evaluation_first_seed"]) == (synthetic_count, grid.split.seed)
+            else tasks.sample.submit(
+                wiring,
+                model["outputs"]["model"],
+                counts["evaluation"],
+                counts["evaluation_first_seed"],
+                f"{name} evaluation",
+            )
+        )
     synthetic = {key: future.result() for key, future in synthetic.items()}
+    evaluation_sets = {key: future.result() for key, future in evaluation_sets.items()}
     controls = {}
     if "dermgan" in generators:  # does DermGAN draw what it is asked for? (size, centre, skin tone)
         for prep in grid.preprocessing:
@@ -192,7 +230,7 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
         prep = next(p for p, letter in PREPROCESSING_LETTERS.items() if pipeline.startswith(letter))
         tests[(pipeline, classifier, seed)] = tasks.test_classifier.submit(
             wiring,
-            trained_cell["outputs"]["checkpoint"],
+            trained_cell["checkpoint"],
             arms[prep]["all"]["manifest"],
             grid.bootstrap_samples,
             seed,
@@ -219,7 +257,7 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
         if key in cells:
             gradcams[key[0]] = tasks.gradcam.submit(
                 wiring,
-                cells[key].result()["outputs"]["checkpoint"],
+                cells[key].result()["checkpoint"],
                 arms[prep]["all"]["manifest"],
                 4,
                 "/".join(map(str, key)),
@@ -230,11 +268,11 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
     evaluations, anchorings = {}, {}
     if "evaluation" in SERVICES and available["evaluation"] and synthetic:
         for prep in grid.preprocessing:
-            sets = {generator_pipeline(prep, g): synthetic[(prep, g)]["manifest"] for g in generators}
+            sets = {generator_pipeline(prep, g): evaluation_sets[(prep, g)]["manifest"] for g in generators}
             baseline = (
                 (PREPROCESSING_LETTERS[prep] + "1", classifiers[0], grid.seeds[0]) if classifiers else None
             )
-            checkpoint = cells[baseline].result()["outputs"]["checkpoint"] if baseline in cells else ""
+            checkpoint = cells[baseline].result()["checkpoint"] if baseline in cells else ""
             evaluations[prep] = tasks.evaluate.submit(
                 wiring,
                 arms[prep]["train"]["manifest"],
@@ -273,6 +311,9 @@ def _run_grid(grid: Grid, run_id: str, runs_dir: str, wiring: Wiring, pools: dic
         "arms": arms,
         "quality": {p: f.result() for p, f in quality_reports.items()},
         "generators": {f"{p}/{g}": r for (p, g), r in synthetic.items()},
+        "evaluation_sets": {f"{p}/{g}": r for (p, g), r in evaluation_sets.items()},
+        "synthetic_counts": counts,
+        "generator_models": {f"{p}/{g}": f.result() for (p, g), f in trained.items()},
         "tests": {"/".join(map(str, k)): v for k, v in tests.items()},
         "comparisons": {"/".join(map(str, k)): v for k, v in comparisons.items()},
         "gradcams": gradcams,

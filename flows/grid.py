@@ -4,6 +4,13 @@ A grid is a YAML file validated here with errors that name the bad field (``clas
 classifier 'resnet19'``), so a typo fails before any GPU time is spent. Pipeline names follow the
 reference study (DESIGN.md): A = basic, B = advanced preprocessing; 1 = real only, 2 = + StyleGAN2-ADA,
 3 = + DDPM, 4 = + classic augmentation, 5 = + DermGAN (this platform's addition).
+
+Two synthetic counts, separate on purpose: ``synthetic_count`` images per generator are mixed into
+classifier training (0: as many as the real training images of the label, so the synthetic share is one
+half of that class), and ``evaluation_count`` images per generator, drawn with seeds 0 … N − 1, are what
+FID/KID/IS are computed on. The reference study (SkinGenBench, arXiv 2512.17585) sampled 5,000 per
+generator with seeds 0–4999; FID and IS are biased by N (Chong & Forsyth 2020), so only that count
+compares with its published values, and the evaluation service warns below its minimums.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ GRIDS_DIR = Path(__file__).parent / "grids"
 PREPROCESSING_LETTERS = {"basic": "A", "advanced": "B"}
 GENERATOR_NUMBERS = {"stylegan2_ada": 2, "ddpm": 3, "dermgan": 5}
 REAL_ONLY, AUGMENT_ONLY = 1, 4
+REFERENCE_EVALUATION_COUNT = 5000  # synthetic images per generator for FID/KID/IS, seeds 0–4999
+EVALUATION_SEED = 0  # the evaluation set's first seed: image i has seed i, as in the reference
 KNOWN_CLASSIFIERS = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_base_patch16_224")
 DATA_SOURCES = ("phantom", "ham10000", "milk10k")
 CONTROLLABILITY_KEYS = ("labels", "lesion_area_fractions", "ita_degrees", "centres", "repeats")
@@ -63,7 +72,9 @@ class Grid:
     generators: list[str] = field(default_factory=lambda: ["stylegan2_ada", "ddpm"])
     generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     synthetic_label: str = "MEL"
-    synthetic_count: int = 0  # 0: as many as real training images of the synthetic label
+    synthetic_count: int = 0  # mixed into training; 0: as many as real training images of the synthetic label
+    # sampled per generator for FID/KID/IS, seeds 0 … N − 1; 0: the training mix itself (its count and seeds)
+    evaluation_count: int = REFERENCE_EVALUATION_COUNT
     augment_copies: int = 1  # classic augmentation (pipeline 4): copies per training image
     classifiers: list[str] = field(default_factory=lambda: list(KNOWN_CLASSIFIERS))
     classifier_config: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -143,10 +154,10 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
         raise GridError("seeds: a non-empty list of non-negative integers")
     if grid.synthetic_label not in CLASSES:
         raise GridError(f"synthetic_label: must be one of {', '.join(CLASSES)}")
-    if grid.synthetic_count < 0:
-        raise GridError(
-            "synthetic_count: must be >= 0 (0 means as many as real training images of the label)"
-        )
+    _check_count(
+        grid.synthetic_count, "synthetic_count", "0 means as many as real training images of the label"
+    )
+    _check_count(grid.evaluation_count, "evaluation_count", "0 means the images mixed into training")
     if grid.bootstrap_samples < 100:
         raise GridError("bootstrap_samples: at least 100 for a usable 95% interval")
     for key in (
@@ -160,6 +171,14 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
             raise GridError(f"{key}: expected a mapping")
     _check_controllability(grid.controllability)
     return grid
+
+
+def _check_count(value: Any, where: str, zero: str) -> None:
+    """A count of images: an integer >= 0 (YAML's ``true`` is a bool, and 1.5 or "5000" is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GridError(f"{where}: an integer number of images, got {value!r}")
+    if value < 0:
+        raise GridError(f"{where}: must be >= 0 ({zero}), got {value}")
 
 
 def _check_controllability(axes: dict[str, Any]) -> None:

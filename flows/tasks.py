@@ -90,6 +90,22 @@ def _outputs(outcome: JobOutcome) -> dict[str, str]:
     return {name: ref.uri for name, ref in outcome.outputs.items()}
 
 
+Checkpoint = dict[str, str] | str  # {"uri", "sha256"} as ``train_classifier`` returns it, or a bare URI
+
+
+def _checkpoint(checkpoint: Checkpoint) -> tuple[str, str]:
+    """(uri, sha256) of a classifier checkpoint: the services check the file against the sha256 at Start
+    (DATA_LOSS when it changed), so the grid passes the one the training job's output carries."""
+    if isinstance(checkpoint, dict):
+        return checkpoint.get("uri", ""), checkpoint.get("sha256", "")
+    return checkpoint, ""
+
+
+def _checkpoint_ref(checkpoint: Checkpoint) -> common_pb2.ObjectRef:
+    uri, sha256 = _checkpoint(checkpoint)
+    return common_pb2.ObjectRef(uri=uri, sha256=sha256)
+
+
 # -- data -----------------------------------------------------------------------------------------
 @task(name="import data", cache_policy=NONE)
 def import_data(wiring: Wiring, source: str, path: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -193,7 +209,12 @@ def train_generator(
     outcome = _run(
         wiring, "generation", generation_pb2_grpc.GenerationStub, "StartTraining", request, f"train {name}"
     )
-    return {"outputs": _outputs(outcome), "result": outcome.result}
+    model = outcome.outputs["model"]
+    return {
+        "outputs": _outputs(outcome),
+        "result": outcome.result,
+        "model": {"uri": model.uri, "sha256": model.sha256},  # the report's provenance lists the checksum
+    }
 
 
 @task(name="sample", cache_policy=NONE)
@@ -238,7 +259,7 @@ def evaluate(
     synthetic: dict[str, dict[str, Any]],
     label: str,
     options: dict[str, Any],
-    classifier_checkpoint: str,
+    classifier_checkpoint: Checkpoint,
     seed: int,
     name: str,
 ) -> dict[str, Any]:
@@ -252,9 +273,7 @@ def evaluate(
         ],
         options_json=json.dumps(options),
         seed=seed,
-        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint)
-        if classifier_checkpoint
-        else None,
+        classifier_checkpoint=_checkpoint_ref(classifier_checkpoint) if classifier_checkpoint else None,
     )
     outcome = _run(
         wiring,
@@ -273,7 +292,7 @@ def class_anchoring(
     real: dict[str, Any],
     synthetic: dict[str, Any],
     profile: str,
-    classifier_checkpoint: str,
+    classifier_checkpoint: Checkpoint,
     seed: int,
     name: str,
 ) -> dict[str, Any]:
@@ -287,7 +306,7 @@ def class_anchoring(
         metrics=["class_anchoring"],
         options_json=json.dumps({"profile": profile, "grid_images": 0}),
         seed=seed,
-        classifier_checkpoint=common_pb2.ObjectRef(uri=classifier_checkpoint),
+        classifier_checkpoint=_checkpoint_ref(classifier_checkpoint),
     )
     outcome = _run(
         wiring,
@@ -337,15 +356,22 @@ def train_classifier(
         request,
         f"train {run_name}",
     )
-    return {"outputs": _outputs(outcome), "result": outcome.result}
+    checkpoint = outcome.outputs["checkpoint"]
+    return {
+        "outputs": _outputs(outcome),
+        "result": outcome.result,
+        "checkpoint": {"uri": checkpoint.uri, "sha256": checkpoint.sha256},
+    }
 
 
 @task(name="test classifier", cache_policy=NONE)
 def test_classifier(
-    wiring: Wiring, checkpoint_uri: str, data: dict[str, Any], bootstrap: int, seed: int, run_name: str
+    wiring: Wiring, checkpoint: Checkpoint, data: dict[str, Any], bootstrap: int, seed: int, run_name: str
 ) -> dict:
+    uri, sha256 = _checkpoint(checkpoint)
     request = classification_pb2.TestClassifierRequest(
-        checkpoint_uri=checkpoint_uri,
+        checkpoint_uri=uri,
+        checkpoint_sha256=sha256,
         data=_manifest(data),
         split="test",
         bootstrap_samples=bootstrap,
@@ -385,10 +411,11 @@ def compare(
 
 @task(name="grad-cam", cache_policy=NONE)
 def gradcam(
-    wiring: Wiring, checkpoint_uri: str, data: dict[str, Any], count: int, run_name: str
+    wiring: Wiring, checkpoint: Checkpoint, data: dict[str, Any], count: int, run_name: str
 ) -> dict[str, Any]:
+    uri, sha256 = _checkpoint(checkpoint)
     request = classification_pb2.GradCamRequest(
-        checkpoint_uri=checkpoint_uri, data=_manifest(data), split="test", count=count
+        checkpoint_uri=uri, checkpoint_sha256=sha256, data=_manifest(data), split="test", count=count
     )
     outcome = _run(
         wiring,
@@ -419,6 +446,8 @@ def service_info(wiring: Wiring, stage: str) -> dict[str, Any]:
             "code_version": info.code_version,
             "store": info.store_uri,
             "job_slots": info.job_slots,
+            "libraries": dict(sorted(info.libraries.items())),
+            "dtype": info.dtype,
         }
 
     return pool.run(call, what=f"{stage} GetServiceInfo")

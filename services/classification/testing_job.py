@@ -127,6 +127,7 @@ class TestKind(JobKind[classification_pb2.TestClassifierRequest, TestPlan]):
                 "regime",
                 "seed",
                 "pretrained",
+                "pretrained_record",  # how the weights started: file (sha256), hub, or random init
                 "run_name",
                 "best_epoch",
                 "selection_metric",

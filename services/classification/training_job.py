@@ -32,13 +32,16 @@ from skingenbench.services.core.checkpoint import state_from_bytes, state_to_byt
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.classifiers.checkpoint import classifier_to_bytes
 from skingenbench.services.core.classifiers.models import (
+    ARCHITECTURES,
     CLASSIFIERS,
-    WEIGHTS_DIR_ENV,
+    SHA256SUMS,
     ClassifierConfig,
     build_classifier,
     config_dict,
     config_from_dict,
     local_weights_file,
+    missing_weights_error,
+    verify_weights_file,
 )
 from skingenbench.services.core.device import select_device
 from skingenbench.services.core.errors import DataIntegrityError, FailedPrecondition, InvalidArgument
@@ -101,19 +104,33 @@ def _check_regime_inputs(regime: str, synthetic: bool, augmented: bool) -> None:
         raise InvalidArgument("regime 'real+augment' needs the augmented manifest")
 
 
-def _check_pretrained_source(name: str, config: ClassifierConfig, weights_given: bool) -> None:
+def _check_pretrained_source(name: str, profile: str, config: ClassifierConfig, weights_given: bool) -> None:
     """The refusals of ``build_classifier`` that depend only on the request and this service's setup,
-    answered at Start (``build_classifier`` keeps them too, for its other callers)."""
+    answered at Start (``build_classifier`` keeps them too, for its other callers).
+
+    The paper profile trains from the reference's ImageNet weights or not at all: without a weights file it
+    refuses (naming the file it looked for) unless the request asked for random init (``pretrained: "none"``),
+    and a local file must be vouched for by a checksum (``SHA256SUMS`` beside it, or torchvision's file name
+    prefix), so a run cannot silently start from other weights or none."""
     if weights_given and config.pretrained in ("hub", "none"):
         raise InvalidArgument(
             f"a weights file was given but the config says pretrained={config.pretrained!r}",
             hint="drop pretrained_weights, or use pretrained 'auto' or 'file'",
         )
-    if not weights_given and config.pretrained == "file" and local_weights_file(name) is None:
-        raise FailedPrecondition(
-            f"pretrained='file' but no weights file for {name}",
-            hint=f"pass pretrained_weights or put {name}.safetensors in ${WEIGHTS_DIR_ENV}",
-        )
+    local = None if weights_given else local_weights_file(name)
+    needs_file = config.pretrained == "file" or (profile == "paper" and config.pretrained == "auto")
+    if not weights_given and needs_file and local is None:
+        raise missing_weights_error(name, profile if profile == "paper" else "")
+    if profile == "paper" and local is not None and config.pretrained in ("auto", "file"):
+        checked = verify_weights_file(name, local)  # DATA_LOSS when SHA256SUMS disagrees
+        if not checked["verified_by"]:
+            reference = ARCHITECTURES[name].reference
+            raise FailedPrecondition(
+                f"the paper profile needs {reference.torchvision} for {name}; nothing vouches that {local} is "
+                f"that file (sha256 {checked['sha256'][:12]}…)",
+                hint=f"list its sha256 in {local.parent / SHA256SUMS} (sha256sum format), or use torchvision's "
+                f"{reference.file} (its name carries the start of its sha256)",
+            )
     if config.pretrained == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise FailedPrecondition(
             f"pretrained='hub' asks to download {name} weights, but HF_HUB_OFFLINE is set",
@@ -209,8 +226,16 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
         _check_regime_inputs(regime, bool(request.synthetic), _given(request.augmented))
         seed = count_field(request.seed, "seed")
         weights_given = _given(request.pretrained_weights)
-        _check_pretrained_source(name, config, weights_given)
+        _check_pretrained_source(name, profile, config, weights_given)
         weights = _pinned_weights(store, request.pretrained_weights) if weights_given else None
+        if profile == "paper" and weights is not None and not weights.sha256:
+            reference = ARCHITECTURES[name].reference
+            if not weights.pinned_sha256.startswith(reference.sha256_prefix):
+                raise FailedPrecondition(
+                    f"the paper profile needs {reference.torchvision} for {name}; pretrained_weights "
+                    f"{weights.uri} came without a sha256 and is not torchvision's {reference.file}",
+                    hint="send pretrained_weights.sha256 (the file's checksum) with the request",
+                )
         data, data_ref = requested_manifest(store, request.data, "data manifest")
         pinned = [requested_manifest(store, ref, "synthetic manifest") for ref in request.synthetic]
         synthetic, synthetic_refs = [m for m, _ in pinned], tuple(ref for _, ref in pinned)

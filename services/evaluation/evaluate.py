@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from skingenbench.services.core.classes import CLASSES
 from skingenbench.services.core.device import describe_device, select_device
+from skingenbench.services.core.errors import FailedPrecondition
 from skingenbench.services.core.version import code_version
 from skingenbench.services.evaluation.core import analysis, anchoring, memorization
 from skingenbench.services.evaluation.core.extractors import (
@@ -34,6 +36,14 @@ from skingenbench.services.evaluation.core.metrics import (
     frechet_distance,
     inception_score,
     library_versions,
+)
+from skingenbench.services.evaluation.core.sample_size import (
+    FID_METRICS,
+    SampleSizeWarning,
+    baseline_note,
+    real_baseline_subsets,
+    sample_size_warnings,
+    sample_sizes,
 )
 from skingenbench.services.evaluation.feature_cache import FeatureCache, FeatureKey
 from skingenbench.services.evaluation.image_set import ImageSet, load_set
@@ -100,6 +110,69 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def _sample_sizes(
+    plan: EvaluationPlan,
+    configs: dict[str, Any],
+    report: dict[str, Any],
+    sets: list[ImageSet],
+    features: dict[str, dict[str, Any]],
+    extractor: Extractor | None,
+    domain: Extractor | None,
+) -> None:
+    """The sample sizes, the warnings below the documented minimums (``core/sample_size.py``; refused under
+    ``strict_sample_size``) and, for each Fréchet metric, the real-vs-real baseline at each synthetic set's N."""
+    real = sets[0].spec.name
+    spaces = {"extractor": extractor, "domain": domain}
+    dimensions = {
+        space: int(features[e.name][real][e.layers["fid"]].shape[1]) if e is not None else None
+        for space, e in spaces.items()
+    }
+    counts = {"real": len(sets[0]), **{s.spec.name: len(s) for s in sets[1:]}}
+    warnings = sample_size_warnings(plan.metrics, counts, dimensions, configs)
+    if plan.strict_sample_size and warnings:  # what Start could not check: the domain space's width
+        raise FailedPrecondition(
+            "strict_sample_size: " + "; ".join(w.message for w in warnings),
+            hint="evaluate more images or drop strict_sample_size",
+        )
+    baselines: dict[str, dict[str, dict[str, Any]]] = {}
+    for metric, space in FID_METRICS.items():
+        e = spaces[space]
+        if metric not in plan.metrics or e is None:
+            continue
+        real_features = features[e.name][real][e.layers["fid"]]
+        for target in sorted({len(s) for s in sets[1:]}):
+            first, second = real_baseline_subsets(len(sets[0]), target, plan.seed)
+            if len(first) < 2:
+                message = (
+                    f"{metric}: no real-vs-real baseline: two disjoint subsets of at least 2 need 4 images"
+                )
+                warnings.append(
+                    SampleSizeWarning(f"{metric}_real_baseline", "real", len(sets[0]), 4, message)
+                )
+                break  # the targets ascend: a larger one cannot fit either
+            value = frechet_distance(
+                real_features[torch.as_tensor(first)], real_features[torch.as_tensor(second)]
+            )
+            baselines.setdefault(metric, {})[str(target)] = {
+                "value": value,
+                "count": len(first),
+                "target_count": target,
+                "disjoint": True,
+            }
+            if len(first) < target:
+                message = baseline_note(metric, len(first), target, len(sets[0]))
+                warnings.append(
+                    SampleSizeWarning(f"{metric}_real_baseline", "real", len(first), target, message)
+                )
+    if baselines:
+        report["real"]["real_baselines"] = baselines
+    report["sample_sizes"] = {
+        **sample_sizes(plan.metrics, counts, dimensions, configs),
+        "below_minimum": [w.as_dict() for w in warnings],
+    }
+    report["warnings"] = [w.message for w in warnings]
+
+
 def evaluate(
     store: ObjectStore,
     plan: EvaluationPlan,
@@ -152,15 +225,8 @@ def evaluate(
         real_entry["isc_mean"], real_entry["isc_std"] = inception_score(
             main[real_name][extractor.layers["isc"]], configs["isc"].splits, plan.seed
         )
-    if "fid" in plan.metrics and len(sets[0]) >= 4:
-        # The FID of two random halves of the real set: what sampling alone gives at this size.
-        order = np.random.default_rng(plan.seed).permutation(len(sets[0]))
-        real_fid = main[real_name][extractor.layers["fid"]]
-        half = len(order) // 2
-        real_entry["fid_real_halves"] = frechet_distance(
-            real_fid[order[:half]], real_fid[order[half : 2 * half]]
-        )
     report["real"] = real_entry
+    _sample_sizes(plan, configs, report, sets, features, extractor, domain)
     files: dict[str, tuple[bytes, str]] = {}
     for images in sets[1:]:
         check()
@@ -179,6 +245,11 @@ def evaluate(
             entry.update(
                 compute(metric, configs[metric], space[real_name], space[name], domain.layers, plan.seed)
             )
+        for metric, baselines in report["real"].get("real_baselines", {}).items():
+            baseline = baselines.get(str(len(images)))
+            if baseline is not None:  # the real-vs-real value at this set's N (or the nearest size possible)
+                entry[f"{metric}_real_baseline"] = baseline["value"]
+                entry[f"{metric}_real_baseline_count"] = baseline["count"]
         report["sets"][name] = entry
         progress.advance(f"metrics of {name}")
 
@@ -288,6 +359,7 @@ def evaluate(
         "extractor_name": plan.extractor if plan.use_extractor else "",
         "extractor_options": plan.extractor_overrides if plan.use_extractor else {},
         "grid_images": plan.grid_images,
+        "strict_sample_size": plan.strict_sample_size,
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},
         "extraction": {
             "images": extracted,

@@ -34,6 +34,10 @@ SUMMARY_KEYS = (
     "domain_fid",
     "domain_kid_mean",
     "domain_kid_std",
+    "fid_real_baseline",
+    "fid_real_baseline_count",
+    "domain_fid_real_baseline",
+    "domain_fid_real_baseline_count",
     "memorized_share",
     "anchoring_share",
 )
@@ -42,7 +46,9 @@ SUMMARY_KEYS = (
 class EvaluateKind(JobKind[evaluation_pb2.EvaluateRequest, EvaluationPlan]):
     name = "evaluate"
     stage = "evaluation"
-    version = "2"  # 2: the address includes anchoring labels, extractor settings and grids
+    # 2: the address includes anchoring labels, extractor settings and grids; 3: sample-size warnings, the
+    # real-vs-real baseline at the synthetic sets' N, no zero KID std from a single subset, strict_sample_size
+    version = "3"
     request_type = evaluation_pb2.EvaluateRequest
     plan_type = EvaluationPlan
 
@@ -79,4 +85,6 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "weights_upstream": extractor.get("weights_upstream"),
         "feature_cache": provenance["feature_cache"],
         "notes": report["notes"],
+        "warnings": report.get("warnings", []),
+        "sample_sizes": report.get("sample_sizes", {}),
     }

@@ -26,8 +26,14 @@ from skingenbench.services.core.manifest import Item
 from skingenbench.services.core.registry import config_from_dict
 from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS
 from skingenbench.services.evaluation.core.metrics import METRICS
+from skingenbench.services.evaluation.core.sample_size import FEATURE_DIMENSIONS, sample_size_warnings
 from skingenbench.services.evaluation.feature_cache import image_set_hash
-from skingenbench.services.evaluation.model_files import pin_file, pin_weights
+from skingenbench.services.evaluation.model_files import (
+    check_references,
+    checkpoint_metadata,
+    pin_file,
+    pin_weights,
+)
 from skingenbench.services.platform.job_kind import JobPlan, JSONValue, ObjectRef
 from skingenbench.services.platform.manifest_io import pin_manifest
 from skingenbench.services.platform.servicer import parse_json_field
@@ -46,7 +52,7 @@ ALL_METRICS = (
 )
 PAIRWISE = ("fid", "kid", "isc", "prc")
 DOMAIN = ("domain_fid", "domain_kid", "class_anchoring")
-GENERAL_OPTIONS = {"profile", "grid_images"}
+GENERAL_OPTIONS = {"profile", "grid_images", "strict_sample_size"}
 DEFAULT_EXTRACTOR = "inception-v3-compat"
 DEFAULT_LABEL = "MEL"
 Address = Callable[[list[str], dict[str, JSONValue], int], str]  # ``JobKind.address`` of the evaluate kind
@@ -93,6 +99,9 @@ class EvaluationPlan(JobPlan):
     seed: int
     notes: tuple[str, ...] = ()
     use_extractor: bool = True  # False: only the domain space is evaluated (weights absent, or not needed)
+    # Refuse (FAILED_PRECONDITION) instead of warning below the documented sample-size minimums
+    # (core/sample_size.py): at Start where the feature width is known then, in the job otherwise.
+    strict_sample_size: bool = False
 
     def metric_configs(self) -> dict[str, Any]:
         return {
@@ -116,7 +125,8 @@ def _split_options(
             if metric is None:
                 raise InvalidArgument(
                     f"unknown option {key!r} in options_json",
-                    hint="options are profile, grid_images, extractor_<field> or <metric>_<field>, "
+                    hint="options are profile, grid_images, strict_sample_size, extractor_<field> or "
+                    "<metric>_<field>, "
                     f"e.g. kid_subset_size, prc_k; metrics: {', '.join(ALL_METRICS)}",
                 )
             per_metric.setdefault(metric, {})[key.removeprefix(f"{metric}_")] = value
@@ -217,6 +227,10 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
             hint=f"one of: {', '.join(n for n in FEATURE_EXTRACTORS.names() if n != 'domain')}",
         )
     checkpoint = dict(request.get("classifier_checkpoint") or {})
+    weights = dict(request.get("extractor_weights") or {})
+    # The read rule first, for every file the request names, whether or not this plan will read it: a path
+    # outside the store and the read roots is refused the same way whether it exists (no oracle).
+    check_references(store, {"extractor weights": weights, "classifier checkpoint": checkpoint})
     metrics = _select_metrics(list(request.get("metrics") or []), bool(checkpoint.get("uri")), extractor)
     stray = sorted(set(per_metric) - set(metrics))
     if stray:
@@ -225,7 +239,6 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
         extractor, profile, extractor_overrides
     )  # validates them now
     notes: list[str] = []
-    weights = dict(request.get("extractor_weights") or {})
     weights_file, weights_sha256 = "", ""
     # Named metrics that all live in the classifier's space (e.g. class anchoring alone) need no Inception.
     use_extractor = not (request.get("metrics") and checkpoint.get("uri") and set(metrics) <= set(DOMAIN))
@@ -285,6 +298,11 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     for metric in ("fid", "domain_fid"):
         if metric in metrics and smallest < 2:
             raise InvalidArgument(f"{metric} needs at least 2 images per set")
+    strict = general.get("strict_sample_size", False)
+    if not isinstance(strict, bool):
+        raise InvalidArgument(f"strict_sample_size must be true or false, got {strict!r}")
+    if strict:
+        _refuse_small_samples(metrics, [real, *synthetic], configs, extractor if use_extractor else "")
     grid_images = int(general.get("grid_images", 16))
     if not 0 <= grid_images <= 256:
         raise InvalidArgument(f"grid_images must be in 0..256, got {grid_images}")
@@ -293,11 +311,13 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
     checkpoint_ref = ObjectRef(checkpoint.get("uri", ""), checkpoint.get("sha256", ""))
     if uses_domain:  # pinned last (the largest read): the job reads exactly the checkpoint checked here
         checkpoint_ref = ObjectRef(checkpoint_ref.uri, pin_file(store, checkpoint, "classifier checkpoint"))
+        checkpoint_metadata(store, checkpoint)  # a checkpoint at all: refused now, not a failed job
     config_fields = {m: dataclasses.asdict(c) for m, c in configs.items()}
     # The address names everything that shapes the outputs: the selected sets' hashes, the metrics and their
     # configs, the weights' and the checkpoint's hashes, the set names, and (since version 2) what each
     # synthetic set is anchored against, the extractor and its settings, and the sample grids. Version 1
-    # left those out, so two requests differing only there shared a prefix.
+    # left those out, so two requests differing only there shared a prefix. Version 3 adds the sample-size
+    # strictness (its outputs: warnings, the baseline at the synthetic sets' N, no zero KID std).
     prefix = address(
         [real.set_hash] + [s.set_hash for s in synthetic],
         {
@@ -311,6 +331,7 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
             "profile": profile,
             "extractor_options": extractor_overrides if use_extractor else {},
             "grid_images": grid_images,
+            "strict_sample_size": strict,
         },
         seed,
     )
@@ -331,4 +352,23 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
         seed,
         tuple(notes),
         use_extractor,
+        strict,
     )
+
+
+def _refuse_small_samples(
+    metrics: list[str], sets: list[SetRef], configs: dict[str, Any], extractor: str
+) -> None:
+    """``strict_sample_size``: below a documented minimum (core/sample_size.py) the request is refused now.
+    The extractor space's width is known from its name; the domain space's only once the checkpoint's network
+    is built, so the job checks that one (and fails with FAILED_PRECONDITION)."""
+    counts = {s.name: s.count for s in sets}
+    warnings = sample_size_warnings(
+        metrics, counts, {"extractor": FEATURE_DIMENSIONS.get(extractor), "domain": None}, configs
+    )
+    if warnings:
+        raise FailedPrecondition(
+            "strict_sample_size: " + "; ".join(w.message for w in warnings),
+            hint="evaluate more images (the grid's evaluation_count; the reference used 5,000 per generator) "
+            "or drop strict_sample_size to get the numbers with these warnings",
+        )

@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import sys
 from typing import Any
 
 from google.protobuf import json_format
 from skingenbench.services.core.device import describe_device
 from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.json_limits import MAX_FIELD_JSON_BYTES, check_json_bounds
 from skingenbench.services.core.version import code_version
 from skingenbench.services.platform.server import ServiceContext
+from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import common_pb2
+
+# The distributions whose versions a reader needs to rerun a number (PyPI names, as
+# ``importlib.metadata`` knows them); every service reports all of them, "absent" where not installed.
+REPORTED_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "diffusers",
+    "torch-fidelity",
+    "scikit-learn",
+    "scikit-image",
+    "scipy",
+    "numpy",
+    "opencv-python-headless",
+    "pillow",
+    "safetensors",
+    "grpcio",
+    "protobuf",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of ``REPORTED_LIBRARIES``, read from package metadata (nothing is imported)."""
+    versions = {}
+    for name in REPORTED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def compute_dtype() -> str:
+    """The floating-point type torch computes in by default in this process; "" where this service does
+    not use torch (torch not loaded: the preprocessing service never imports it, and asking must not)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return ""
+    return str(torch.get_default_dtype()).removeprefix("torch.")
 
 
 def service_info(
@@ -24,6 +67,8 @@ def service_info(
         device=device if device is not None else describe_device(),
         job_slots=ctx.runner.slots,
         registry=registry_names,
+        libraries=library_versions(),
+        dtype=compute_dtype(),
     )
 
 
@@ -58,16 +103,37 @@ def dict_to_request(data: dict[str, Any], message_type):
 
 
 def parse_json_field(text: str, field: str) -> dict[str, Any]:
-    """Decode a ``*_json`` request field; an empty field is an empty dict."""
+    """Decode a ``*_json`` request field; an empty field is an empty dict.
+
+    Its size and nesting are bounded before it is parsed (``MAX_FIELD_JSON_BYTES``, ``MAX_JSON_DEPTH`` in
+    ``skingenbench.services.core.json_limits``), so deep nesting is INVALID_ARGUMENT, never a
+    RecursionError in the decoder.
+    """
     if not text:
         return {}
+    check_json_bounds(text, field, MAX_FIELD_JSON_BYTES)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{field} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:  # unreachable within the depth bound; kept so the answer never depends on it
+        raise InvalidArgument(f"{field} is nested too deeply", field=field) from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{field} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def request_key(store: ObjectStore, uri: str, field: str) -> str:
+    """The store key a request field names (a URI in the store, or a bare key), or INVALID_ARGUMENT that
+    names the field: the key rules (``core/object_keys.py``) say what is wrong, the field says where."""
+    try:
+        return store.key_from_uri(uri)
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            f"{field} {uri[:200]!r} is not a valid object reference: {exc.message}",
+            hint=exc.hint,
+            field=field,
+        ) from None
 
 
 def entry_from_description(description: dict[str, Any]) -> common_pb2.RegistryEntry:

@@ -26,7 +26,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from skingenbench.cli import stack
 
-    return stack.up(args.services or None, timeout_s=args.timeout)
+    # One stack per home: a second `up` says what is running and exits non-zero (stack.py).
+    return stack.up(args.services or None, timeout_s=args.timeout, reuse_running=False)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -70,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list:
     """Command groups beyond the stack: each module's ``register(commands)`` adds its parsers."""
-    from skingenbench.cli import data, generate, run
+    from skingenbench.cli import convert, data, generate, report, run, tls
 
-    return [data.register, generate.register, run.register]
+    return [data.register, generate.register, run.register, report.register, tls.register, convert.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""``skingenbench run`` and ``skingenbench report``: the benchmark grid through Prefect.
+"""``skingenbench run``: the benchmark grid through Prefect (``report`` is in ``cli/report.py``).
 
 ``run`` brings up what is missing — the local service stack (unless endpoints are configured) and
 a local Prefect server (unless ``PREFECT_API_URL`` is set), so the run can be watched in the UI —
@@ -15,6 +15,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from skingenbench.cli.tls import add_tls_arguments, client_tls
 
 
 def _port_free(port: int) -> bool:
@@ -82,7 +84,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The stack's services default to the same store (``stack.up``); the flow gets it, with the
     # endpoints, as its wiring: nothing is passed to it through the environment.
     wiring = Wiring.from_settings(
-        endpoints=endpoints, store_uri=os.environ.get("SKINGENBENCH_STORE") or (home / "store").as_uri()
+        endpoints=endpoints,
+        store_uri=os.environ.get("SKINGENBENCH_STORE") or (home / "store").as_uri(),
+        tls=client_tls(args),
     )
     server = None
     if not os.environ.get("PREFECT_API_URL"):
@@ -120,21 +124,6 @@ def _flush_prefect_logs() -> None:
         pass
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    folder = Path(args.runs_dir) / args.run
-    report = folder / "report.md"
-    if not report.exists():
-        known = sorted(p.name for p in Path(args.runs_dir).glob("*") if p.is_dir())
-        print(
-            f"no report for run {args.run!r} in {args.runs_dir}/ (runs: {', '.join(known) or 'none'})",
-            file=sys.stderr,
-        )
-        return 1
-    print(report.read_text())
-    print(f"\n(HTML: {folder / 'report.html'})")
-    return 0
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a benchmark grid through Prefect")
     run.add_argument("--grid", default="smoke", help="a shipped grid (smoke, paper) or a YAML file")
@@ -147,8 +136,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--run-id", default="", help="default: <grid>-<timestamp>")
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--keep", action="store_true", help="leave the stack and the Prefect server running")
+    add_tls_arguments(run)
     run.set_defaults(func=_cmd_run)
-    report = commands.add_parser("report", help="print a finished run's report")
-    report.add_argument("run")
-    report.add_argument("--runs-dir", default="runs")
-    report.set_defaults(func=_cmd_report)
+    # `report` (show and check) is registered by skingenbench/cli/report.py

@@ -126,7 +126,7 @@ def test_the_registry_and_service_info(world):
     profiles = {p.profile: json.loads(p.config_json) for p in vit.profiles}
     assert profiles["tiny"]["image_size"] == 64 and profiles["paper"]["lr_milestones"] == [15, 25]
     assert vit.requirements[0].name == "imagenet_weights"
-    assert vit.capabilities["gradcam_layer"] == "blocks.11.norm1"
+    assert vit.capabilities["gradcam_layer"] == "encoder.layers.encoder_layer_11.ln_1"  # torchvision ViT-B/16
     with pytest.raises(grpc.RpcError) as missing:
         stub.DescribeClassifier(common_pb2.DescribeRequest(name="alexnet"), timeout=10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -76,6 +76,10 @@ def test_feature_space_report_writes_both_plots():
     assert all(_png_size(png)[0] > 200 for png in plots.values())
     assert numbers["points_per_set"] == {"real": 30, "close": 30, "far": 30, "collapsed": 30}
     assert numbers["sets"]["real"]["count"] == 60  # numbers use every point; only the maps subsample
+    # the plotted coordinates are kept, so the report can redraw the maps for print
+    for method in ("pca", "tsne"):
+        assert {n: len(xy) for n, xy in numbers["points"][method].items()} == numbers["points_per_set"]
+        assert all(len(point) == 2 for xy in numbers["points"][method].values() for point in xy)
 
 
 def test_image_grid():

@@ -91,7 +91,11 @@ def world(tmp_path_factory):
         np.asarray(Image.fromarray(_decode(store, item)).resize((s, s)))
         for item, s in zip(held_out[:6], (48, 80) * 3, strict=True)
     ]
-    return {
+    # The weights live outside the store: the server reads them only from under a read root
+    # (services/platform/readable.py), so the test names their folder as one, as an operator would.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SKINGENBENCH_READ_ROOTS", str(weights.parent))
+    yield {
         "store": store,
         "real": common_pb2.ManifestRef(uri=split.ref.uri, sha256=split.ref.sha256),
         "train_count": len(train),
@@ -106,6 +110,7 @@ def world(tmp_path_factory):
         "weights_dir": weights.parent,
         "checkpoint": _checkpoint(store),
     }
+    patch.undo()
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +154,10 @@ def _address_from_report(report: dict) -> str:
         "profile": provenance["profile"],
         "extractor_options": provenance["extractor_options"],
         "grid_images": provenance["grid_images"],
+        "strict_sample_size": provenance["strict_sample_size"],
     }
     return output_prefix(
-        "evaluation", content_address("evaluation", "2", inputs, settings, provenance["seed"])
+        "evaluation", content_address("evaluation", "3", inputs, settings, provenance["seed"])
     )
 
 
@@ -184,7 +190,9 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
     assert sets["noisy"]["memorized_share"] == 0.0
     assert 0 <= sets["copies"]["fid"] < sets["noisy"]["fid"]
     assert sets["copies"]["kid_mean"] < sets["noisy"]["kid_mean"] and sets["noisy"]["kid_std"] >= 0
-    assert real["isc_mean"] >= 1.0 and "fid_real_halves" in real
+    # The real-vs-real baseline at the synthetic sets' N (8): two disjoint real subsets of 8, beside each set.
+    assert real["isc_mean"] >= 1.0 and real["real_baselines"]["fid"]["8"]["count"] == 8
+    assert sets["noisy"]["fid_real_baseline"] == real["real_baselines"]["fid"]["8"]["value"]
     pair = report["memorization"]["copies"]["pairs"][0]
     assert pair["ssim"] == pytest.approx(1.0) and pair["cosine_distance"] < 1e-5
     assert set(report["feature_space"]) >= {"inception-v3-compat"}
@@ -210,7 +218,7 @@ def test_evaluation_end_to_end_with_every_metric(service, world):
     png = store.get_bytes(store.key_from_uri(outputs["memorization_copies"].uri))
     assert png[:4] == b"\x89PNG" and hashlib.sha256(png).hexdigest() == outputs["memorization_copies"].sha256
     markdown = store.get_bytes(store.key_from_uri(outputs["report_md"].uri)).decode()
-    assert "| set | n | FID | KID |" in markdown and "| copies | 8 |" in markdown
+    assert "| set | n | FID | real-vs-real FID | KID |" in markdown and "| copies | 8 |" in markdown
 
     result = json.loads(done.result_json)
     assert result["sets"]["noisy"]["fid"] == sets["noisy"]["fid"] and result["weights_upstream"] is False
@@ -332,11 +340,18 @@ def test_model_files_are_pinned_at_start(service, world):
     assert (
         error.value.code() == grpc.StatusCode.DATA_LOSS and "expected 111111111111" in error.value.details()
     )
-    # A folder store's URIs are file:// paths, which the evaluation server reads as its own files.
+    # A folder store's file:// URIs name store objects: a missing one is NOT_FOUND, as in every service.
     missing = common_pb2.ObjectRef(uri=world["store"].uri("checkpoints/no-such.safetensors"))
     with pytest.raises(grpc.RpcError) as error:
         stub.StartEvaluation(
             _request(world, metrics=["class_anchoring"], classifier_checkpoint=missing), timeout=30
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "no-such.safetensors" in error.value.details()
+    # A missing file under a read root is a FAILED_PRECONDITION that names it (the operator exposed the folder).
+    absent = common_pb2.ObjectRef(uri=str(world["weights_dir"] / "no-such.safetensors"))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartEvaluation(
+            _request(world, metrics=["class_anchoring"], classifier_checkpoint=absent), timeout=30
         )
     assert (
         error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -392,15 +407,23 @@ def test_class_anchoring_against_each_items_own_label(service, world):
         ({"options_json": json.dumps({"colour": 1})}, grpc.StatusCode.INVALID_ARGUMENT, ("colour",)),
         ({"synthetic": []}, grpc.StatusCode.INVALID_ARGUMENT, ("at least one synthetic set",)),
         ({"real_splits": ["holdout"]}, grpc.StatusCode.FAILED_PRECONDITION, ("holdout",)),
-        (
-            {"extractor_weights": common_pb2.ObjectRef(uri="file:///no/such/weights.pth")},
+        (  # a missing file under a read root: named, with where the weights go
+            {"extractor_weights": "{weights_dir}/no-such/weights.pth"},
             grpc.StatusCode.FAILED_PRECONDITION,
-            (WEIGHTS_FILE, "/no/such/weights.pth"),
+            (WEIGHTS_FILE, "/no-such/weights.pth"),
+        ),
+        (  # outside the store and the read roots: refused by the read rule, whether it exists or not
+            {"extractor_weights": "file:///no/such/weights.pth"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ("extractor_weights", "/no/such/weights.pth", "read roots"),
         ),
     ],
 )
 def test_bad_requests_are_refused_before_a_job_starts(service, world, change, code, texts):
     stub, _ = service
+    if isinstance(change.get("extractor_weights"), str):
+        uri = change["extractor_weights"].format(weights_dir=world["weights_dir"])
+        change = {"extractor_weights": common_pb2.ObjectRef(uri=uri)}
     with pytest.raises(grpc.RpcError) as error:
         stub.StartEvaluation(_request(world, **change), timeout=30)
     assert error.value.code() == code, error.value.details()

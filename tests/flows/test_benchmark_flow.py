@@ -31,6 +31,7 @@ GRID = {
     "seeds": [0],
     "bootstrap_samples": 100,
     "evaluation": {"profile": "tiny"},
+    "evaluation_count": 16,  # FID/KID/IS on seeds 0-15, separate from the training mix
 }
 
 
@@ -81,8 +82,9 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         assert '"device": "cpu"' in report and '"code_version"' in report  # provenance: where it ran
         assert "Artifact removal on phantom ground truth: `advanced`" in report
         assert "Generative metrics: `basic`" in report and "A3-ddpm" in report
+        assert "**16 for FID/KID/IS** (seeds 0–15" in report and "sample-size minimums" in report
         tables = json.loads((tmp_path / "runs" / "first" / "tables.json").read_text())
-        assert len(tables["global_metrics"]) == 8 and len(tables["paired_tests"]) == 6
+        assert len(tables["global_metrics"]) == 8 and len(tables["paired_tests"]) == 6 * 4  # 4 tests each
         # DermGAN: requested vs measured per attribute for each arm, and class anchoring of what was asked.
         assert (
             "## DermGAN controllability" in report and "### `advanced`: Controllability of dermgan" in report
@@ -97,8 +99,14 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         assert all(row["measured"] + row["failures"] == 2 * 2 * 2 for row in controllability)
         html = (tmp_path / "runs" / "first" / "report.html").read_text()
         assert html.count("data:image/png;base64") >= 2 + 2 + 6  # evaluation plots, ROC per arm, confusions
-        assert "melanoma ROC, arm A" in html and "confusion matrix B4" in html
-        assert "DermGAN basic: requested tone" in html
+        assert "ROC curves of" in html and "on the arm-A test split" in html
+        assert "Confusion matrices of" in html and "B4" in html
+        assert "DermGAN, basic arm: images drawn for a requested skin tone" in html
+        # Every figure is also a 300-dpi PNG and a PDF beside the report, linked from the Markdown.
+        figures = tmp_path / "runs" / "first" / "figures"
+        rocs = sorted(p.name for p in figures.glob("roc-a-*"))  # file stems are lower case
+        assert any(n.endswith(".png") for n in rocs) and any(n.endswith(".pdf") for n in rocs)
+        assert "figures/roc-a-" in report
         assert store.exists("runs/first/report.md") and not (tmp_path / "not-the-store").exists()
         assert folder.endswith("first")
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from skingenbench.flows.grid import GRIDS_DIR, GridError, load_grid, parse_grid
+from skingenbench.flows.grid import (
+    GRIDS_DIR,
+    REFERENCE_EVALUATION_COUNT,
+    GridError,
+    load_grid,
+    parse_grid,
+)
 
 
 def test_shipped_grids_load_with_every_axis():
@@ -35,6 +41,12 @@ def test_shipped_grids_load_with_every_axis():
         ({"controllability": {"ita_degrees": ["dark"]}}, "controllability.ita_degrees: a list of numbers"),
         ({"controllability": {"labels": ["MEL", "AK"]}}, "controllability.labels[1]: unknown value 'AK'"),
         ({"controllability": {"repeats": 0}}, "controllability.repeats: a positive integer"),
+        ({"evaluation_count": -1}, "evaluation_count: must be >= 0"),
+        ({"evaluation_count": 64.5}, "evaluation_count: an integer number of images, got 64.5"),
+        ({"evaluation_count": "5000"}, "evaluation_count: an integer number of images, got '5000'"),
+        ({"evaluation_count": True}, "evaluation_count: an integer number of images, got True"),
+        ({"synthetic_count": -3}, "synthetic_count: must be >= 0"),
+        ({"synthetic_count": 1.5}, "synthetic_count: an integer number of images, got 1.5"),
     ],
 )
 def test_malformed_grids_name_the_bad_field(tmp_path, change, message):
@@ -52,3 +64,18 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("name: [unclosed")
     with pytest.raises(GridError, match="not valid YAML"):
         load_grid(str(bad))
+
+
+def test_the_evaluation_count_is_its_own_field_with_the_reference_default():
+    """FID/KID/IS are computed on ``evaluation_count`` images per generator (default 5,000, seeds 0–4999 as
+    the reference study), separate from the ``synthetic_count`` mixed into training (default 0: as many as
+    the real training melanomas)."""
+    data = yaml.safe_load((GRIDS_DIR / "smoke.yaml").read_text())
+    del data["evaluation_count"], data["synthetic_count"]
+    defaults = parse_grid(data)
+    assert defaults.evaluation_count == REFERENCE_EVALUATION_COUNT == 5000 and defaults.synthetic_count == 0
+    assert load_grid("paper").evaluation_count == 5000 and load_grid("paper").synthetic_count == 0
+    smoke = load_grid("smoke")
+    assert 0 < smoke.evaluation_count < 2048  # fast, and small enough to show the FID warning
+    assert parse_grid({**data, "evaluation_count": 0}).evaluation_count == 0  # 0: the training mix itself
+    assert smoke.to_dict()["evaluation_count"] == smoke.evaluation_count  # recorded with the grid

@@ -13,7 +13,8 @@ an augmentation parent with the val or test split is refused (FAILED_PRECONDITIO
 item that carries a val or test split.
 
 Transforms follow the reference: RandomResizedCrop + horizontal flip for training, Resize +
-CenterCrop for evaluation, ImageNet normalisation. Training crops are drawn from a generator seeded
+CenterCrop for evaluation, normalised with the mean/std the classifier's pretrained weights expect
+(``config.mean`` / ``config.std``, from the architecture's reference weights). Training crops are drawn from a generator seeded
 by (seed, epoch, position in the epoch), not from torch's global RNG, so an image's augmentation
 does not depend on threads, batch boundaries or where a resumed run restarted.
 """
@@ -28,7 +29,7 @@ from typing import overload
 import numpy as np
 import torch
 from skingenbench.services.core.classes import CLASS_INDEX, CLASSES
-from skingenbench.services.core.classifiers.models import IMAGENET_MEAN, IMAGENET_STD, ClassifierConfig
+from skingenbench.services.core.classifiers.models import ClassifierConfig
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
 from skingenbench.services.core.imaging.decoding import decode_image
 from skingenbench.services.core.manifest import Item, Manifest
@@ -197,8 +198,8 @@ class ItemImages(Sequence[tuple[np.ndarray, int]]):
         return np.array([CLASS_INDEX.get(item.label, -1) for item in self.items], dtype=np.int64)
 
 
-def _normalise(image: torch.Tensor) -> torch.Tensor:
-    return TF.normalize(image.float() / 255.0, list(IMAGENET_MEAN), list(IMAGENET_STD))
+def _normalise(image: torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
+    return TF.normalize(image.float() / 255.0, list(config.mean), list(config.std))
 
 
 def _as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -229,23 +230,24 @@ def crop_box(
 
 
 def train_transform(image: np.ndarray, config: ClassifierConfig, rng: np.random.Generator) -> torch.Tensor:
-    """RandomResizedCrop(image_size) + horizontal flip, ImageNet-normalised float [3, S, S]."""
+    """RandomResizedCrop(image_size) + horizontal flip, normalised (``config.mean``/``std``) float [3, S, S]."""
     tensor = _as_tensor(image)
     top, left, h, w = crop_box(tensor.shape[1], tensor.shape[2], config.crop_scale, rng)
     tensor = TF.resized_crop(tensor, top, left, h, w, [config.image_size] * 2, antialias=True)
     if config.hflip and rng.random() < 0.5:
         tensor = TF.horizontal_flip(tensor)
-    return _normalise(tensor)
+    return _normalise(tensor, config)
 
 
 def eval_transform(image: np.ndarray, config: ClassifierConfig) -> torch.Tensor:
-    """Resize(resize_size) of the shorter side + CenterCrop(image_size), ImageNet-normalised."""
+    """Resize(resize_size) of the shorter side + CenterCrop(image_size), normalised (``config.mean``/``std``)."""
     tensor = TF.resize(_as_tensor(image), config.resize_size, antialias=True)
-    return _normalise(TF.center_crop(tensor, [config.image_size] * 2))
+    return _normalise(TF.center_crop(tensor, [config.image_size] * 2), config)
 
 
-def denormalise(tensor: torch.Tensor) -> np.ndarray:
+def denormalise(tensor: torch.Tensor, config: ClassifierConfig | None = None) -> np.ndarray:
     """A normalised [3, S, S] tensor back to float RGB [S, S, 3] in [0, 1] (for Grad-CAM overlays)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    config = config or ClassifierConfig()  # the defaults: ImageNet statistics
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
     return (tensor.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()

@@ -93,7 +93,7 @@ def gradcam_overlays(
             targets = [ClassifierOutputTarget(int(c)) for c in predicted]
             maps = cam(input_tensor=batch.to(device), targets=targets)
             for k, heat in enumerate(maps):
-                rgb = denormalise(batch[k]).astype(np.float32)
+                rgb = denormalise(batch[k], config).astype(np.float32)
                 overlay = show_cam_on_image(rgb, np.nan_to_num(heat).astype(np.float32), use_rgb=True)
                 overlays.append(CamOverlay(encode_png(overlay), heat, int(predicted[k]), probs[k]))
     return overlays

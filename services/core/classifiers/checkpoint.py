@@ -76,5 +76,13 @@ def classifier_from_bytes(data: bytes, device: str = "cpu") -> tuple[torch.nn.Mo
     model, _ = CLASSIFIERS.get(metadata["classifier"]).factory(
         dataclasses.replace(config, pretrained="none"), num_classes=len(metadata["classes"])
     )
-    model.load_state_dict(load(data), strict=True)
+    try:
+        model.load_state_dict(load(data), strict=True)
+    except RuntimeError as error:
+        # e.g. an EfficientNet-B0 / ViT-B/16 file written when they were timm's modules (now torchvision's).
+        raise FailedPrecondition(
+            f"the checkpoint's {metadata['classifier']} weights do not fit this version's network "
+            f"({str(error)[:200]})",
+            hint="train the classifier again with this version",
+        ) from None
     return prepare(model, config, device).eval(), config, metadata

@@ -207,6 +207,11 @@ def feature_space_report(
         "pca_explained_variance": explained,
         "tsne_perplexity": perplexity,
         "points_per_set": {n: len(f) for n, f in sets.items()},
+        # the 2-D coordinates themselves, so a report can redraw the plots for print (flows/figures.py)
+        "points": {
+            "pca": {n: np.round(xy, 5).tolist() for n, xy in pca_points.items()},
+            "tsne": {n: np.round(xy, 5).tolist() for n, xy in tsne_points.items()},
+        },
     }
     return numbers, plots
 

@@ -515,14 +515,14 @@ def domain_extractor_from_checkpoint(
     """
     try:
         from skingenbench.services.core.classifiers.checkpoint import classifier_from_bytes
-        from skingenbench.services.core.classifiers.models import IMAGENET_MEAN, IMAGENET_STD
     except ImportError as exc:  # pragma: no cover - depends on what is installed
         raise FailedPrecondition(
             "domain features need the classification package (skingenbench.services.classification)",
             hint=str(exc),
         ) from None
     model, config, metadata = classifier_from_bytes(data, "cpu")
-    preprocess = ClassifierPreprocess(config.resize_size, config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+    # The normalisation the classifier was trained with, from its checkpoint's config (its weights' own).
+    preprocess = ClassifierPreprocess(config.resize_size, config.image_size, config.mean, config.std)
     extractor = create_domain_extractor(
         DomainConfig(batch_size), model, preprocess, device, source, metadata["classes"]
     )

@@ -6,12 +6,15 @@ extracts once and caches:
 
 - FID (Heusel et al. 2017): ``metric_fid.fid_features_to_statistics`` and
   ``metric_fid.fid_statistics_to_metric``;
-- KID (Bińkowski et al. 2018; unbiased MMD², cubic polynomial kernel, mean ± std over subsets):
+- KID (Bińkowski et al. 2018; unbiased MMD², cubic polynomial kernel, mean ± std over subsets; the paper
+  profile's subsets are the reference settings, torch-fidelity's defaults of 100 subsets of 1,000 images):
   ``metric_kid.kid_features_to_metric``;
 - IS (Salimans et al. 2016; mean ± std over splits): ``metric_isc.isc_features_to_metric``;
 - precision/recall (Kynkäänniemi et al. 2019; k-NN balls): ``metric_prc.prc_features_to_metric``.
 
-Bad input gets a message naming the numbers involved before torch-fidelity's assertions can fire.
+Bad input gets a message naming the numbers involved before torch-fidelity's assertions can fire. What the
+sample sizes allow — the documented minimums, their warnings, the real-vs-real baseline — is
+``sample_size.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.registry import Registry
+from skingenbench.services.evaluation.core.sample_size import single_kid_subset
 
 METRICS = Registry("metric")
 LIBRARIES = ("torch", "torch-fidelity", "numpy", "scipy", "scikit-learn", "scikit-image", "timm")
@@ -188,16 +192,8 @@ def _fid(config: FIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
     "Kernel Inception Distance: unbiased MMD², cubic polynomial kernel (Bińkowski et al. 2018)",
     "extractor",
 )
-def _kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
-    mean, std = kernel_distance(
-        real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed
-    )
-    return {
-        "kid_mean": mean,
-        "kid_std": std,
-        "kid_subset_size": config.subset_size,
-        "kid_subsets": config.subsets,
-    }
+def _kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, Any]:
+    return _kid_entry("kid", config, real[layers["kid"]], fake[layers["kid"]], seed)
 
 
 @_register(
@@ -241,11 +237,23 @@ def _domain_fid(config: FIDConfig, real, fake, layers, seed=0) -> dict[str, floa
     "Kernel distance (KID) in a dermoscopy classifier's penultimate-layer features",
     "domain",
 )
-def _domain_kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, float]:
-    mean, std = kernel_distance(
-        real[layers["kid"]], fake[layers["kid"]], config.subset_size, config.subsets, seed
-    )
-    return {"domain_kid_mean": mean, "domain_kid_std": std}
+def _domain_kid(config: KIDConfig, real, fake, layers, seed=0) -> dict[str, Any]:
+    return _kid_entry("domain_kid", config, real[layers["kid"]], fake[layers["kid"]], seed)
+
+
+def _kid_entry(prefix: str, config: KIDConfig, real, fake, seed: int) -> dict[str, Any]:
+    """KID's mean and std over subsets with the settings it used. When both sets have exactly the subset
+    size, every subset is the same pair of sets: one subset is computed and the std is None (not a 0 that
+    would read as agreement between subsets), with ``<prefix>_single_subset`` saying why."""
+    single = single_kid_subset(len(real), len(fake), config.subset_size)
+    mean, std = kernel_distance(real, fake, config.subset_size, 1 if single else config.subsets, seed)
+    return {
+        f"{prefix}_mean": mean,
+        f"{prefix}_std": None if single else std,
+        f"{prefix}_subset_size": config.subset_size,
+        f"{prefix}_subsets": 1 if single else config.subsets,
+        f"{prefix}_single_subset": single,
+    }
 
 
 def compute(
@@ -255,6 +263,6 @@ def compute(
     fake: dict[str, torch.Tensor],
     layers: dict[str, str],
     seed: int = 0,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One registered pairwise metric on two feature dictionaries."""
     return METRICS.get(name).factory(config, real, fake, layers, seed)

@@ -201,7 +201,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
                 f"init_from {folder!r} has no {WEIGHTS_FILE} and {CONFIG_FILE}",
                 field="init_from",
                 hint="make one with StyleGAN2ADABackend.save_pretrained; NVIDIA pickles are not "
-                "loaded (DESIGN.md rule 7)",
+                "loaded (DESIGN.md rule 7): convert one with `skingenbench convert stylegan2-pkl`",
             )
         tensors = load_file(root / WEIGHTS_FILE)
 

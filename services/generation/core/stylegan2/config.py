@@ -105,7 +105,8 @@ class StyleGAN2Config(GeneratorConfig):
 
 # The reference study's run: NVIDIA's train.py --cfg=auto at 256x256, --batch=32, --gamma left to the auto
 # heuristic, lr 0.0025, --target=0.7, --mirror=1, --kimg=240; sampled with truncation psi = 0.8.
-# (The study started from FFHQ-256 weights; those are NVIDIA's pickles and cannot be loaded here.)
+# (The study started from FFHQ-256 weights, NVIDIA's pickle: `skingenbench convert stylegan2-pkl` makes a folder
+# for init_checkpoint from it without running its code; convert.py reports the mapping-depth difference, 8 vs 2.)
 PAPER = StyleGAN2Config(ada_target=0.7, default_truncation_psi=0.8)
 
 # Seconds on a CPU: 32x32, 32-dim latents, 8-32 channels, batch 8; the same losses, regularisers and
