@@ -15,7 +15,8 @@ cannot be written ends all the same: in memory it becomes FAILED with an UNAVAIL
 the store could not be written (watchers get that final event, WatchJob returns, an identical request
 starts a new attempt), and that state is what is written once the store is back.
 
-One module of about 550 lines: the record, the context a job sees and the runner are one state machine
+One module of about 650 lines: the record, the context a job sees, the runner and the retry of refused
+records are one state machine
 (queued -> running -> final, persisted at each change), kept together so that every transition reads
 in one place.
 """
