@@ -24,10 +24,29 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def prefect_server_env(home: Path, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local Prefect server on ``port``.
+
+    The UI finds the API through the server's ``ui-settings``, which default to port 4200 unless told
+    otherwise (Prefect's settings reference: ``server.ui.api_url`` falls back to ``PREFECT_API_URL``,
+    then to ``PREFECT_SERVER_API_HOST``/``_PORT``). So the API port and the UI's API URL are both set
+    to this server's, and a ``PREFECT_API_URL`` inherited from the caller's shell is not passed on.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k != "PREFECT_API_URL"}
+    env.update(
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
+    )
+    return env
+
+
 def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = next(p for p in [4200, *range(4201, 4300)] if _port_free(p))
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = prefect_server_env(home, port)
     log = open(home / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
