@@ -40,12 +40,6 @@ class JobOutcome:
     def uri(self, name: str) -> str:
         return self.outputs[name].uri
 
-    def manifest_ref(self, name: str = "manifest") -> common_pb2.ManifestRef:
-        ref = self.outputs[name]
-        return common_pb2.ManifestRef(
-            uri=ref.uri, sha256=ref.sha256, item_count=int(self.result.get("item_count", 0))
-        )
-
 
 def run_job(
     pool: EndpointPool,

@@ -197,16 +197,16 @@ class JobRunner:
         request_dict = json_format.MessageToDict(request, preserving_proto_field_name=True)
         job_id = self.job_id_for(self.service, kind, request_dict)
         with self._lock:
-            found = self._reusable(job_id)
+            found = self._reusable(job_id, self._load(job_id))
         if found is not None:
             return found
         # Planning reads the store (manifests, checkpoint hashes): done outside the lock, then checked again.
         plan = job_kind.plan(request, self.store).to_json()
         with self._lock:
-            found = self._reusable(job_id)
+            existing = self._load(job_id)  # the store must answer: a new attempt is recorded there first
+            found = self._reusable(job_id, existing)
             if found is not None:
                 return found
-            existing = self._load(job_id)
             record = JobRecord(
                 job_id=job_id, kind=kind, service=self.service, request=request_dict, plan=plan
             )
@@ -219,7 +219,7 @@ class JobRunner:
             self._start(record)
             return record
 
-    def _reusable(self, job_id: str) -> JobRecord | None:
+    def _reusable(self, job_id: str, existing: JobRecord | None) -> JobRecord | None:
         """The job of an identical request if it succeeded or is still queued or running here.
 
         A job this process runs is judged by its state in memory, which is never behind the store's: a
@@ -227,7 +227,6 @@ class JobRunner:
         RUNNING, and is not handed out as ``reused``. A job the store calls QUEUED or RUNNING that no
         live process runs (it died with its server) is stuck, not active: it is started again.
         """
-        existing = self._load(job_id)  # the store must answer: a new attempt is recorded there first
         live = self._live.get(job_id)
         if live is not None and live.record.state not in FINAL_STATES:
             return replace(live.record, reused=True)

@@ -179,7 +179,9 @@ def test_refusals_and_failed_jobs_raise_with_the_error(folder_store):
                 pool,
                 preprocessing_pb2_grpc.PreprocessingStub,
                 "StartQualityReport",
-                preprocessing_pb2.QualityReportRequest(input=imported.manifest_ref(), pipeline="basic"),
+                preprocessing_pb2.QualityReportRequest(
+                    input=common_pb2.ManifestRef(uri=imported.uri("manifest")), pipeline="basic"
+                ),
             )
         pool.close()
 
