@@ -1,6 +1,6 @@
 """The report's statistics on top of what the services computed: multiplicity and seed aggregation.
 
-Pure numpy (no torch, no store), so a notebook, the report and ``skingenbench report check`` share it.
+Pure numpy (no torch, no store; the percentile interval is the classification core's own), so a notebook, the report and ``skingenbench report check`` share it.
 
 - **Holm's step-down correction** (Holm 1979, "A simple sequentially rejective multiple test
   procedure", Scand. J. Statist. 6:65-70): with the m p-values of a family sorted ascending,
@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DEFAULT_LEVEL = 0.95
+# One percentile interval for the services' CIs and the report's: the classification core's (numpy only).
+from skingenbench.services.classification.core.bootstrap import DEFAULT_LEVEL, percentile_interval
 
 
 def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
@@ -44,20 +45,6 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[index] = running
     return adjusted
-
-
-def percentile_interval(replicates, level: float = DEFAULT_LEVEL) -> tuple[float | None, float | None, int]:
-    """(low, high, n_undefined) of the finite replicates: the percentile interval (Efron & Tibshirani
-    1993, ch. 13), computed as ``services/classification/core/bootstrap.percentile_interval`` does."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"confidence level must lie in (0, 1), got {level}")
-    values = np.asarray(replicates, dtype=float).ravel()
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None, None, int(values.size)
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(finite, [tail, 100.0 - tail])
-    return float(low), float(high), int(values.size - finite.size)
 
 
 def seed_and_image_replicates(replicates, seed: int = 0) -> np.ndarray:

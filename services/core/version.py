@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from skingenbench import __version__
@@ -31,3 +33,15 @@ def code_version() -> str:
             except (OSError, subprocess.SubprocessError):
                 sha = ""
     return f"{__version__}+g{sha}" if sha else __version__
+
+
+def installed_versions(distributions: Iterable[str]) -> dict[str, str]:
+    """Installed version of each distribution (PyPI name), read from package metadata without importing
+    it; "absent" where it is not installed. What a report records so a reader can rerun a number."""
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
 from typing import Any
@@ -11,7 +10,7 @@ from google.protobuf import json_format
 from skingenbench.services.core.device import describe_device
 from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.json_limits import MAX_FIELD_JSON_BYTES, check_json_bounds
-from skingenbench.services.core.version import code_version
+from skingenbench.services.core.version import code_version, installed_versions
 from skingenbench.services.platform.server import ServiceContext
 from skingenbench.services.platform.store import ObjectStore
 
@@ -39,13 +38,7 @@ REPORTED_LIBRARIES = (
 
 def library_versions() -> dict[str, str]:
     """Installed versions of ``REPORTED_LIBRARIES``, read from package metadata (nothing is imported)."""
-    versions = {}
-    for name in REPORTED_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    return installed_versions(REPORTED_LIBRARIES)
 
 
 def compute_dtype() -> str:

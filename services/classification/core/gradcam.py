@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from skingenbench.services.classification.core.data import denormalise, eval_transform
 from skingenbench.services.core.classifiers.models import ARCHITECTURES, ClassifierConfig
 from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.decoding import encode_png
 
 
 @dataclass
@@ -54,13 +54,6 @@ def vit_reshape(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor
         return patches.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2)
 
     return reshape
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buffer.tobytes()
 
 
 def gradcam_overlays(

@@ -19,13 +19,13 @@ sample sizes allow — the documented minimums, their warnings, the real-vs-real
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.registry import Registry
+from skingenbench.services.core.version import installed_versions
 from skingenbench.services.evaluation.core.sample_size import single_kid_subset
 
 METRICS = Registry("metric")
@@ -155,13 +155,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
 
 def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    """Installed versions of ``LIBRARIES``, read from package metadata (nothing is imported)."""
+    return installed_versions(LIBRARIES)
 
 
 # -- the registry: what ListMetrics shows, and the functions the service calls -------------------------
