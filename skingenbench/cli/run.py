@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from skingenbench.cli.errors import UserError
 from skingenbench.cli.tls import add_tls_arguments, client_tls
 
 
@@ -77,7 +78,7 @@ def _endpoint_options(options: list[str]) -> dict[str, str]:
     for option in options:
         stage, _, targets = option.partition("=")
         if stage not in SERVICES or not targets:
-            raise SystemExit(
+            raise UserError(
                 f"--endpoints {option!r}: expected STAGE=HOST:PORT[*SLOTS],... with STAGE one of "
                 f"{', '.join(SERVICES)}"
             )
@@ -85,14 +86,45 @@ def _endpoint_options(options: list[str]) -> dict[str, str]:
     return endpoints
 
 
+def _check_runs_dir(runs_dir: str) -> None:
+    folder = Path(runs_dir)
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(
+            f"--runs-dir {runs_dir!r}: {str(existing)!r} is not a writable folder; choose another"
+        )
+
+
+def _validate(args: argparse.Namespace, endpoints: dict[str, str]):
+    """Everything about the request that can be wrong, checked before a process or a flow run starts."""
+    from skingenbench.flows.grid import GridError
+    from skingenbench.flows.validation import validate_grid
+
+    _check_runs_dir(args.runs_dir)
+    try:
+        # The local stack reads this machine's disk; remote services read theirs (their paths are theirs).
+        return validate_grid(args.grid, args.pipelines, check_data_paths=not endpoints)
+    except GridError as error:
+        raise UserError(f"grid {args.grid!r}: {error}") from error
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    """``--debug`` (taken off the command line by ``cli.main``, which sets ``args.debug``) or ``SKINGENBENCH_DEBUG``."""
+    return bool(getattr(args, "debug", False)) or os.environ.get("SKINGENBENCH_DEBUG", "") not in ("", "0")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Every ``UserError`` raised before the run is ``cli.main``'s to print: one line, exit 2."""
     from skingenbench.cli import stack
     from skingenbench.flows.endpoints import endpoint_specs_from_env
+
+    endpoints = {**endpoint_specs_from_env(), **_endpoint_options(args.endpoints or [])}
+    _validate(args, endpoints)  # no stack, no server, no flow run for a mistake in the request
+
     from skingenbench.flows.wiring import Wiring
 
     home = stack.home()
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    endpoints = {**endpoint_specs_from_env(), **_endpoint_options(args.endpoints or [])}
     started_stack = False
     if not endpoints:  # nothing configured: the local stack, started unless it is up
         members_before = stack.load_members()
@@ -113,9 +145,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         os.environ["PREFECT_API_URL"] = f"{url}/api"
         print(f"Prefect UI: {url}  (watch the run there)", flush=True)
     try:
-        from skingenbench.flows.benchmark import benchmark
-
-        folder = benchmark(grid_spec=args.grid, run_id=args.run_id, runs_dir=args.runs_dir, wiring=wiring)
+        folder = _run_flow(args, wiring)
+        if folder is None:
+            return 1
         print(f"\nreport: {Path(folder) / 'report.md'}\n        {Path(folder) / 'report.html'}")
         return 0
     finally:
@@ -132,6 +164,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
 
 
+def _run_flow(args: argparse.Namespace, wiring) -> str | None:
+    """The flow with the terminal view subscribed to its progress; None (and one line) when it failed."""
+    from skingenbench.cli.run_progress import choose_view, quiet_prefect_console
+    from skingenbench.flows.benchmark import benchmark
+    from skingenbench.flows.progress import add_listener
+
+    selection = {"pipelines": args.pipelines} if args.pipelines else {}
+    view = choose_view(args.plain)
+    remove = add_listener(view)
+    try:
+        with view, quiet_prefect_console(view, tracebacks=_debug(args)):
+            return benchmark(
+                grid_spec=args.grid, run_id=args.run_id, runs_dir=args.runs_dir, wiring=wiring, **selection
+            )
+    except Exception as error:  # the run's failure is in the Prefect UI and its logs; here, one line
+        if _debug(args):
+            raise
+        print(f"error: the run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            "  (the Prefect UI and .skingenbench/logs have the details; --debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        remove()
+
+
 def _flush_prefect_logs() -> None:
     """Send buffered run logs to the API before the server they go to is stopped; otherwise Prefect's log
     worker tries at interpreter exit, finds no server and prints "Error logging to API"."""
@@ -145,7 +204,13 @@ def _flush_prefect_logs() -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a benchmark grid through Prefect")
-    run.add_argument("--grid", default="smoke", help="a shipped grid (smoke, paper) or a YAML file")
+    run.add_argument("--grid", default="demo", help="a shipped grid (demo, smoke, paper) or a YAML file")
+    run.add_argument(
+        "--pipelines",
+        nargs="+",
+        metavar="NAME",
+        help="run only these pipelines of the grid, e.g. A1 A2 (default: all)",
+    )
     run.add_argument(
         "--endpoints",
         nargs="*",
@@ -155,6 +220,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--run-id", default="", help="default: <grid>-<timestamp>")
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--keep", action="store_true", help="leave the stack and the Prefect server running")
+    run.add_argument(
+        "--plain", action="store_true", help="progress as plain lines (also when not a terminal)"
+    )
     add_tls_arguments(run)
     run.set_defaults(func=_cmd_run)
     # `report` (show and check) is registered by skingenbench/cli/report.py
