@@ -73,13 +73,19 @@ def detect_ruler(
     band_fraction: float = 0.2,
     min_length_fraction: float = 0.05,
     orientations: int = 8,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean mask of thin dark straight structures in the border band of the image."""
+    """Boolean mask of thin dark straight structures in the border band of the image.
+
+    ``exclude`` (e.g. the hair mask, when hair and marks are inpainted in one pass) is never a mark:
+    a hair crossing the band is straight over a few pixels and would otherwise be counted twice."""
     gray = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
     length = scaled_pixels(rgb.shape, kernel_fraction, minimum=3)
     candidates = (dark_line_response(gray, length, orientations=4) > threshold) & border_band(
         rgb.shape, band_fraction
     )
+    if exclude is not None:
+        candidates &= ~exclude.astype(bool)
     straight = straight_runs(
         candidates, scaled_pixels(rgb.shape, min_length_fraction, minimum=3), orientations
     )
@@ -88,6 +94,26 @@ def detect_ruler(
     keep[np.unique(labels[straight])] = True
     keep[0] = False
     return keep[labels]
+
+
+def detect_marks(
+    rgb: np.ndarray,
+    remove_ink: bool = True,
+    remove_ruler: bool = True,
+    ink_min_saturation: float = 0.3,
+    ruler_threshold: float = 15.0,
+    ruler_band_fraction: float = 0.2,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean mask of the ink and ruler marks the switches ask for (not dilated, not inpainted)."""
+    marks = np.zeros(rgb.shape[:2], bool)
+    if remove_ink:
+        marks |= detect_ink(rgb, min_saturation=ink_min_saturation)
+    if remove_ruler:
+        marks |= detect_ruler(
+            rgb, threshold=ruler_threshold, band_fraction=ruler_band_fraction, exclude=exclude
+        )
+    return marks
 
 
 def remove_marks(
@@ -101,10 +127,8 @@ def remove_marks(
     inpaint_method: str = "telea",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(image with the marks inpainted, boolean mask of the detected marks)."""
-    marks = np.zeros(rgb.shape[:2], bool)
-    if remove_ink:
-        marks |= detect_ink(rgb, min_saturation=ink_min_saturation)
-    if remove_ruler:
-        marks |= detect_ruler(rgb, threshold=ruler_threshold, band_fraction=ruler_band_fraction)
+    marks = detect_marks(
+        rgb, remove_ink, remove_ruler, ink_min_saturation, ruler_threshold, ruler_band_fraction
+    )
     region = dilate(marks, scaled_pixels(rgb.shape, dilation_fraction, minimum=0))
     return inpaint(rgb, region, inpaint_method), marks

@@ -47,6 +47,10 @@ class BasicConfig(ConfigBase):
         32,
         16384,
     )
+    clean_at_output_scale: bool = setting(
+        True,
+        "clean and measure at the output's scale (600x450 -> 341x256 for 256 px): what the output keeps",
+    )
     augmentation: AugmentationConfig = section(AugmentationConfig, "geometric augmentation (GTA sets)")
     measurements: MeasurementConfig = section(MeasurementConfig, "per-image measurements")
 
