@@ -19,7 +19,18 @@ from skingenbench.services.platform.tls import ClientTls, secure_or_insecure_cha
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc
 
-FINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
+# Where a watch ends. INTERRUPTED is final for the watcher only: the server stopped before the job ended,
+# and its next start resumes the job (submitting the same request again then finds it, by its id).
+FINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+    common_pb2.JOB_STATE_INTERRUPTED,
+}
+INTERRUPTED_HINT = (
+    "the service stopped before the job ended; it resumes from its last checkpoint when the service "
+    "starts again: submit the same request again (or watch the same job id) to follow it there"
+)
 
 
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -98,12 +109,42 @@ def watch_job(
     on_event: Callable[[common_pb2.ProgressEvent], None] | None = None,
     timeout_s: float | None = None,
 ) -> common_pb2.Job:
-    """Follow a job's progress stream to its end and return the final job."""
+    """Follow a job's progress stream to its end and return the job as it ended.
+
+    The state is one of ``FINAL``; ``JOB_STATE_INTERRUPTED`` means the server shut down first and the job
+    resumes on its next start (``is_interrupted``, ``describe_end``). When the server has already gone
+    by the time the job is asked for, the interrupted job is answered from its last event."""
     jobs = common_pb2_grpc.JobsStub(channel)
+    last: common_pb2.ProgressEvent | None = None
     for event in jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s):
+        last = event
         if on_event is not None:
             on_event(event)
-    return jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))
+    try:
+        return jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))
+    except grpc.RpcError as exc:
+        if last is None or last.state != common_pb2.JOB_STATE_INTERRUPTED:
+            raise
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            raise
+        return common_pb2.Job(job_id=job_id, state=common_pb2.JOB_STATE_INTERRUPTED, last_progress=last)
+
+
+def is_interrupted(job: common_pb2.Job) -> bool:
+    """The job's server stopped before it ended: it resumes there, nothing needs to be run again by hand."""
+    return job.state == common_pb2.JOB_STATE_INTERRUPTED
+
+
+def describe_end(job: common_pb2.Job) -> str:
+    """One line on how a watched job ended, for logs and the CLI: state, then the error or the last
+    message, and for an interrupted job what happens next."""
+    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    what = f"{job.kind} job {job.job_id}" if job.kind else f"job {job.job_id}"
+    if is_interrupted(job):
+        return f"{what} INTERRUPTED: {INTERRUPTED_HINT}"
+    detail = f"{job.error.code}: {job.error.message}" if job.error.code else job.last_progress.message
+    hint = f" (hint: {job.error.hint})" if job.error.hint else ""
+    return f"{what} {state}" + (f": {detail}{hint}" if detail else "")
 
 
 def iter_events(channel: grpc.Channel, job_id: str, after: int = 0) -> Iterator[common_pb2.ProgressEvent]:

@@ -23,7 +23,9 @@ in one place.
 
 from __future__ import annotations
 
+import builtins  # ``list`` is also a method of JobRunner
 import collections
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -51,12 +53,21 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# Stopped by a shutdown before it ended: the last event a watcher gets from this process (the stream ends
+# with it, so no watcher holds the server open), not the job's end: the next start resumes it.
+INTERRUPTED = "INTERRUPTED"
+WATCH_ENDS = FINAL_STATES | {INTERRUPTED}
+RESUMABLE_STATES = frozenset({QUEUED, RUNNING, INTERRUPTED})
 _EVENTS_KEPT = 1000  # per job, in memory, for WatchJob replay
 _PERSIST_INTERVAL_S = 1.0  # progress is persisted at most this often; state changes always
 # A record the store refused is written again after 0.5 s, 1 s, 2 s, ... at most 5 s apart, until it is:
 # once the store is back, a job's state is in it within a few seconds.
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 5.0
+# Of the runner's shutdown budget, what is kept for recording the jobs still running at its end as
+# INTERRUPTED and for the last write of refused records (at most this, at most a quarter of the budget).
+_RECORD_RESERVE_S = 2.0
+_NO_LOCK = contextlib.nullcontext()
 
 
 def _now() -> str:
@@ -163,6 +174,7 @@ class JobRunner:
         self._unrecorded_changed = threading.Condition()
         self._retrier: threading.Thread | None = None
         self._closed = threading.Event()
+        self._busy = 0  # pool threads inside ``_run_guarded``: a job that ignores shutdown keeps one
 
     # -- registration ----------------------------------------------------------------------------
     def register(self, kind: JobKind) -> None:
@@ -203,6 +215,8 @@ class JobRunner:
         # Planning reads the store (manifests, checkpoint hashes): done outside the lock, then checked again.
         plan = job_kind.plan(request, self.store).to_json()
         with self._lock:
+            if self.stopping.is_set():  # again under the lock: shutdown's sweep sees every queued job
+                raise FailedPrecondition("server is shutting down; submit the job again after it restarts")
             existing = self._load(job_id)  # the store must answer: a new attempt is recorded there first
             found = self._reusable(job_id, existing)
             if found is not None:
@@ -258,7 +272,7 @@ class JobRunner:
         self._pool.submit(self._run_guarded, record, live)
 
     def resume_interrupted(self) -> list[str]:
-        """Start again every job that was queued or running when this service last stopped."""
+        """Start again every job that was queued, running or interrupted when this service last stopped."""
         resumed = []
         for key in self.store.list(f"jobs/{self.service}/"):
             try:
@@ -266,7 +280,7 @@ class JobRunner:
             except (ValueError, TypeError) as exc:
                 log.warning("unreadable job record %s: %s", key, exc)
                 continue
-            if record.state in (QUEUED, RUNNING) and record.job_id not in self._live:
+            if record.state in RESUMABLE_STATES and record.job_id not in self._live:
                 if record.kind not in self._kinds:
                     continue
                 log.info("resuming interrupted job %s (%s)", record.job_id, record.kind)
@@ -279,14 +293,16 @@ class JobRunner:
     def _run_guarded(self, record: JobRecord, live: _Live) -> None:
         """``_run`` in a pool thread: an exception that escapes it is logged and fails the job, never
         vanishes into the thread pool's future (which nobody reads)."""
+        with self._lock:
+            self._busy += 1
         try:
             self._run(record, live)
         except BaseException:
             log.exception("job %s (%s): the job runner itself failed", record.job_id, record.kind)
             if live.events and live.events[-1]["state"] in FINAL_STATES:
                 return  # its watchers were told how it ended
-            if record.state == QUEUED and self.stopping.is_set():
-                return  # left queued for the next start
+            if record.state in (QUEUED, INTERRUPTED) and self.stopping.is_set():
+                return  # left for the next start
             try:
                 record.result = {}
                 record.error = {
@@ -298,30 +314,28 @@ class JobRunner:
                 self._finish(record, FAILED, message="INTERNAL: the job runner failed")
             except BaseException:
                 log.exception("job %s: could not record its failure", record.job_id)
+        finally:
+            with self._lock:
+                self._busy -= 1
 
     def _run(self, record: JobRecord, live: _Live) -> None:
         if live.cancel.is_set():
             self._finish(record, CANCELLED, message="cancelled before it started")
             return
-        if self.stopping.is_set():
-            return  # stays QUEUED in the store: resumed on the next start
-        record.state = RUNNING
-        record.started = _now()
-        record.attempts += 1
+        # Under the runner's lock, against shutdown's sweep of queued jobs: either the sweep finds this job
+        # QUEUED and interrupts it, or it is RUNNING before the sweep looks and stops through its context.
+        with self._lock:
+            if self.stopping.is_set():
+                return  # the sweep in ``shutdown`` tells its watchers; the next start resumes it
+            record.state = RUNNING
+            record.started = _now()
+            record.attempts += 1
         self._emit(record, step=0, total=0, message="started", metrics={}, force=True)
         context = JobContext(self, record, live.cancel)
         try:
             result = self._run_kind(self._kinds[record.kind], record, context)
         except JobInterrupted:
-            record.state = QUEUED
-            self._emit(
-                record,
-                step=record.last_progress.get("step", 0),
-                total=record.last_progress.get("total", 0),
-                message="interrupted by shutdown; resumes when the service restarts",
-                metrics={},
-                force=True,
-            )
+            self._interrupt(live, "interrupted by shutdown; resumes when the service restarts")
             return
         except Cancelled:
             self._finish(record, CANCELLED, message="cancelled")
@@ -357,17 +371,42 @@ class JobRunner:
         return {**outputs.summary, "reused_output": True} if reused else dict(outputs.summary)
 
     def _finish(self, record: JobRecord, state: str, message: str) -> None:
-        record.state = state
-        record.finished = _now()
-        last = record.last_progress
-        self._emit(
-            record,
-            step=last.get("step", 0),
-            total=last.get("total", 0),
-            message=message,
-            metrics=last.get("metrics", {}),
-            force=True,
-        )
+        live = self._live.get(record.job_id)
+        # Under the job's condition: a shutdown that abandons the job (``_interrupt``) cannot come between
+        # the new state and its event.
+        with live.changed if live is not None and live.record is record else _NO_LOCK:
+            record.state = state
+            record.finished = _now()
+            last = record.last_progress
+            self._emit(
+                record,
+                step=last.get("step", 0),
+                total=last.get("total", 0),
+                message=message,
+                metrics=last.get("metrics", {}),
+                force=True,
+            )
+
+    def _interrupt(self, live: _Live, message: str, only_if: frozenset[str] = RESUMABLE_STATES) -> bool:
+        """End a job's watch streams with INTERRUPTED and record it so; the next start resumes it.
+
+        ``only_if``: the states it may be interrupted from (a job that reached a final state meanwhile
+        keeps it). Returns whether it was interrupted."""
+        record = live.record
+        with live.changed:
+            if record.state not in only_if:
+                return False
+            record.state = INTERRUPTED
+            last = record.last_progress
+            self._emit(
+                record,
+                step=last.get("step", 0),
+                total=last.get("total", 0),
+                message=message,
+                metrics=last.get("metrics", {}),
+                force=True,
+            )
+        return True
 
     def _emit(
         self,
@@ -580,7 +619,8 @@ class JobRunner:
         is_active: Callable[[], bool] = lambda: True,
         poll_s: float = 0.5,
     ) -> Iterator[dict[str, Any]]:
-        """Progress events after ``after_sequence`` until the job reaches a final state."""
+        """Progress events after ``after_sequence`` until the job reaches a final state or is interrupted
+        by this server's shutdown (the last event then says INTERRUPTED)."""
         live = self._live.get(job_id)
         if live is None:
             record = self.get(job_id)
@@ -598,7 +638,7 @@ class JobRunner:
             for event in pending:
                 seen = event["sequence"]
                 yield event
-                if event["state"] in FINAL_STATES:
+                if event["state"] in WATCH_ENDS:
                     return
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -635,18 +675,85 @@ class JobRunner:
         return self.get(job_id)
 
     # -- shutdown --------------------------------------------------------------------------------
-    def shutdown(self, grace_s: float = 30.0) -> None:
-        """Ask running jobs to checkpoint and stop; they resume on the next start.
+    @property
+    def busy(self) -> int:
+        """Pool threads still running a job: after ``shutdown``, jobs that did not stop in time."""
+        with self._lock:
+            return self._busy
 
-        Waits for the jobs running here (their state in memory: a job that ended but could not be
-        recorded is not waited for), then writes once more what the store refused.
+    def shutdown(self, grace_s: float = 30.0) -> builtins.list[str]:
+        """Stop within ``grace_s``: jobs checkpoint and stop, watchers get INTERRUPTED, records are written.
+
+        Queued jobs never start here: they are INTERRUPTED at once. Running jobs are asked to stop (their
+        context's ``should_stop``/``check_cancelled``) and waited for until the budget less a reserve;
+        one still running then is abandoned: recorded INTERRUPTED, its watchers told, its thread left to
+        the process's exit. Nothing stored is lost by that: its outputs are written before its completion
+        marker, so the next start resumes it from its last checkpoint, or re-runs it, or reattaches its
+        outputs when it finished after all. Returns the ids of the abandoned jobs.
         """
+        deadline = time.monotonic() + max(0.0, grace_s)
+        record_by = deadline - min(_RECORD_RESERVE_S, max(0.0, grace_s) / 4)
         self.stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + grace_s
-        for live in list(self._live.values()):
-            while live.record.state == RUNNING and time.monotonic() < deadline:
+        # Under the runner's lock, against ``_run``'s QUEUED -> RUNNING and ``submit``'s queueing (both check
+        # ``stopping`` under it): a job queued here now never runs here. Only memory changes under the lock;
+        # the records are written (and the watchers told) by a thread bounded by the deadline, because a
+        # store that is down can hang a write for its whole timeout.
+        with self._lock:
+            lives = list(self._live.values())
+            queued = [live for live in lives if live.record.state == QUEUED]
+            for live in queued:
+                live.record.state = INTERRUPTED
+        writers = [self._bounded_writer(self._tell_interrupted, queued)]
+        for live in lives:
+            while live.record.state == RUNNING and time.monotonic() < record_by:
                 with live.changed:
-                    live.changed.wait(0.2)
+                    live.changed.wait(min(0.1, max(0.0, record_by - time.monotonic())))
         self._closed.set()
+        abandoned = [live for live in lives if live.record.state == RUNNING]
+        writers.append(self._bounded_writer(self._record_at_shutdown, abandoned))
+        for writer in writers:
+            writer.join(max(0.0, deadline - time.monotonic()))
+        if any(writer.is_alive() for writer in writers):
+            log.error(
+                "job records were still being written when the shutdown grace ended; the store keeps "
+                "their older states, and those jobs start again on the next start"
+            )
+        return [live.record.job_id for live in abandoned]
+
+    def _bounded_writer(
+        self, target: Callable[[builtins.list[_Live]], None], lives: builtins.list[_Live]
+    ) -> threading.Thread:
+        writer = threading.Thread(
+            target=target, args=(lives,), name=f"job-shutdown-{self.service}", daemon=True
+        )
+        writer.start()
+        return writer
+
+    def _tell_interrupted(self, queued: builtins.list[_Live]) -> None:
+        for live in queued:
+            last = live.record.last_progress
+            self._emit(
+                live.record,
+                step=last.get("step", 0),
+                total=last.get("total", 0),
+                message="queued when the service stopped; starts when it restarts",
+                metrics=last.get("metrics", {}),
+                force=True,
+            )
+
+    def _record_at_shutdown(self, abandoned: builtins.list[_Live]) -> None:
+        for live in abandoned:
+            if self._interrupt(
+                live,
+                "did not stop within the shutdown grace: abandoned; resumes from its last checkpoint (or "
+                "runs again) when the service restarts",
+                only_if=frozenset({RUNNING}),
+            ):
+                log.warning(
+                    "job %s (%s) did not stop within the shutdown grace; recorded INTERRUPTED, it resumes "
+                    "on the next start",
+                    live.record.job_id,
+                    live.record.kind,
+                )
         self._flush_unrecorded()

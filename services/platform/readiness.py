@@ -76,7 +76,8 @@ class StoreReadiness:
         while not self._stop.wait(self.interval_s):
             self.probe()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop probing; wait for a probe in progress at most ``timeout_s`` (default: one interval + 1 s)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval_s + 1.0)
+            self._thread.join(timeout=self.interval_s + 1.0 if timeout_s is None else timeout_s)

@@ -3,8 +3,10 @@
 It wires what all services share — the object store, the job runner, grpc.health.v1 per service
 name, server reflection, raised message limits, the auth/logging/error interceptors — and leaves
 one thing to each stage: a ``setup(ctx)`` function in ``services/<stage>/service.py`` that adds its
-servicer and job handlers. SIGTERM drains: health turns NOT_SERVING, running jobs checkpoint and stay
-queued for the next start, in-flight RPCs get the grace period to finish.
+servicer and job handlers. SIGTERM drains within one budget, ``SKINGENBENCH_SHUTDOWN_GRACE_S``: health turns
+NOT_SERVING, queued jobs and running jobs that checkpointed end as INTERRUPTED for their watchers (they
+resume on the next start), a job that does not stop in time is abandoned to that same next start, and
+in-flight RPCs get what is left; the process then exits, inside the budget (docs/shutdown.md).
 Health also follows the store: NOT_SERVING while it does not answer, probed in the background
 (``readiness.py``).
 """
@@ -12,8 +14,10 @@ Health also follows the store: NOT_SERVING while it does not answer, probed in t
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,21 +63,37 @@ class RunningService:
     port: int
     health_server: grpc.Server | None = None  # the plaintext health-only listener (settings.health_port)
     readiness: StoreReadiness | None = None  # health follows the store (readiness.py)
+    _stopped: list[str] | None = None  # set by the first ``stop``: what it abandoned
 
     @property
     def target(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Graceful stop: refuse new work, let jobs checkpoint, drain in-flight calls."""
-        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+    def stop(self, grace_s: float | None = None) -> list[str]:
+        """Graceful stop within one budget: refuse new work, let jobs checkpoint, drain in-flight calls.
+
+        The budget (``grace_s``, default the settings' ``shutdown_grace_s``) is one deadline, not one per
+        phase: jobs get it less ``shutdown_calls_s`` (at most half of it) to checkpoint and stop, then the
+        calls still in flight get what is left and are cancelled at the deadline. Watch streams end as
+        their jobs reach INTERRUPTED, so they do not hold the drain. Returns the ids of jobs abandoned
+        because they did not stop in time (they resume or run again on the next start).
+        """
+        if self._stopped is not None:
+            return self._stopped  # stopped already (a signal and a context manager may both stop it)
+        grace = max(0.0, self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        deadline = time.monotonic() + grace
+        calls_s = min(max(0.0, self.settings.shutdown_calls_s), grace / 2)
+        self.health.enter_graceful_shutdown()  # NOT_SERVING from now on; later store probes are ignored
         if self.readiness is not None:
-            self.readiness.stop()
-        self.health.enter_graceful_shutdown()
-        self.runner.shutdown(grace)
-        self.server.stop(grace).wait()
+            self.readiness.stop(timeout_s=0.0)  # a probe in progress must not spend the budget
+        abandoned = self.runner.shutdown(grace - calls_s)
+        remaining = max(0.0, deadline - time.monotonic())
+        # grpc: stop accepting calls now, cancel those still running after ``remaining`` seconds.
+        self.server.stop(remaining).wait(remaining + 1.0)
         if self.health_server is not None:
-            self.health_server.stop(0).wait()
+            self.health_server.stop(0).wait(1.0)
+        self._stopped = abandoned
+        return abandoned
 
 
 def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
@@ -194,5 +214,19 @@ def serve(stage: str, setup: StageSetup) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    log.info("stopping %s", service.settings.service_name)
-    service.stop()
+    grace = service.settings.shutdown_grace_s
+    log.info("stopping %s (shutdown grace %.0f s)", service.settings.service_name, grace)
+    began = time.monotonic()
+    abandoned = service.stop()
+    log.info(
+        "%s stopped in %.1f s (grace %.0f s)%s",
+        service.settings.service_name,
+        time.monotonic() - began,
+        grace,
+        f"; {len(abandoned)} job(s) abandoned, they resume on the next start" if abandoned else "",
+    )
+    if service.runner.busy:
+        # A job thread that ignores shutdown would hold the interpreter's exit (concurrent.futures joins
+        # its workers at exit): its state is recorded, so the process leaves without it.
+        logging.shutdown()
+        os._exit(0)

@@ -16,6 +16,16 @@ SERVICES: dict[str, tuple[str, int]] = {
 }
 
 
+def _float(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "")
     if not raw:
@@ -36,7 +46,10 @@ class ServiceSettings:
     max_message_mb: int = 64
     rpc_workers: int = 16
     job_slots: int = 1
+    # One shutdown budget for jobs and calls together (server.py, docs/shutdown.md): jobs get it less
+    # ``shutdown_calls_s`` to checkpoint and stop, in-flight calls the rest; the process exits inside it.
     shutdown_grace_s: float = 30.0
+    shutdown_calls_s: float = 5.0
     resume_jobs: bool = True
     # TLS (paths of PEM files; tls.py): a certificate and its key turn TLS on, a client CA requires
     # client certificates (mutual TLS). With TLS the server binds a secure port only.
@@ -84,7 +97,8 @@ class ServiceSettings:
             max_message_mb=int(get("MAX_MESSAGE_MB", "64")),
             rpc_workers=int(get("RPC_WORKERS", "16")),
             job_slots=int(get("JOB_SLOTS", "1")),
-            shutdown_grace_s=float(get("SHUTDOWN_GRACE_S", "30")),
+            shutdown_grace_s=_float(get("SHUTDOWN_GRACE_S", "30"), "SKINGENBENCH_SHUTDOWN_GRACE_S"),
+            shutdown_calls_s=_float(get("SHUTDOWN_CALLS_S", "5"), "SKINGENBENCH_SHUTDOWN_CALLS_S"),
             resume_jobs=get("RESUME_JOBS", "1").lower() not in ("0", "false", "no"),
             require_token=get("REQUIRE_TOKEN", "0").lower() in ("1", "true", "yes"),
             store_probe_interval_s=float(get("STORE_PROBE_INTERVAL_S", "5")),

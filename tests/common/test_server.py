@@ -147,9 +147,9 @@ def test_job_state_survives_a_restart_and_interrupted_jobs_resume(folder_store):
         for event in service.runner.watch(long.job_id):
             if event["step"] >= 5:
                 break
-    # The server stopped gracefully mid-job: the job is queued again, its checkpoint is in the store.
+    # The server stopped gracefully mid-job: the job is recorded INTERRUPTED, its checkpoint is in the store.
     interrupted = json.loads(folder_store.get_bytes(f"jobs/skingenbench.v1.Preprocessing/{long.job_id}.json"))
-    assert interrupted["state"] == "QUEUED"
+    assert interrupted["state"] == "INTERRUPTED"
     # The record holds the plan the job runs from after the restart (never re-planned).
     assert interrupted["plan"] == {
         "output_prefix": interrupted["plan"]["output_prefix"],
