@@ -1,13 +1,15 @@
 """``skingenbench run``: the benchmark grid through Prefect (``report`` is in ``cli/report.py``).
 
 ``run`` brings up what is missing — the local service stack (unless endpoints are configured) and
-a local Prefect server (unless ``PREFECT_API_URL`` is set), so the run can be watched in the UI —
+a local Prefect server (unless ``PREFECT_API_URL`` is set or this home's server is up), so the run can
+be watched in the UI —
 runs the flow, prints the report's path, and stops what it started (``--keep`` leaves it up).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -44,10 +46,45 @@ def prefect_server_env(home: Path, port: int, base: dict[str, str] | None = None
     return env
 
 
-def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = next(p for p in [4200, *range(4201, 4300)] if _port_free(p))
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _server_record(home: Path) -> Path:
+    return home / "prefect-server.json"
+
+
+def running_prefect_server(home: Path) -> str | None:
+    """The URL of the Prefect server a ``run --keep`` or ``serve-flows`` of this home left running, if it
+    still answers (one server per home: they share its database, ``PREFECT_HOME``)."""
+    try:
+        record = json.loads(_server_record(home).read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record["url"] if _healthy(record["url"]) else None
+
+
+def stop_prefect_server(home: Path, process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+    _server_record(home).unlink(missing_ok=True)
+
+
+def _start_prefect_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A Prefect server for this home on ``port`` (default: the first free one from 4200), recorded in
+    the home so that a later ``run`` or ``serve-flows`` reuses it."""
+    if port is None:
+        port = next(p for p in [4200, *range(4201, 4300)] if _port_free(p))
+    elif not _port_free(port):
+        raise UserError(f"port {port} is in use", "choose another with --port, or stop what listens there")
     url = f"http://127.0.0.1:{port}"
     env = prefect_server_env(home, port)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
     log = open(home / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -60,12 +97,10 @@ def _start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the Prefect server exited; see {home / 'logs' / 'prefect-server.log'}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return process, url
-        except OSError:
-            time.sleep(0.5)
+        if _healthy(url):
+            _server_record(home).write_text(json.dumps({"url": url, "pid": process.pid}))
+            return process, url
+        time.sleep(0.5)
     process.terminate()
     raise SystemExit("the Prefect server did not become healthy within 120 s")
 
@@ -141,7 +176,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     server = None
     if not os.environ.get("PREFECT_API_URL"):
-        server, url = _start_prefect_server(home)
+        url = running_prefect_server(home)
+        if url is None:
+            server, url = _start_prefect_server(home)
         os.environ["PREFECT_API_URL"] = f"{url}/api"
         print(f"Prefect UI: {url}  (watch the run there)", flush=True)
     try:
@@ -154,8 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _flush_prefect_logs()
         if not args.keep:
             if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+                stop_prefect_server(home, server)
             if started_stack:
                 stack.down()
         else:
