@@ -15,8 +15,10 @@ identical finished run by the job framework's completion marker.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,8 +43,9 @@ from skingenbench.services.core.manifest import (
     Provenance,
     Skipped,
 )
-from skingenbench.services.platform.manifest_io import read_item, read_manifest, write_manifest
+from skingenbench.services.platform.manifest_io import read_item, read_manifest
 from skingenbench.services.platform.store import ObjectStore
+from skingenbench.services.preprocessing.manifest_spool import ManifestSpool
 
 STAGE = "preprocess"
 STAGE_VERSION = "1"
@@ -79,21 +82,31 @@ class PreprocessOutcome:
     skipped: int
 
 
-# -- the worker side: one pipeline per process, built once ----------------------------------------
-_worker_pipeline = None
+# -- the worker side: pipelines built once per worker process and kept ----------------------------
+_worker_pipelines: dict[str, Any] = {}
 
 
-def _init_worker(name: str, profile: str, overrides: dict[str, Any]) -> None:
+def _worker_setup() -> None:
     import cv2
-    from skingenbench.services.preprocessing.core.pipeline_registry import create_pipeline
 
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
-    global _worker_pipeline
-    _worker_pipeline = create_pipeline(name, profile, **overrides)
+
+
+def _pipeline_for(pipeline: tuple[str, str, str]):
+    """The worker's pipeline for (name, profile, overrides as JSON), built on first use."""
+    key = "\x00".join(pipeline)
+    if key not in _worker_pipelines:
+        import json
+
+        from skingenbench.services.preprocessing.core.pipeline_registry import create_pipeline
+
+        name, profile, overrides = pipeline
+        _worker_pipelines[key] = create_pipeline(name, profile, **json.loads(overrides))
+    return _worker_pipelines[key]
 
 
 def process_one(
-    data: bytes, seeds: list[tuple[int, bool]]
+    data: bytes, seeds: list[tuple[int, bool]], pipeline: tuple[str, str, str]
 ) -> list[tuple[bytes, bytes, dict[str, Any]]] | str:
     """Decode and run the pipeline for each (seed, augment) variant; a string is a skip reason."""
     from skingenbench.services.core.imaging.decoding import (
@@ -103,13 +116,14 @@ def process_one(
         encode_png,
     )
 
+    run = _pipeline_for(pipeline)
     try:
         rgb = decode_image(data)
     except ImageDecodeError as exc:
         return f"{exc.reason}: {exc.message}"
     outputs = []
     for seed, augment in seeds:
-        result = _worker_pipeline(rgb, seed=seed, augment=augment)
+        result = run(rgb, seed=seed, augment=augment)
         outputs.append((encode_png(result.image), encode_mask_png(result.lesion_mask), result.measurements))
     return outputs
 
@@ -204,47 +218,64 @@ def run_batch(
     """Run a planned batch: every selected item, its outputs, then the manifest (last)."""
     items = select_items(source, spec)
     prefix = target.prefix
-    workers = workers or max(1, os.cpu_count() or 1)
-    out_items: list[Item] = []
+    workers = workers or usable_cpus()
     skipped: list[Skipped] = []
     started = time.perf_counter()
-    with _executor(workers, spec) as pool:
-        for done, (item, outcome) in enumerate(_bounded_map(pool, store, items, spec, workers * 4), 1):
-            if should_stop is not None:
-                should_stop()
-            if isinstance(outcome, str):
-                skipped.append(Skipped(item.key, outcome))
-            else:
-                out_items += _store_outputs(store, prefix, item, outcome)
-            if progress is not None and (done % 16 == 0 or done == len(items)):
-                elapsed = time.perf_counter() - started
-                progress(
-                    done,
-                    len(items),
-                    {"images_per_s": done / elapsed if elapsed else 0.0, "skipped": float(len(skipped))},
-                )
-    check_failures(len(skipped), len(items), spec.max_failure_fraction, skipped)
-    manifest = Manifest(
-        out_items,
-        Provenance(
-            stage=f"{STAGE}:{spec.pipeline}",
-            stage_version=STAGE_VERSION,
-            config={
-                "pipeline": spec.pipeline,
-                "profile": spec.profile,
-                "config": target.config,
-                "augment_copies": spec.augment_copies,
-                "splits": list(spec.splits),
-            },
-            seed=spec.seed,
-            parents=[parent],
-        ),
-        name=f"{source.name or 'data'}-{spec.pipeline}",
-        skipped=list(source.skipped) + skipped,
-        extra={"pipeline": spec.pipeline, "selected": len(items), "failed": len(skipped)},
-    )
-    ref = write_manifest(store, f"{prefix}/{MANIFEST_NAME}", manifest)
-    return PreprocessOutcome(ref, len(out_items), len(skipped))
+    with ManifestSpool() as spool:
+        _process_into(store, items, spec, prefix, workers, spool, skipped, started, progress, should_stop)
+        check_failures(len(skipped), len(items), spec.max_failure_fraction, skipped)
+        ref = spool.write(
+            store,
+            f"{prefix}/{MANIFEST_NAME}",
+            name=f"{source.name or 'data'}-{spec.pipeline}",
+            provenance=Provenance(
+                stage=f"{STAGE}:{spec.pipeline}",
+                stage_version=STAGE_VERSION,
+                config={
+                    "pipeline": spec.pipeline,
+                    "profile": spec.profile,
+                    "config": target.config,
+                    "augment_copies": spec.augment_copies,
+                    "splits": list(spec.splits),
+                },
+                seed=spec.seed,
+                parents=[parent],
+            ),
+            skipped=list(source.skipped) + skipped,
+            extra={"pipeline": spec.pipeline, "selected": len(items), "failed": len(skipped)},
+        )
+    return PreprocessOutcome(ref, spool.count, len(skipped))
+
+
+def _process_into(
+    store: ObjectStore,
+    items: list[Item],
+    spec: PreprocessSpec,
+    prefix: str,
+    workers: int,
+    spool: ManifestSpool,
+    skipped: list[Skipped],
+    started: float,
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+    should_stop: Callable[[], None] | None,
+) -> None:
+    """Every item through the pool; its outputs are stored and its records spooled as it finishes."""
+    pool = _executor(workers)
+    for done, (item, outcome) in enumerate(_bounded_map(pool, store, items, spec, workers * 4), 1):
+        if should_stop is not None:
+            should_stop()
+        if isinstance(outcome, str):
+            skipped.append(Skipped(item.key, outcome))
+        else:
+            for produced in _store_outputs(store, prefix, item, outcome):
+                spool.add(produced)
+        if progress is not None and (done % 16 == 0 or done == len(items)):
+            elapsed = time.perf_counter() - started
+            progress(
+                done,
+                len(items),
+                {"images_per_s": done / elapsed if elapsed else 0.0, "skipped": float(len(skipped))},
+            )
 
 
 def check_failures(failed: int, selected: int, max_failure_fraction: float, skipped: list[Skipped]) -> None:
@@ -263,9 +294,6 @@ def check_failures(failed: int, selected: int, max_failure_fraction: float, skip
 class _InProcess:
     """The executor interface, run in this process: one worker needs no pool."""
 
-    def __init__(self, spec: PreprocessSpec) -> None:
-        _init_worker(spec.pipeline, spec.profile, spec.overrides)
-
     def submit(self, fn, *args) -> Future:
         future: Future = Future()
         try:
@@ -274,24 +302,47 @@ class _InProcess:
             future.set_exception(exc)
         return future
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc) -> None:
-        return None
+_shared_pool: ProcessPoolExecutor | None = None
+_shared_pool_size = 0
+_shared_pool_lock = threading.Lock()
 
 
-def _executor(workers: int, spec: PreprocessSpec):
+def usable_cpus() -> int:
+    """CPUs this process may use: the container's CPU limit where the platform reads it, else affinity."""
+    try:
+        from skingenbench.services.core.cpu_limit import usable_cpu_count  # type: ignore[import-not-found]
+    except ImportError:
+        return max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
+    return max(1, int(usable_cpu_count()))
+
+
+def _executor(workers: int) -> ProcessPoolExecutor | _InProcess:
+    """One worker runs in this process; more share one long-lived pool of the size asked for.
+
+    A pool per job paid the spawn and the imports of every worker each time (two workers used 23% more
+    CPU per image than one on short jobs); a kept pool pays them once per service process. Workers keep
+    each pipeline they have built, so jobs with different pipelines share the pool too. "spawn", not fork:
+    the parent runs gRPC and OpenCV thread pools, and a forked child inherits their locks in whatever
+    state they were (a known deadlock with both libraries).
+    """
+    global _shared_pool, _shared_pool_size
     if workers == 1:
-        return _InProcess(spec)
-    # "spawn", not fork: the parent runs gRPC and OpenCV thread pools, and a forked child inherits
-    # their locks in whatever state they were (a known deadlock with both libraries).
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(spec.pipeline, spec.profile, spec.overrides),
-    )
+        _worker_setup()
+        return _InProcess()
+    with _shared_pool_lock:
+        if _shared_pool is None or _shared_pool_size != workers or getattr(_shared_pool, "_broken", False):
+            if _shared_pool is not None:
+                _shared_pool.shutdown(wait=False, cancel_futures=True)
+            _shared_pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_setup,
+            )
+            _shared_pool_size = workers
+        return _shared_pool
 
 
 def _bounded_map(
@@ -301,8 +352,26 @@ def _bounded_map(
     spec: PreprocessSpec,
     window: int,
 ) -> Iterator[tuple[Item, Any]]:
-    """Submit items as earlier ones finish, keeping at most ``window`` in flight, in input order."""
+    """Submit items as earlier ones finish, keeping at most ``window`` in flight, in input order.
+    Items still queued when the run stops (cancelled, failed) are cancelled: the pool outlives the run."""
     pending: deque[tuple[Item, Future | str]] = deque()
+    try:
+        yield from _submit_in_order(pool, store, items, spec, window, pending)
+    finally:
+        for _, outcome in pending:
+            if isinstance(outcome, Future):
+                outcome.cancel()
+
+
+def _submit_in_order(
+    pool: ProcessPoolExecutor | _InProcess,
+    store: ObjectStore,
+    items: list[Item],
+    spec: PreprocessSpec,
+    window: int,
+    pending: deque[tuple[Item, Future | str]],
+) -> Iterator[tuple[Item, Any]]:
+    pipeline = (spec.pipeline, spec.profile, json.dumps(spec.overrides, sort_keys=True))
     for index, item in enumerate(items):
         try:
             data = read_item(store, item)
@@ -316,7 +385,7 @@ def _bounded_map(
                 key=item.key,
             ) from None
         else:
-            pending.append((item, pool.submit(process_one, data, _variants(spec, index))))
+            pending.append((item, pool.submit(process_one, data, _variants(spec, index), pipeline)))
         while len(pending) >= window:
             yield _resolve(*pending.popleft())
     while pending:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from skingenbench.services.core.errors import InvalidArgument
-from skingenbench.services.data.operations import default_workers
 from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, finished_outputs
 from skingenbench.services.platform.jobs import JobContext
 from skingenbench.services.platform.store import ObjectStore
@@ -25,6 +24,7 @@ from skingenbench.services.preprocessing.batch import (
     check_failures,
     plan_batch,
     run_batch,
+    usable_cpus,
 )
 from skingenbench.services.preprocessing.request_checks import PinnedManifest, pin_input, pipeline_overrides
 
@@ -85,7 +85,7 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
             plan.input.parent(ctx.store),
             plan.spec,
             BatchTarget(plan.output_prefix, plan.config, plan.selected),
-            workers=plan.workers or default_workers(),
+            workers=plan.workers or usable_cpus(),
             progress=lambda done, total, metrics: ctx.progress(done, total, "preprocessing", **metrics),
             should_stop=ctx.check_cancelled,
         )
