@@ -142,7 +142,9 @@ class PlainView:
             if key == self._last_key and now - self._last_line < self.heartbeat_s:
                 return
             self._last_key, self._last_line = key, now
-            print(self.line(snapshot, now - self._start), file=self.stream, flush=True)
+            # Written, not print()ed: the flow's log_prints=True turns print() in its threads into log records.
+            self.stream.write(self.line(snapshot, now - self._start) + "\n")
+            self.stream.flush()
 
     @staticmethod
     def line(snapshot: Snapshot, elapsed: float) -> str:

@@ -39,7 +39,13 @@ def _drive(progress: GridProgress, clock: FakeClock) -> None:
     progress.close()
 
 
-def test_plain_lines_follow_finished_cells_and_a_heartbeat():
+def test_plain_lines_follow_finished_cells_and_a_heartbeat(monkeypatch):
+    # Inside the flow run, log_prints=True makes print() a Prefect log record (dropped from the terminal):
+    # the view must write to its stream instead.
+    def no_print(*_args, **_kwargs):
+        raise AssertionError("print() inside a flow run becomes a log record")
+
+    monkeypatch.setattr("builtins.print", no_print)
     out, clock = io.StringIO(), FakeClock()
     view = PlainView(out, heartbeat_s=30, clock=clock)
     remove = add_listener(view)
