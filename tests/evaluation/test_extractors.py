@@ -255,3 +255,29 @@ def test_a_classification_checkpoint_becomes_a_domain_extractor():
     assert extractor.provenance()["classifier"] == "resnet18" and extractor.provenance()["run"] == {"seed": 3}
     with pytest.raises(FailedPrecondition, match="not a classifier checkpoint"):
         domain_extractor_from_checkpoint(b"\x00" * 16)
+
+
+class CountingImages:
+    """A set that decodes on access (as the evaluation's ImageSet does) and counts every access."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images, self.reads = images, [0] * len(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        self.reads[index] += 1
+        return self.images[index]
+
+
+def test_each_image_is_read_once_per_extraction(inception_file):
+    extractor = FEATURE_EXTRACTORS.create(INCEPTION, "tiny", {"batch_size": 6}, weights=inception_file)
+    images = CountingImages(phantom_images(3, seed=3, size=40) + phantom_images(4, seed=4, size=48))
+    features = extractor.extract(images)
+    assert images.reads == [1] * 7  # not once for the sizes and again for the network
+    assert features["image_hw"].tolist() == [[40, 40]] * 3 + [[48, 48]] * 4
+    domain = tiny_domain_extractor()
+    images.reads = [0] * 7
+    domain.extract(images)
+    assert images.reads == [1] * 7

@@ -113,8 +113,8 @@ def class_anchoring(
         raise InvalidArgument("class anchoring of an empty set")
     probabilities = np.zeros((len(images), len(class_names)), dtype=np.float64)
     for _start, groups in batches_by_size(images, batch_size):
-        for indices in groups:
-            batch = np.stack([as_rgb_uint8(images[i]) for i in indices])
+        for indices, members in groups:
+            batch = np.stack([as_rgb_uint8(image) for image in members])
             out = np.asarray(predict(batch), dtype=np.float64)
             if out.shape != (len(indices), len(class_names)):
                 raise InvalidArgument(

@@ -156,11 +156,17 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def batches_by_size(images: Sequence[np.ndarray], batch_size: int):
-    """Consecutive chunks of ``batch_size`` indices, each split into groups of one image size."""
+    """Consecutive chunks of ``batch_size`` images, each split into groups of one image size: yields
+    ``(start, [(indices, images), ...])``. Each image is read once: a set that decodes on access (the
+    evaluation's ``ImageSet`` keeps only its last 64) would otherwise decode a batch larger than its cache
+    twice, once for the sizes and once for the network."""
     for start in range(0, len(images), batch_size):
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]] = {}
         for index in range(start, min(start + batch_size, len(images))):
-            groups.setdefault(tuple(np.shape(images[index])[:2]), []).append(index)
+            image = images[index]
+            indices, members = groups.setdefault(tuple(np.shape(image)[:2]), ([], []))
+            indices.append(index)
+            members.append(image)
         yield start, list(groups.values())
 
 
@@ -216,8 +222,8 @@ class Extractor:
         for start, groups in batches_by_size(images, self.batch_size):
             if check is not None:
                 check()
-            for indices in groups:
-                batch = UInt8Images([images[i] for i in indices])
+            for indices, members in groups:
+                batch = UInt8Images(members)
                 out["image_hw"][torch.as_tensor(indices)] = torch.tensor(np.shape(batch.images[0])[:2])
                 features = get_featuresdict_from_dataset(batch, self.module, len(indices), cuda, True, False)
                 for layer, values in features.items():
