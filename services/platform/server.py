@@ -34,8 +34,9 @@ from skingenbench.services.platform.interceptors import (
 from skingenbench.services.platform.jobs import JobRunner
 from skingenbench.services.platform.jobs_service import JobsServicer
 from skingenbench.services.platform.readiness import StoreReadiness
+from skingenbench.services.platform.runtime_dirs import prepare_runtime_dirs
 from skingenbench.services.platform.settings import ServiceSettings
-from skingenbench.services.platform.store import ObjectStore, store_from_uri
+from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc
 
@@ -127,7 +128,8 @@ def start_server(
             "SKINGENBENCH_REQUIRE_TOKEN is set but SKINGENBENCH_AUTH_TOKEN is empty",
             hint="give the services a bearer token (deploy/k8s: the skingenbench-store Secret)",
         )
-    store = store or store_from_uri(settings.store_uri or None)
+    # Before anything serves: a temp dir, the caches and a folder store that can be written (runtime_dirs.py).
+    store = prepare_runtime_dirs(settings.store_uri or None, store)
     runner = JobRunner(store, settings.service_name, settings.job_slots)
     interceptors: list[grpc.ServerInterceptor] = []
     if settings.auth_token:

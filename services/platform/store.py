@@ -370,6 +370,38 @@ class _ResponseStream:
 # -- construction from configuration ----------------------------------------------------------------
 
 DEFAULT_STORE_DIR = ".skingenbench/store"
+DATA_DIR_ENV = "SKINGENBENCH_DATA_DIR"
+CONTAINER_DATA_DIR = "data"  # /data: the volume path of the images (docker/Dockerfile)
+# Files a container runtime leaves in the root of the file system it starts (Docker, Podman); a
+# Kubernetes pod has the service host in its environment whatever its runtime.
+_CONTAINER_MARKERS = (".dockerenv", "run/.containerenv")
+
+
+def running_in_container(env: dict[str, str] | None = None, fs_root: str | os.PathLike = "/") -> bool:
+    env = dict(os.environ if env is None else env)
+    root = Path(fs_root)
+    return bool(env.get("KUBERNETES_SERVICE_HOST")) or any((root / m).exists() for m in _CONTAINER_MARKERS)
+
+
+def default_store_uri(env: dict[str, str] | None = None, fs_root: str | os.PathLike = "/") -> str:
+    """The store used when ``SKINGENBENCH_STORE`` is not set, in this order:
+
+    1. ``$SKINGENBENCH_DATA_DIR/store`` when that is set (the images set it to /data);
+    2. ``/data/store`` in a container that has a /data folder (a volume mounted there, or the image's);
+    3. ``.skingenbench/store`` under the working directory: a workstation's ``make run``, as always.
+
+    The folder is not created here: the server's start-up checks it can write there, and says how to
+    fix it when it cannot (``runtime_dirs.check_store_writable``).
+    """
+    env = dict(os.environ if env is None else env)
+    if env.get("SKINGENBENCH_STORE"):
+        return env["SKINGENBENCH_STORE"]
+    if env.get(DATA_DIR_ENV):
+        return (Path(env[DATA_DIR_ENV]).expanduser().absolute() / "store").as_uri()
+    data = Path(fs_root).absolute() / CONTAINER_DATA_DIR
+    if running_in_container(env, fs_root) and data.is_dir():
+        return (data / "store").as_uri()
+    return DEFAULT_STORE_DIR
 
 
 def store_from_uri(uri: str | None = None, env: dict[str, str] | None = None) -> ObjectStore:
@@ -377,10 +409,10 @@ def store_from_uri(uri: str | None = None, env: dict[str, str] | None = None) ->
 
     ``file:///abs/path`` or a plain path → :class:`LocalFolderStore`;
     ``s3://bucket[/prefix]`` → :class:`S3Store` with ``SKINGENBENCH_S3_*`` settings.
-    With no URI, ``SKINGENBENCH_STORE`` or the folder ``.skingenbench/store`` is used.
+    With no URI, ``SKINGENBENCH_STORE`` or the default folder (``default_store_uri``) is used.
     """
     env = dict(os.environ if env is None else env)
-    uri = uri or env.get("SKINGENBENCH_STORE") or DEFAULT_STORE_DIR
+    uri = uri or default_store_uri(env)
     if "://" not in uri:
         return LocalFolderStore(uri)
     parsed = urlparse(uri)
