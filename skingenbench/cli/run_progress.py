@@ -5,8 +5,8 @@ snapshot's shape is documented there), called from the flow's worker threads:
 
 - ``LiveView``: a ``rich`` table redrawn in place on a terminal: one bar per stage, then the running and
   queued jobs with their percent and endpoint.
-- ``PlainView``: one line when a cell finishes or a stage's plan grows, and a heartbeat line at most every
-  ``heartbeat_s`` while jobs run, so a CI log shows steady progress without a line per progress event.
+- ``PlainView``: one line when a cell finishes, and a heartbeat line at most every ``heartbeat_s`` while
+  jobs run, so a CI log shows steady progress without a line per progress event.
 
 Prefect's own INFO lines (task created, state changes) would push the table off the screen; they are still
 sent to the Prefect API and shown in its UI, so ``quiet_prefect_console`` keeps only its warnings and errors
@@ -119,7 +119,7 @@ class LiveView:
 
 
 class PlainView:
-    """Quiet lines for logs: a line per change in cells finished or planned, a heartbeat while jobs run."""
+    """Quiet lines for logs: the first snapshot, a line per finished cell, a heartbeat while jobs run."""
 
     def __init__(
         self,
@@ -136,7 +136,9 @@ class PlainView:
         self._lock = threading.Lock()
 
     def __call__(self, snapshot: Snapshot) -> None:
-        key = (snapshot["done"], snapshot["failed"], snapshot["total"], int(snapshot["finished"]))
+        # A stage's plan growing is no news of its own (the flow plans a whole grid in a second): it is
+        # shown with the next finished cell or heartbeat.
+        key = (snapshot["done"], snapshot["failed"], int(snapshot["finished"]))
         now = self._clock()
         with self._lock:
             if key == self._last_key and now - self._last_line < self.heartbeat_s:
