@@ -137,18 +137,23 @@ async def _render(
 ) -> tuple[str, dict[str, Any]]:
     """A flow run of the deployment, and the Job prefect-kubernetes' worker would create for it."""
     from prefect.client.orchestration import PrefectClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-    async with PrefectClient(api=api) as client:
-        record = await client.read_deployment_by_name(f"{FLOW_NAME}/{deployment}")
-        flow_run = await client.create_flow_run_from_deployment(
-            record.id, parameters=parameters, job_variables=job_variables
-        )
-        pool = await client.read_work_pool(WORK_POOL)
-        configuration = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
-            flow_run, client=client, work_pool=pool, worker_name="deploy-check", deployment=record
-        )
-        return str(flow_run.id), configuration.job_manifest
+    # Under the settings a worker of this server has: the Job's environment starts from the worker's
+    # explicitly set Prefect settings (BaseJobConfiguration._base_environment), PREFECT_API_URL among them;
+    # without it `prefect flow-run execute` in the pod would start a temporary server of its own.
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        async with PrefectClient(api=api) as client:
+            record = await client.read_deployment_by_name(f"{FLOW_NAME}/{deployment}")
+            flow_run = await client.create_flow_run_from_deployment(
+                record.id, parameters=parameters, job_variables=job_variables
+            )
+            pool = await client.read_work_pool(WORK_POOL)
+            configuration = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
+                flow_run, client=client, work_pool=pool, worker_name="deploy-check", deployment=record
+            )
+            return str(flow_run.id), configuration.job_manifest
 
 
 async def _final_state(api: str, flow_run_id: str) -> str:
@@ -276,6 +281,11 @@ def check_prefect_flow_job(
             outcome["seconds"]["deploy"] = round(time.monotonic() - started, 1)
             outcome["flow_run_id"] = flow_run_id
             outcome["job"] = _masked_job(job)
+            env_names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+            if "PREFECT_API_URL" not in env_names:
+                raise RuntimeError(
+                    "the rendered Job has no PREFECT_API_URL: its flow run could not report back"
+                )
             args = docker_run_args(job, container_env(job, docker_env))
             outcome["docker_args"] = _masked_args(args)
             started = time.monotonic()

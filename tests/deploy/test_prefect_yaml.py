@@ -24,6 +24,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.importtools import import_object
 from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
 from skingenbench.services.platform.settings import SERVICES
@@ -70,7 +71,8 @@ def _render(name: str, flow_run_variables: dict[str, Any] | None = None) -> dict
         configuration.prepare_for_flow_run(flow_run=flow_run, deployment=record, flow=flow)
         return configuration.job_manifest
 
-    return asyncio.run(render())
+    with temporary_settings(updates={PREFECT_API_URL: NO_SERVER}):  # a worker's settings
+        return asyncio.run(render())
 
 
 def test_every_entrypoint_is_the_flow_and_takes_the_parameters():
@@ -144,6 +146,7 @@ def test_the_rendered_job_is_admitted_and_runs_prefect_flow_run_execute(name):
     assert container["image"] == DEPLOYMENTS[name]["work_pool"]["job_variables"]["image"]
     env = {e["name"]: e for e in container["env"]}
     assert env["PREFECT__FLOW_RUN_ID"]["value"]
+    assert env["PREFECT_API_URL"]["value"] == NO_SERVER  # the pod reports to the worker's API
     assert env["SKINGENBENCH_GENERATION_ENDPOINTS"]["value"].startswith("dns:///generation.")
     for key in ("SKINGENBENCH_S3_ACCESS_KEY", "SKINGENBENCH_S3_SECRET_KEY", "SKINGENBENCH_AUTH_TOKEN"):
         assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["key"] == key
