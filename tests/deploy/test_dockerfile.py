@@ -119,7 +119,7 @@ def test_runtime_sets_a_writable_home_a_store_volume_and_a_grpc_healthcheck():
     text = "\n".join(lines)
     assert "WORKDIR /srv" in lines
     assert re.search(r"HOME=/srv\b", text) and re.search(r"TMPDIR=/tmp\b", text)
-    assert "SKINGENBENCH_STORE=file:///data/store" in text and 'VOLUME ["/data"]' in lines
+    assert "SKINGENBENCH_DATA_DIR=/data" in text and 'VOLUME ["/data"]' in lines
     assert "chown -R 10001:0 /srv /data" in text
     assert any(line.startswith("HEALTHCHECK") and "healthcheck.py" in line for line in lines)
     assert 'ENTRYPOINT ["/usr/local/lib/skingenbench/entrypoint.sh"]' in lines

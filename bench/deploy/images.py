@@ -1,0 +1,42 @@
+"""Build the five images from docker/Dockerfile (one ``--target`` each) and record size and build time.
+
+The torch-free images come first: the legacy builder builds every stage above its target, so the torch
+layer is built once, by the first torch image, and the other two reuse it from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.deploy.engine import docker, image_size
+from bench.deploy.progress import say
+
+TARGETS = ("preprocessing", "flow", "generation", "evaluation", "classification")
+GB = 1e9
+
+
+def image_name(target: str, tag: str) -> str:
+    return f"skingenbench/{target}:{tag}"
+
+
+def build(root: Path, target: str, tag: str, base: str, build_args: dict[str, str], log_dir: Path) -> dict:
+    """One image; the build log goes to ``log_dir``; returns its name, seconds and size."""
+    name = image_name(target, tag)
+    args = ["build", "--network", "host", "-f", "docker/Dockerfile", "--target", target, "-t", name]
+    for key, value in {"BASE": base, **build_args}.items():
+        args += ["--build-arg", f"{key}={value}"]
+    log = log_dir / f"build-{target}-{tag}.log"
+    say(f"building {name} (log {log})")
+    started = time.monotonic()
+    result = docker(*args, str(root), check=False)
+    seconds = round(time.monotonic() - started, 1)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"building {name} failed after {seconds} s: {result.stderr[-1500:] or result.stdout[-1500:]}"
+        )
+    size = image_size(name)
+    say(f"built {name}: {size / GB:.2f} GB in {seconds} s")
+    return {"image": name, "build_s": seconds, "size_bytes": size, "size_gb": round(size / GB, 3)}
