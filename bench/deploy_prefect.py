@@ -304,3 +304,67 @@ def check_prefect_flow_job(
         finally:
             stop_process(server)
     return outcome
+
+
+# -- the same file on a local process pool -----------------------------------------------------------
+
+LOCAL_POOL = "skingenbench-local"
+
+
+def check_local_process_flow(
+    flow_env: dict[str, str],
+    results: dict[str, Any],
+    *,
+    deployment: str = "smoke-local",
+    parameters: dict[str, Any] | None = None,
+    timeout_s: float = 1800.0,
+) -> dict[str, Any]:
+    """deploy/prefect.yaml's local deployment on a process pool: a local server, ``prefect work-pool create
+    --type process``, ``prefect deploy`` from the repository root, a flow run whose ``env`` job variable
+    carries ``flow_env`` (endpoints, store of the services under test), and ``prefect worker start
+    --run-once`` executing it. Returns (and stores under ``results["prefect_local_flow"]``) ``{"ok",
+    "state", "flow_run_id", "seconds", "log_tail"}``."""
+    outcome: dict[str, Any] = {"ok": False, "deployment": deployment, "seconds": {}}
+    results["prefect_local_flow"] = outcome
+    with tempfile.TemporaryDirectory(prefix="sgb-prefect-") as folder:
+        started = time.monotonic()
+        server, api, env = start_prefect_server(Path(folder))
+        try:
+            outcome["seconds"]["server"] = round(time.monotonic() - started, 1)
+            started = time.monotonic()
+            _prefect(["work-pool", "create", LOCAL_POOL, "--type", "process", "--overwrite"], env)
+            _prefect(
+                ["deploy", "--prefect-file", str(PREFECT_FILE), "--name", deployment],
+                {**env, "PWD": str(ROOT)},
+            )
+            flow_run_id = asyncio.run(_create_run(api, deployment, parameters, {"env": dict(flow_env)}))
+            outcome["flow_run_id"] = flow_run_id
+            outcome["seconds"]["deploy"] = round(time.monotonic() - started, 1)
+            started = time.monotonic()
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", LOCAL_POOL, "--run-once"],
+                    cwd=folder, env=env, capture_output=True, text=True, timeout=timeout_s,
+                )  # fmt: skip
+                outcome["log_tail"] = (done.stdout + done.stderr)[-4000:]
+            except subprocess.TimeoutExpired:
+                outcome["log_tail"] = f"the worker did not finish within {timeout_s:.0f} s"
+            outcome["seconds"]["run"] = round(time.monotonic() - started, 1)
+            outcome["state"] = asyncio.run(_final_state(api, flow_run_id))
+            outcome["ok"] = outcome["state"] == "COMPLETED"
+        finally:
+            stop_process(server)
+    return outcome
+
+
+async def _create_run(
+    api: str, deployment: str, parameters: dict[str, Any] | None, job_variables: dict[str, Any]
+) -> str:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api=api) as client:
+        record = await client.read_deployment_by_name(f"{FLOW_NAME}/{deployment}")
+        flow_run = await client.create_flow_run_from_deployment(
+            record.id, parameters=parameters, job_variables=job_variables
+        )
+        return str(flow_run.id)

@@ -27,6 +27,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.importtools import import_object
 from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
+from skingenbench.flows.benchmark import STORE_RUNS_DIR
 from skingenbench.services.platform.settings import SERVICES
 
 from bench.deploy_prefect import container_env, docker_run_args
@@ -106,8 +107,9 @@ def test_kubernetes_deployments_run_in_the_stages_namespace_from_the_flow_image(
             service, ns = host.split(".")[:2]
             assert (service, ns, int(target_port)) == (stage, variables["namespace"], port)
             assert services[service]["spec"]["clusterIP"] == "None"
-        # The report goes to the store the Job is given: a Job's own filesystem is gone when it ends.
-        assert deployment["parameters"]["runs_dir"].startswith(store.rstrip("/") + "/")
+        # The report goes to the store the Job is given (SKINGENBENCH_STORE from the ConfigMap): a Job's
+        # own filesystem is gone when it ends.
+        assert deployment["parameters"]["runs_dir"] == STORE_RUNS_DIR and store.startswith("s3://")
         assert not any(k.startswith("SKINGENBENCH_S3") or k.endswith("TOKEN") for k in variables["env"])
 
 
