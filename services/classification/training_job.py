@@ -168,6 +168,11 @@ def _selection(
     )
 
 
+# How much training a hard crash (no stop request, so no checkpoint on the way out) may cost at most, in
+# wall seconds; a stop request, a cancel or a graceful shutdown checkpoints at once whatever this is.
+CHECKPOINT_EVERY_S = 300.0
+
+
 class ResumeState:
     """A training job's checkpoint in the store: the tensors, then a skeleton that names their sha256."""
 
@@ -177,8 +182,9 @@ class ResumeState:
 
     def save(self, state: dict[str, Any]) -> None:
         tensors, skeleton = state_to_bytes(state)
-        self.store.put_bytes(self.tensors, tensors)
-        record = {"sha256": sha256_bytes(tensors), "skeleton": json.loads(skeleton)}
+        # The store hashes what it writes: that digest is the record's, not a second pass over ~1 GB.
+        stored = self.store.put_bytes(self.tensors, tensors)
+        record = {"sha256": stored.sha256, "skeleton": json.loads(skeleton)}
         self.store.put_bytes(self.skeleton, json.dumps(record).encode(), "application/json")
 
     def load(self) -> dict[str, Any] | None:
@@ -321,6 +327,7 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
             should_stop=lambda: ctx.should_stop,
             on_progress=progress,
             progress_every=max(1, len(selection.train) // config.batch_size // 10),
+            checkpoint_every_s=CHECKPOINT_EVERY_S,
         )
         if outcome.interrupted:
             ctx.check_cancelled()  # raises: cancelled, or resumed from the checkpoint after a restart
