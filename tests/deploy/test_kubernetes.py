@@ -14,6 +14,7 @@ import yaml
 from skingenbench.services.core.classifiers.models import SHA256SUMS
 from skingenbench.services.platform.settings import SERVICES, ServiceSettings
 
+from skingenbench.cli import build_parser
 from tests.deploy.kustomize import build, by_identity, kubectl_build
 from tests.deploy.pod_security import house_findings, restricted_findings
 
@@ -122,6 +123,7 @@ def test_every_stage_is_served_on_its_port_behind_a_headless_service(overlay):
         container = _container(deployments[stage])
         assert container["ports"] == [{"name": "grpc", "containerPort": port}]
         assert container["args"] == ["serve", stage]  # the entrypoint runs `skingenbench serve <stage>`
+        assert build_parser().parse_args(container["args"]).func.__name__ == "_cmd_serve"
         env = {name: entry.get("value") for name, entry in _env(container).items()}
         settings = ServiceSettings.from_env(stage, {k: v for k, v in env.items() if v is not None})
         assert (settings.port, settings.host) == (port, "0.0.0.0")
