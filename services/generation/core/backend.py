@@ -41,7 +41,7 @@ from typing import ClassVar, Generic, TypeVar, overload
 
 import numpy as np
 import torch
-from skingenbench.services.core.device import select_device
+from skingenbench.services.core.device import device_type, mixed_precision_path, select_device
 from skingenbench.services.core.errors import FailedPrecondition, InvalidArgument
 from skingenbench.services.generation.core.generator_config import (
     CONFIG_FILE,
@@ -119,7 +119,9 @@ def cpu_snapshot(value: StateValue) -> StateValue:
     return value
 
 
-# Mixed precision only on CUDA, where it pays and is well-defined; CPU autocast would change results.
+# Mixed precision on CUDA, where it pays; the CPU computes in fp32 unless asked to take the same path
+# (``core.device.CPU_AUTOCAST_ENV``), and then in bf16 whatever the config says: CPU autocast is made for bf16, and
+# fp16 there would need a loss scaler the CUDA path does not share.
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _NEUTRAL_OPTIONS = SamplerOptions()
 _OPTION_SCOPE = {
@@ -204,9 +206,12 @@ class GeneratorBackend(abc.ABC):
         self.config = config
         self.device = select_device(device)
         self.on_cuda = torch.device(self.device).type == "cuda"
-        self.autocast_dtype = (
-            _AUTOCAST_DTYPES.get(getattr(config, "mixed_precision", "no")) if self.on_cuda else None
-        )
+        # The accelerator path (autocast per the config, channels_last): CUDA, or the CPU when asked to take it.
+        self.mixed_precision_path = mixed_precision_path(self.device)
+        dtype = _AUTOCAST_DTYPES.get(getattr(config, "mixed_precision", "no"))
+        if dtype is not None and not self.on_cuda:
+            dtype = torch.bfloat16
+        self.autocast_dtype = dtype if self.mixed_precision_path else None
         self.built = False
         self._seed = self._step = self._planned_steps = 0
 
@@ -280,8 +285,8 @@ class GeneratorBackend(abc.ABC):
 
     @property
     def memory_format(self) -> torch.memory_format:
-        """channels_last on CUDA (faster convolutions), the default layout elsewhere."""
-        return torch.channels_last if self.on_cuda else torch.contiguous_format
+        """channels_last on the accelerator path (faster convolutions on CUDA), the default layout elsewhere."""
+        return torch.channels_last if self.mixed_precision_path else torch.contiguous_format
 
     def total_steps_for(self, dataset_size: int) -> int:
         """Training length from the config for a data set of this size: ``train_steps``, else ``train_epochs``
@@ -520,7 +525,7 @@ class GeneratorBackend(abc.ABC):
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+        return torch.autocast(device_type=device_type(self.device), dtype=self.autocast_dtype)
 
     def _placed(self, module: ModuleT) -> ModuleT:
         """``module`` on the device in the backend's memory format (channels_last on CUDA), moved in place."""

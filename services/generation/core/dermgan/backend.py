@@ -382,9 +382,7 @@ class DermGANBackend(GeneratorBackend):
         # One CPU generator per image: its noise channel, then its dropout masks, from its seed alone.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         noise = torch.stack([torch.randn(self.resolution, self.resolution, generator=g) for g in generators])
-        batch = self._with_noise(inputs, noise).to(self.device)
-        if self.on_cuda:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = self._with_noise(inputs, noise).to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), self._autocast():
             images = self.generator(batch, generators if self.config.sample_dropout else None)
         return images_to_uint8(images.float())

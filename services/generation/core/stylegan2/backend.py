@@ -256,8 +256,7 @@ class StyleGAN2ADABackend(GeneratorBackend):
     ) -> dict[str, float]:
         c = self.config
         real = images.to(self.device, torch.float32, non_blocking=True)
-        if self.on_cuda:
-            real = real.contiguous(memory_format=torch.channels_last)
+        real = real.contiguous(memory_format=self.memory_format)
         batch, step, rng = real.shape[0], self._step, self.generator
         cls = self._labels(labels, batch)
         augment = self.ada.pipe
