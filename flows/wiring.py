@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
-from skingenbench.flows.endpoints import EndpointPool, endpoint_specs_from_env, parse_endpoints
+from skingenbench.flows.endpoints import EndpointPool, endpoint_specs_from_env
 from skingenbench.services.platform.settings import SERVICES
 from skingenbench.services.platform.store import DEFAULT_STORE_DIR, ObjectStore, store_from_uri
 from skingenbench.services.platform.tls import ClientTls
@@ -88,10 +88,11 @@ class Wiring:
         return store_from_uri(self.store_uri)
 
     def pools(self) -> dict[str, EndpointPool]:
-        """New pools for this wiring (DNS names are resolved now); ``pools_for`` shares them."""
+        """New pools for this wiring (DNS names are resolved now, and again as the run goes: endpoints.py);
+        ``pools_for`` shares them."""
         token = self.auth_token.get_secret_value()
         return {
-            stage: EndpointPool(stage, parse_endpoints(",".join(targets)), token=token, tls=self.tls)
+            stage: EndpointPool.from_spec(stage, ",".join(targets), token=token, tls=self.tls)
             for stage, targets in self.endpoints.items()
         }
 
