@@ -1,4 +1,9 @@
-"""The ``skingenbench`` command line: services, the local stack, data and reports."""
+"""The ``skingenbench`` command line: services, the local stack, data, every stage's jobs and reports.
+
+Every expected mistake (a wrong name, a folder where a manifest URI belongs, a service that is not up)
+is answered with one line ``error: … (what to do)`` and exit code 2; ``--debug`` (anywhere on the
+command line, or ``SKINGENBENCH_DEBUG=1``) adds the traceback. A job that fails exits 1.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,13 @@ def _cmd_down(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from skingenbench.services.platform.settings import SERVICES
 
-    parser = argparse.ArgumentParser(prog="skingenbench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="skingenbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--version", action="store_true", help="code version, package versions, store and service targets"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
@@ -57,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for SERVING")
     up.set_defaults(func=_cmd_up)
 
-    status = commands.add_parser("status", help="health of the local stack")
+    status = commands.add_parser("status", help="health of the local stack and its running and queued jobs")
     status.set_defaults(func=_cmd_status)
 
     down = commands.add_parser("down", help="stop the local stack gracefully")
@@ -71,25 +82,80 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list:
     """Command groups beyond the stack: each module's ``register(commands)`` adds its parsers."""
-    from skingenbench.cli import convert, data, generate, report, run, tls
+    from skingenbench.cli import (
+        classify,
+        convert,
+        data,
+        evaluate,
+        generate,
+        jobs,
+        report,
+        run,
+        runs,
+        serve_flows,
+        tls,
+        train,
+    )
 
-    return [data.register, generate.register, run.register, report.register, tls.register, convert.register]
+    return [
+        data.register,
+        train.register,
+        generate.register,
+        evaluate.register,
+        classify.register,
+        jobs.register,
+        run.register,
+        serve_flows.register,
+        runs.register,
+        report.register,
+        tls.register,
+        convert.register,
+    ]
+
+
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` is taken wherever it stands (``skingenbench train … --debug`` too), up to ``--``."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end] or os.environ.get("SKINGENBENCH_DEBUG", "") not in ("", "0")
+    return [a for i, a in enumerate(argv) if not (a == "--debug" and i < end)], debug
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from skingenbench.cli.errors import (
+        EXIT_INTERRUPTED,
+        EXIT_JOB_FAILED,
+        EXIT_USAGE,
+        JobEnded,
+        UserError,
+        one_line,
+    )
+
+    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    if "--version" in argv[:1] or argv == ["-V"]:
+        from skingenbench.cli.version import version_text
+
+        print(version_text())
+        return 0
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the CLI answers with the message, not a traceback, for known errors
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # expected errors: one line, no traceback (unless --debug)
         from skingenbench.services.core.errors import SkinGenBenchError
 
-        if isinstance(exc, SkinGenBenchError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        if isinstance(exc, JobEnded):
+            code = EXIT_JOB_FAILED
+        elif isinstance(exc, (UserError, SkinGenBenchError)):
+            code = EXIT_USAGE
+        else:
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

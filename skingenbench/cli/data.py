@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from skingenbench.cli.errors import require_manifest_uri
 from skingenbench.services.core.classes import REFERENCE_PROPORTIONS
 
 
@@ -84,7 +85,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from skingenbench.services.platform.manifest_io import read_manifest
 
     store = _store(args)
-    outcome = split_sources(store, [(uri, "") for uri in args.manifests], tuple(args.fractions), args.seed)
+    uris = [require_manifest_uri(uri) for uri in args.manifests]
+    outcome = split_sources(store, [(uri, "") for uri in uris], tuple(args.fractions), args.seed)
     _print_outcome(outcome)
     print(describe_manifest(read_manifest(store, outcome.ref.uri, outcome.ref.sha256)))
     return 0
@@ -94,13 +96,22 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     from skingenbench.services.data.curation_report import describe_manifest
     from skingenbench.services.platform.manifest_io import read_manifest
 
-    print(describe_manifest(read_manifest(_store(args), args.manifest)))
+    print(describe_manifest(read_manifest(_store(args), require_manifest_uri(args.manifest))))
+    return 0
+
+
+def _cmd_import_folder(args: argparse.Namespace) -> int:
+    from skingenbench.cli.folder_import import import_folder
+
+    ref = import_folder(_store(args), args.path, args.label, args.split, progress=_progress("import folder"))
+    print(f"manifest: {ref.uri}\nsha256:   {ref.sha256}\nitems:    {ref.item_count}")
     return 0
 
 
 def _cmd_preprocess_run(args: argparse.Namespace) -> int:
     from skingenbench.services.preprocessing.batch import PreprocessSpec, preprocess_manifest
 
+    manifest = require_manifest_uri(args.manifest)  # before anything is read: a folder is the usual mistake
     spec = PreprocessSpec(
         args.pipeline,
         args.profile,
@@ -113,7 +124,7 @@ def _cmd_preprocess_run(args: argparse.Namespace) -> int:
     progress = _progress(f"preprocess {args.pipeline}")
     outcome = preprocess_manifest(
         _store(args),
-        args.manifest,
+        manifest,
         spec,
         workers=args.workers,
         progress=lambda d, t, m: progress(d, t, f"{m.get('images_per_s', 0):.1f} img/s"),
@@ -127,7 +138,7 @@ def _cmd_preprocess_evaluate(args: argparse.Namespace) -> int:
 
     report = quality_report(
         _store(args),
-        args.manifest,
+        require_manifest_uri(args.manifest),
         args.pipeline,
         args.profile,
         json.loads(args.config or "{}"),
@@ -170,6 +181,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         importer.add_argument("--mapping", default="", help='JSON diagnosis mapping, e.g. {"akiec": "SCC"}')
         importer.add_argument("--store", default="", help=store_help)
         importer.set_defaults(func=_cmd_import, source=source)
+
+    folder = data.add_parser(
+        "import-folder", help="import a plain folder of PNG/JPEG images (one label) into the store"
+    )
+    folder.add_argument("path", help="a folder of images (its subfolders are not read)")
+    folder.add_argument("--label", default="MEL", help="the class of every image (default MEL)")
+    folder.add_argument("--split", default="train", help="the split of every image (default train)")
+    folder.add_argument("--store", default="", help=store_help)
+    folder.set_defaults(func=_cmd_import_folder)
 
     split = data.add_parser("split", help="combine manifests and split by lesion (stratified)")
     split.add_argument("manifests", nargs="+", help="manifest URIs or keys")

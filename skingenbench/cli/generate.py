@@ -22,36 +22,11 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
+from skingenbench.cli.errors import JobEnded, UserError, service_error
+from skingenbench.cli.options import add_output_arguments, print_json
 from skingenbench.cli.tls import add_tls_arguments, client_tls
-
-
-class ProgressBar:
-    """``generate [#######.............] 12/32  3.4 img/s  ETA 6s`` on stderr, redrawn in place."""
-
-    def __init__(self, total: int, label: str = "generate", width: int = 28, stream=None) -> None:
-        self.total, self.label, self.width = total, label, width
-        self.stream = stream or sys.stderr
-        self.started = time.perf_counter()
-        self.done = 0
-
-    def update(self, done: int) -> None:
-        self.done = done
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = done / elapsed
-        filled = int(self.width * done / self.total) if self.total else self.width
-        eta = f"ETA {(self.total - done) / rate:.0f}s" if 0 < done < self.total else f"{elapsed:.1f}s"
-        print(
-            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}  "
-            f"{rate:.2f} img/s  {eta}   ",
-            end="",
-            file=self.stream,
-            flush=True,
-        )
-        if done >= self.total:
-            print(file=self.stream, flush=True)
 
 
 def _target(args: argparse.Namespace) -> str:
@@ -62,10 +37,29 @@ def _target(args: argparse.Namespace) -> str:
     return args.target or target_for("generation")
 
 
-def _list_models(client) -> int:
+def _list_models(client, as_json: bool = False) -> int:
     rows = client.list_models()
+    if as_json:
+        print_json(
+            [
+                {
+                    "model_uri": m.model_uri,
+                    "generator": m.generator,
+                    "profile": m.profile,
+                    "classes": list(m.classes),
+                    "step": m.step,
+                    "complete": m.complete,
+                    "name": m.name,
+                }
+                for m in rows
+            ]
+        )
+        return 0
     if not rows:
-        print("no trained models in the store (train one with StartTraining)")
+        print(
+            "no trained models in the store (train one with "
+            "`skingenbench train generator ddpm --manifest TRAIN_MANIFEST_URI`)"
+        )
     for model in rows:
         state = "complete" if model.complete else "training/interrupted"
         label = f" name={model.name}" if model.name else ""
@@ -77,10 +71,12 @@ def _list_models(client) -> int:
 
 
 def _generate_files(client, args: argparse.Namespace) -> int:
+    from skingenbench.cli.progress import JobProgress
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bar = ProgressBar(args.count)
-    bar.update(0)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out!r} is a file", "give a folder for the PNGs")
+    bar = JobProgress("generate", plain=args.plain or None)
     files, model_uri = [], ""
     for uri, images in client.iter_generate(
         args.model,
@@ -95,6 +91,8 @@ def _generate_files(client, args: argparse.Namespace) -> int:
         conditioning=_conditioning(args),
     ):
         model_uri = uri
+        # Created only once the service has answered with images: a wrong --model leaves nothing behind.
+        out.mkdir(parents=True, exist_ok=True)
         for image in images:
             path = out / f"seed-{image.seed:06d}.png"
             path.write_bytes(image.png)
@@ -107,7 +105,8 @@ def _generate_files(client, args: argparse.Namespace) -> int:
                     "sha256": hashlib.sha256(image.png).hexdigest(),
                 }
             )
-        bar.update(len(files))
+        bar.count(len(files), args.count, f"{len(files)} images")
+    bar.close()
     record = {
         "model_uri": model_uri,
         "count": args.count,
@@ -122,7 +121,10 @@ def _generate_files(client, args: argparse.Namespace) -> int:
         "images": files,
     }
     (out / "generation.json").write_text(json.dumps(record, indent=1))
-    print(f"wrote {len(files)} images to {out} (model {model_uri})")
+    if args.json:
+        print_json({"out": str(out.resolve()), "model_uri": model_uri, "count": len(files)})
+    else:
+        print(f"wrote {len(files)} images to {out} (model {model_uri})")
     return 0
 
 
@@ -142,19 +144,14 @@ def _conditioning(args: argparse.Namespace) -> dict:
 def _cmd_controllability(args: argparse.Namespace) -> int:
     import grpc
 
-    from skingenbench.services.generation.client import GenerationClient, JobFailed, rpc_error_text
+    from skingenbench.cli.progress import JobProgress
+    from skingenbench.services.generation.client import GenerationClient, JobFailed
 
     centres = [tuple(args.center)] if args.center else []
-    bar: ProgressBar | None = None
-
-    def on_event(event) -> None:
-        nonlocal bar
-        if event.total:
-            bar = bar or ProgressBar(int(event.total), "controllability")
-            bar.update(int(event.step))
-
+    bar = JobProgress("controllability", plain=args.plain or None)
+    target = _target(args)
     try:
-        with GenerationClient(_target(args), args.token or None, tls=client_tls(args)) as client:
+        with GenerationClient(target, args.token or None, tls=client_tls(args)) as client:
             job = client.controllability(
                 args.model,
                 labels=args.labels,
@@ -163,17 +160,20 @@ def _cmd_controllability(args: argparse.Namespace) -> int:
                 centres=centres,
                 repeats=args.repeats,
                 seed=args.seed,
-                on_event=on_event,
+                on_event=bar.update,
                 timeout_s=args.timeout or None,
             )
     except grpc.RpcError as exc:
-        print(f"\nerror: {rpc_error_text(exc)}", file=sys.stderr)
-        return 2
+        raise service_error("generation", target, exc) from exc
     except JobFailed as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
+        raise JobEnded(exc.job) from exc
+    finally:
+        bar.close()
     outputs = {o.name: o.uri for o in job.outputs}
     summary = json.loads(job.result_json or "{}")
+    if args.json:
+        print_json({"job_id": job.job_id, "outputs": outputs, "result": summary})
+        return 0
     for name in ("lesion_area_fraction", "center_x", "center_y", "ita_degrees"):
         mae, r = summary.get(f"{name}_mae"), summary.get(f"{name}_pearson")
         print(
@@ -187,15 +187,18 @@ def _cmd_controllability(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import grpc
 
-    from skingenbench.services.generation.client import GenerationClient, rpc_error_text
+    from skingenbench.services.generation.client import GenerationClient
 
+    if not args.list_models:
+        if args.count <= 0:
+            raise UserError("--count must be >= 1", "e.g. --count 16")
+        if not args.to_store and not args.out:
+            raise UserError("--out DIR is required (or --to-store)", "e.g. --out synthetic/")
+    target = _target(args)
     try:
-        with GenerationClient(_target(args), args.token or None, tls=client_tls(args)) as client:
+        with GenerationClient(target, args.token or None, tls=client_tls(args)) as client:
             if args.list_models:
-                return _list_models(client)
-            if args.count <= 0:
-                print("error: --count must be >= 1", file=sys.stderr)
-                return 2
+                return _list_models(client, args.json)
             if args.to_store:
                 model_uri, ref = client.generate_to_store(
                     args.model,
@@ -208,18 +211,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                     timeout_s=args.timeout or None,
                     conditioning=_conditioning(args),
                 )
+                if args.json:
+                    print_json(
+                        {
+                            "manifest": {"uri": ref.uri, "sha256": ref.sha256, "item_count": ref.item_count},
+                            "model_uri": model_uri,
+                        }
+                    )
+                    return 0
                 print(
                     f"manifest: {ref.uri}\nsha256:   {ref.sha256}\nitems:    {ref.item_count}\n"
                     f"model:    {model_uri}"
                 )
                 return 0
-            if not args.out:
-                print("error: --out DIR is required (or --to-store)", file=sys.stderr)
-                return 2
             return _generate_files(client, args)
     except grpc.RpcError as exc:
-        print(f"\nerror: {rpc_error_text(exc)}", file=sys.stderr)
-        return 2
+        raise service_error("generation", target, exc) from exc
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -255,6 +262,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--timeout", type=float, default=0.0, help="deadline per call in seconds (0: none)")
     generate.add_argument("--to-store", action="store_true", help="write a manifest into the store instead")
     generate.add_argument("--list-models", action="store_true", help="list trained models and exit")
+    add_output_arguments(generate)
     conditioning = generate.add_argument_group("conditioning (conditional models)")
     conditioning.add_argument("--label", default="", help="class to draw: NV, BCC, BKL, MEL or SCC")
     conditioning.add_argument(
@@ -312,15 +320,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     control.add_argument(
         "--timeout", type=float, default=0.0, help="seconds to wait for the job (0: no limit)"
     )
+    add_output_arguments(control)
     control.set_defaults(func=_cmd_controllability)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``generate`` on its own (``python -m skingenbench.cli.generate ...``)."""
-    parser = argparse.ArgumentParser(prog="skingenbench")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["generate", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    """Run ``generate`` on its own (``python -m skingenbench.cli.generate ...``), errors answered as
+    the ``skingenbench`` command answers them."""
+    from skingenbench.cli import main as cli_main
+
+    return cli_main(["generate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -315,7 +315,25 @@ def status(out: IO[str] | None = None) -> int:
         state = health_status(member.target, SERVICES[stage][0]) if _is_member(member) else "STOPPED"
         worst = worst or int(state != "SERVING")
         print(f"{stage:15s} {state:12s} {member.target}  pid {member.pid}  log {member.log}", file=out)
+        if state == "SERVING":
+            _print_active_jobs(stage, member.target, out)
     return worst
+
+
+def _print_active_jobs(stage: str, target: str, out) -> None:
+    """The member's running and queued jobs (Jobs.ListJobs), one indented line each."""
+    import argparse
+
+    from skingenbench.cli.errors import UserError
+    from skingenbench.cli.jobs import job_line, jobs_by_service
+
+    found = jobs_by_service([stage], argparse.Namespace(target=target), ("running", "queued"), 20)[stage]
+    if isinstance(found, UserError):
+        print(f"{'':15s} jobs: {found}", file=out)
+        return
+    print(f"{'':15s} jobs: {len(found)} running or queued", file=out)
+    for job in found:
+        print(f"{'':17s} {job_line(job)}", file=out)
 
 
 def down(timeout_s: float = 40.0, out: IO[str] | None = None) -> int:
