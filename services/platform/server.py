@@ -209,12 +209,21 @@ def _start_health_listener(settings: ServiceSettings, health_servicer: health.He
 
 
 def serve(stage: str, setup: StageSetup) -> None:
-    """Run a stage's server until SIGTERM/SIGINT, then stop gracefully."""
+    """Run a stage's server until SIGTERM/SIGINT, then stop gracefully; a second Ctrl-C exits at once."""
     service = start_server(stage, setup)
     print(f"{service.settings.service_name} listening on {service.target}", flush=True)
     stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        # Ctrl-C during the drain: a person who does not want to wait. A repeated SIGTERM (an orchestrator
+        # re-sending it) does not cut the drain short.
+        if stop.is_set() and signum == signal.SIGINT:
+            os.write(2, b"second SIGINT: exiting without the drain\n")
+            os._exit(128 + signum)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     stop.wait()
     grace = service.settings.shutdown_grace_s
     log.info("stopping %s (shutdown grace %.0f s)", service.settings.service_name, grace)

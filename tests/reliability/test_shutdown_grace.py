@@ -109,9 +109,9 @@ def _wait_serving(target: str, child: subprocess.Popen, timeout_s: float = 60.0)
         time.sleep(0.2)
 
 
-def test_sigterm_with_a_job_that_ignores_it_exits_0_inside_the_grace_and_the_job_resumes(tmp_path):
-    grace_s = 2.0
-    store_dir = tmp_path / "store"
+def _start_child(
+    folder: Path, store_dir: Path, grace_s: float, calls_s: float
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -119,23 +119,35 @@ def test_sigterm_with_a_job_that_ignores_it_exits_0_inside_the_grace_and_the_job
         "SKINGENBENCH_HOST": "127.0.0.1",
         "SKINGENBENCH_PREPROCESSING_PORT": str(port),
         "SKINGENBENCH_SHUTDOWN_GRACE_S": str(grace_s),
-        "SKINGENBENCH_SHUTDOWN_CALLS_S": "0.5",
+        "SKINGENBENCH_SHUTDOWN_CALLS_S": str(calls_s),
     }
-    # Test kinds have no Start* RPC: the job is queued in the store before the start, as a job left by an
-    # earlier process is, and the child's start resumes it (JobRunner.resume_interrupted).
-    job_request = request(total=100, sleep_s=0.05)  # 5 s of work, far past the grace
-    job_id = _queue_in_store(LocalFolderStore(store_dir), job_request)
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(REPO / "tests")],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    target = f"127.0.0.1:{port}"
     try:
-        target = f"127.0.0.1:{port}"
         _wait_serving(target, child)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    return child, target
+
+
+def test_sigterm_with_a_job_that_ignores_it_exits_0_inside_the_grace_and_the_job_resumes(tmp_path):
+    grace_s = 2.0
+    store_dir = tmp_path / "store"
+    # Test kinds have no Start* RPC: the job is queued in the store before the start, as a job left by an
+    # earlier process is, and the child's start resumes it (JobRunner.resume_interrupted).
+    job_request = request(total=100, sleep_s=0.05)  # 5 s of work, far past the grace
+    job_id = _queue_in_store(LocalFolderStore(store_dir), job_request)
+    child, target = _start_child(tmp_path, store_dir, grace_s, calls_s=0.5)
+    try:
         channel = open_channel(target, token="")
         watched: dict[str, common_pb2.Job] = {}
         events: list[common_pb2.ProgressEvent] = []
@@ -282,3 +294,29 @@ def test_a_stopping_server_refuses_new_jobs_and_its_stop_is_bounded_by_the_budge
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert service.runner.get(job.job_id).state == "SUCCEEDED"
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_the_job_to_resume(tmp_path):
+    store_dir = tmp_path / "store"
+    job_id = _queue_in_store(LocalFolderStore(store_dir), request(total=1000, sleep_s=0.05))
+    child, _ = _start_child(tmp_path, store_dir, grace_s=60.0, calls_s=5.0)
+    try:
+        key = f"jobs/{SERVICE}/{job_id}.json"
+        store = LocalFolderStore(store_dir)
+        while json.loads(store.get_bytes(key))["state"] != "RUNNING":
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)  # the drain begins: this job would hold it for 53 s
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        returncode = child.wait(timeout=30)
+        exit_s = time.monotonic() - signalled
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    log = child.stdout.read()
+    assert returncode == 128 + signal.SIGINT and "exiting without the drain" in log, log
+    assert exit_s < 5.0, f"a second Ctrl-C took {exit_s:.2f} s"
+    # Nothing is recorded as finished: the next start resumes the job.
+    assert json.loads(store.get_bytes(key))["state"] in ("RUNNING", "INTERRUPTED")
