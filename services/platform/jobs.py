@@ -703,7 +703,10 @@ class JobRunner:
             lives = list(self._live.values())
             queued = [live for live in lives if live.record.state == QUEUED]
             for live in queued:
-                live.record.state = INTERRUPTED
+                # A job cancelled while it waited ends CANCELLED, as it would have when it came to run.
+                live.record.state = CANCELLED if live.cancel.is_set() else INTERRUPTED
+                if live.record.state == CANCELLED:
+                    live.record.finished = _now()
         writers = [self._bounded_writer(self._tell_interrupted, queued)]
         for live in lives:
             while live.record.state == RUNNING and time.monotonic() < record_by:
@@ -731,13 +734,16 @@ class JobRunner:
         return writer
 
     def _tell_interrupted(self, queued: builtins.list[_Live]) -> None:
+        """Record and announce the queued jobs' new states (INTERRUPTED, or CANCELLED if asked to)."""
         for live in queued:
             last = live.record.last_progress
             self._emit(
                 live.record,
                 step=last.get("step", 0),
                 total=last.get("total", 0),
-                message="queued when the service stopped; starts when it restarts",
+                message="cancelled before it started"
+                if live.record.state == CANCELLED
+                else "queued when the service stopped; starts when it restarts",
                 metrics=last.get("metrics", {}),
                 force=True,
             )

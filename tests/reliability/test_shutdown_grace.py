@@ -221,6 +221,8 @@ def test_watchers_of_running_and_queued_jobs_get_interrupted_and_both_resume(fol
     ):
         first = service.runner.submit("count", request(total=100, sleep_s=0.02))
         second = service.runner.submit("count", request(total=3, sleep_s=0.0))
+        cancelled = service.runner.submit("count", request(total=4, sleep_s=0.0))
+        service.runner.cancel(cancelled.job_id)  # asked to stop while it waits for the slot
         ended: dict[str, common_pb2.Job] = {}
         watchers = [
             threading.Thread(target=lambda j=job_id: ended.update({j: watch_job(channel, j, timeout_s=30)}))
@@ -245,6 +247,8 @@ def test_watchers_of_running_and_queued_jobs_get_interrupted_and_both_resume(fol
     assert "interrupted by shutdown" in ended[first.job_id].last_progress.message
     for job_id in (first.job_id, second.job_id):
         assert json.loads(folder_store.get_bytes(f"jobs/{SERVICE}/{job_id}.json"))["state"] == "INTERRUPTED"
+    cancelled_key = f"jobs/{SERVICE}/{cancelled.job_id}.json"
+    assert json.loads(folder_store.get_bytes(cancelled_key))["state"] == "CANCELLED"  # never resumed
 
     with (
         running("preprocessing", folder_store, extra_setup=add_shutdown_jobs, job_slots=1) as service,
@@ -257,6 +261,7 @@ def test_watchers_of_running_and_queued_jobs_get_interrupted_and_both_resume(fol
     resumed = json.loads(results[first.job_id].result_json)
     assert resumed["count"] == 100 and resumed["resumed_from"] >= 3
     assert json.loads(results[second.job_id].result_json)["count"] == 3
+    assert json.loads(folder_store.get_bytes(cancelled_key))["state"] == "CANCELLED"
 
 
 def test_a_stopping_server_refuses_new_jobs_and_its_stop_is_bounded_by_the_budget(folder_store):
