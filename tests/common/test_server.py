@@ -283,3 +283,18 @@ def test_a_failure_of_the_runner_itself_is_logged_and_ends_the_job(folder_store,
         assert logged and logged[0].exc_info is not None  # with its traceback
         again = service.runner.submit("numpy-summary", request())
         assert not again.reused  # a failed job is tried again, not handed out
+
+
+def test_shutdown_budget_settings_are_numbers_of_seconds():
+    from skingenbench.services.platform.settings import ServiceSettings
+
+    defaults = ServiceSettings.from_env("generation", env={})
+    assert (defaults.shutdown_grace_s, defaults.shutdown_calls_s) == (30.0, 5.0)
+    tuned = ServiceSettings.from_env(
+        "generation",
+        env={"SKINGENBENCH_GENERATION_SHUTDOWN_GRACE_S": "75", "SKINGENBENCH_SHUTDOWN_CALLS_S": "8"},
+    )
+    assert (tuned.shutdown_grace_s, tuned.shutdown_calls_s) == (75.0, 8.0)
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ValueError, match="SKINGENBENCH_SHUTDOWN_GRACE_S must be"):
+            ServiceSettings.from_env("generation", env={"SKINGENBENCH_SHUTDOWN_GRACE_S": bad})
