@@ -94,3 +94,37 @@ def test_served_deployments_carry_the_grid_parameters(tmp_path):
             process.wait()
     with pytest.raises(OSError):  # the Prefect server went with it
         _deployments(url)
+
+
+def test_a_recorded_server_is_reused_only_while_it_answers(tmp_path):
+    """``run`` and ``serve-flows`` share the home's Prefect server (one database per home): the record is
+    trusted only while its process lives and its health endpoint answers."""
+    import http.server
+    import threading
+
+    from skingenbench.cli.run import running_prefect_server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's protocol)
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    record = tmp_path / "prefect-server.json"
+    try:
+        assert running_prefect_server(tmp_path) is None  # no record
+        record.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        assert running_prefect_server(tmp_path) == url
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        record.write_text(json.dumps({"url": url, "pid": dead.pid}))
+        assert running_prefect_server(tmp_path) is None  # its process is gone
+    finally:
+        httpd.shutdown()
+    record.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    assert running_prefect_server(tmp_path) is None  # nothing answers any more
