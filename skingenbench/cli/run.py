@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from skingenbench.cli.errors import UserError
+from skingenbench.cli.errors import UserError, one_line
 from skingenbench.cli.tls import add_tls_arguments, client_tls
 
 
@@ -175,14 +175,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tls=client_tls(args),
     )
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        url = running_prefect_server(home)
-        if url is None:
-            server, url = _start_prefect_server(home)
-        os.environ["PREFECT_API_URL"] = f"{url}/api"
-        print(f"Prefect UI: {url}  (watch the run there)", flush=True)
-    try:
-        folder = _run_flow(args, wiring)
+    try:  # from here on, what was started is stopped however the run ends
+        if not os.environ.get("PREFECT_API_URL"):
+            url = running_prefect_server(home)
+            if url is None:
+                server, url = _start_prefect_server(home)
+            os.environ["PREFECT_API_URL"] = f"{url}/api"
+            print(f"Prefect UI: {url}  (watch the run there)", flush=True)
+        folder = _run_flow(args, wiring, home)
         if folder is None:
             return 1
         print(f"\nreport: {Path(folder) / 'report.md'}\n        {Path(folder) / 'report.html'}")
@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
 
 
-def _run_flow(args: argparse.Namespace, wiring) -> str | None:
+def _run_flow(args: argparse.Namespace, wiring, home: Path) -> str | None:
     """The flow with the terminal view subscribed to its progress; None (and one line) when it failed."""
     from skingenbench.cli.run_progress import choose_view, quiet_prefect_console
     from skingenbench.flows.benchmark import benchmark
@@ -217,9 +217,9 @@ def _run_flow(args: argparse.Namespace, wiring) -> str | None:
     except Exception as error:  # the run's failure is in the Prefect UI and its logs; here, one line
         if _debug(args):
             raise
-        print(f"error: the run failed: {type(error).__name__}: {error}", file=sys.stderr)
         print(
-            "  (the Prefect UI and .skingenbench/logs have the details; --debug shows the traceback)",
+            f"error: the run failed: {type(error).__name__}: {one_line(str(error))} (the Prefect UI and "
+            f"{home / 'logs'} have the details; --debug shows the traceback)",
             file=sys.stderr,
         )
         return None

@@ -169,3 +169,27 @@ def test_the_command_line_leaves_nothing_behind(tmp_path):
     assert done.stderr.count("\n") == 1 and "classifier_config.resnet18:" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "home").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_later_ends_with_one_line(monkeypatch, tmp_path, capsys):
+    """Past validation, a failure (a job failed on a service) is exit 1 and one line: the traceback is in
+    the Prefect UI's logs, and here with --debug."""
+    import argparse
+
+    from skingenbench.flows import benchmark
+
+    from skingenbench.cli import run
+
+    def failing(**_parameters):
+        raise RuntimeError("the train job abc ended FAILED:\nINVALID_ARGUMENT: no images")
+
+    monkeypatch.setattr(benchmark, "benchmark", failing)
+    args = argparse.Namespace(plain=True, pipelines=None, grid="demo", run_id="", runs_dir=str(tmp_path))
+    assert run._run_flow(args, wiring=None, home=tmp_path) is None
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert "error: the run failed: RuntimeError: the train job abc ended FAILED: INVALID_ARGUMENT" in lines[0]
+    assert str(tmp_path / "logs") in lines[0]
+    args.debug = True
+    with pytest.raises(RuntimeError, match="ended FAILED"):
+        run._run_flow(args, wiring=None, home=tmp_path)
