@@ -12,9 +12,16 @@ from skingenbench.services.core.classes import REFERENCE_PROPORTIONS
 
 
 def _store(args: argparse.Namespace):
+    import os
+
+    from skingenbench.cli import stack
     from skingenbench.services.platform.store import store_from_uri
 
-    return store_from_uri(args.store or None)
+    # The store `skingenbench up` gives its services (SKINGENBENCH_STORE, else the home's store folder),
+    # so a manifest imported here is one the running services can read.
+    return store_from_uri(
+        args.store or os.environ.get("SKINGENBENCH_STORE") or (stack.home() / "store").as_uri()
+    )
 
 
 def _progress(label: str):
@@ -159,7 +166,7 @@ def _cmd_preprocess_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    store_help = "store URI (default: $SKINGENBENCH_STORE or ./.skingenbench/store)"
+    store_help = "store URI (default: $SKINGENBENCH_STORE, else $SKINGENBENCH_HOME/store as `up` uses)"
     data = commands.add_parser("data", help="make, import, split and describe data sets").add_subparsers(
         dest="data_command", required=True
     )
