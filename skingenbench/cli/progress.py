@@ -49,7 +49,7 @@ class JobProgress:
     def __init__(self, label: str, plain: bool | None = None, stream: IO[str] | None = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr
-        self.plain = plain if plain is not None else not _is_terminal(self.stream)
+        self.plain = plain if plain is not None else not (_is_terminal(self.stream) and _has_rich())
         self._first: tuple[int, float] | None = None  # (step, time) when the job was first seen running
         self._last_line = (-1, "", 0.0)  # (tenth, state, time) of the last plain line
         self._bar = None
@@ -135,6 +135,12 @@ def _state_name(state: int) -> str:
     from skingenbench.api.v1 import common_pb2
 
     return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def _has_rich() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None
 
 
 def _is_terminal(stream) -> bool:
