@@ -114,3 +114,18 @@ def test_prefect_info_lines_and_tracebacks_stay_off_the_terminal():
     text = out.getvalue()
     assert "Completed" not in text and "Traceback" not in text
     assert "RuntimeError('boom')" in text and "kept" in text and "shown again" in text
+
+
+def test_the_live_view_draws_on_a_terminal_and_leaves_the_final_table():
+    console = Console(file=io.StringIO(), width=140, force_terminal=True, color_system=None)
+    clock = FakeClock()
+    view = LiveView(console, clock=clock)
+    remove = add_listener(view)
+    try:
+        with view, quiet_prefect_console(view):
+            _drive(GridProgress("demo-2", "demo"), clock)
+    finally:
+        remove()
+    text = console.file.getvalue()
+    assert "demo · run demo-2 · 2/3 cells, 1 failed" in text and "finished" in text
+    assert "train generator" in text
