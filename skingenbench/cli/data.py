@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from skingenbench.cli.errors import require_manifest_uri
 from skingenbench.services.core.classes import REFERENCE_PROPORTIONS
@@ -25,20 +24,15 @@ def _store(args: argparse.Namespace):
 
 
 def _progress(label: str):
-    state = {"last": -1}
+    """A ``(done, total, message)`` callback: a live bar on a terminal, a line per tenth in logs."""
+    from skingenbench.cli.progress import JobProgress
+
+    display = JobProgress(label)
 
     def report(done: int, total: int, message: str = "") -> None:
-        percent = int(100 * done / total) if total else 0
-        if percent != state["last"]:
-            state["last"] = percent
-            print(
-                f"\r{label}: {done}/{total} ({percent}%) {message[:40]:40s}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            if done >= total:
-                print(file=sys.stderr)
+        display.count(done, total, message[:40])
+        if total and done >= total:
+            display.close()
 
     return report
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import sys
+import time
 
 from skingenbench.cli.connect import Service, add_connection_arguments, job_summary
 from skingenbench.cli.errors import UserError
@@ -129,12 +130,23 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from skingenbench.api.v1 import common_pb2
+    from skingenbench.services.platform.client import FINAL
 
     stage, job = find_job(args.job_id, args)
     with Service.from_args(stage, args) as service:
         job = service.call(
             "CancelJob", common_pb2.CancelJobRequest(job_id=args.job_id), timeout_s=60.0, stub=service.jobs
         )
+        # A running job stops at its next cancellation check (training checkpoints first): wait for that,
+        # so "cancelled" is printed only when it is true.
+        deadline = time.monotonic() + args.wait
+        while job.state not in FINAL and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = service.call(
+                "GetJob", common_pb2.GetJobRequest(job_id=args.job_id), timeout_s=10.0, stub=service.jobs
+            )
+    if job.state not in FINAL:
+        print(f"cancel requested; the job has not stopped after {args.wait:.0f} s", file=sys.stderr)
     if args.json:
         print_json(job_summary(job))
     else:
@@ -172,5 +184,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     cancel = jobs.add_parser("cancel", help="stop a job (training checkpoints first)")
     cancel.add_argument("job_id")
+    cancel.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for it to stop (default 60)"
+    )
     _targets(cancel)
     cancel.set_defaults(func=_cmd_cancel)

@@ -210,7 +210,7 @@ def test_jobs_list_watch_cancel_across_services(world, capsys):
 
     # Found on whichever service has it: cancel, then watch the finished job.
     cancelled = run_json(capsys, "jobs", "cancel", long.job_id)
-    assert cancelled["kind"] == "count"
+    assert cancelled["kind"] == "count" and cancelled["state"] == "CANCELLED"  # waited until it stopped
     code, _, err = run_cli(capsys, "jobs", "watch", long.job_id, "--plain")
     assert code == 1 and "ended CANCELLED" in err.strip().splitlines()[-1] and "Traceback" not in err
     watched = run_json(capsys, "jobs", "watch", done.job_id)
