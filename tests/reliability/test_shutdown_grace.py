@@ -325,3 +325,58 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_the_job_to_resume(tmp_path):
     assert exit_s < 5.0, f"a second Ctrl-C took {exit_s:.2f} s"
     # Nothing is recorded as finished: the next start resumes the job.
     assert json.loads(store.get_bytes(key))["state"] in ("RUNNING", "INTERRUPTED")
+
+
+def test_a_flow_task_watching_a_job_through_a_restart_gets_its_result(folder_store):
+    """The flow's side (flows/jobs.py run_job over an EndpointPool): the watch ends with INTERRUPTED when
+    the service stops, the pool waits for the endpoint to serve again and submits the same request,
+    which finds the job the restarted service resumed; the task gets the job's real result."""
+    from skingenbench.flows.endpoints import EndpointPool, parse_endpoints
+    from skingenbench.flows.jobs import run_job
+    from skingenbench.services.platform.settings import ServiceSettings
+    from skingenbench.services.stages import start_service
+
+    from skingenbench.api.v1 import preprocessing_pb2, preprocessing_pb2_grpc
+
+    port = free_port()
+    settings = ServiceSettings(stage="preprocessing", port=port, shutdown_grace_s=5.0)
+    first = start_service("preprocessing", settings, folder_store)
+    pool = EndpointPool("preprocessing", parse_endpoints(f"127.0.0.1:{port}"), backoff_s=0.2, token="")
+    import_request = preprocessing_pb2.ImportRequest(
+        source="phantom", options_json='{"count": 40, "width": 48, "height": 32}', seed=3
+    )
+    events: list[common_pb2.ProgressEvent] = []
+    outcome: dict = {}
+
+    def task() -> None:
+        try:
+            outcome["job"] = run_job(
+                pool, preprocessing_pb2_grpc.PreprocessingStub, "StartImport", import_request, events.append
+            )
+        except BaseException as exc:  # reported by the assertions below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    second = None
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e.state == common_pb2.JOB_STATE_RUNNING and e.step >= 1 for e in events):
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.02)
+        first.stop()
+        deadline = time.monotonic() + 10  # the last event is on its way to the client
+        while not any(e.state == common_pb2.JOB_STATE_INTERRUPTED for e in events):
+            assert time.monotonic() < deadline, "the watcher never saw INTERRUPTED"
+            time.sleep(0.02)
+        second = start_service("preprocessing", settings, folder_store)  # the same port: the pod came back
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the task did not finish after the restart"
+    finally:
+        if second is not None:
+            second.stop()
+        pool.close()
+    assert "error" not in outcome, outcome.get("error")
+    job = outcome["job"]
+    assert job.result["item_count"] == 40 and "manifest" in job.outputs
+    assert {e.job_id for e in events} == {job.job_id}  # one job, followed across the restart
