@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/skingenbench/api/v1/*.proto)
 STUBS := skingenbench/api/v1/common_pb2.py
-GRID ?= demo
+GRID ?= smoke
 # Tests and the demo never reach a model hub: weights come from local files or random init.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean ui browser
+.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean gpu-check gpu-wheels
 
 setup: $(STAMP) $(STUBS)
 
@@ -31,7 +31,7 @@ $(STUBS): $(PROTOS) | $(STAMP)
 protos: | $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
-test: setup browser
+test: setup
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -39,20 +39,6 @@ test-fast: setup
 
 run: setup
 	$(PY) -m skingenbench.cli run --grid $(GRID)
-
-# The shipped grids as Prefect deployments on the local Prefect server and stack: start one from the UI's
-# Run button (docs/prefect-ui.md). Ctrl-C stops serving and what it started.
-ui: setup
-	$(PY) -m skingenbench.cli serve-flows
-
-# Headless Chromium for tests/browser, Debian's package (Playwright drives it; never `playwright install`).
-# Installed only when missing; that needs root, as in CI. Elsewhere the browser tests skip and say so.
-CHROMIUM ?= /usr/bin/chromium
-browser:
-	@test -x $(CHROMIUM) || { \
-		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-		else echo "make browser: $(CHROMIUM) is missing and installing it needs root; tests/browser will skip"; fi; }
 
 # Fails on a lint finding and on format drift alike; `ruff format $(LINTED)` mends the drift.
 LINTED := services flows skingenbench tests bench setup.py
@@ -95,6 +81,30 @@ down: setup
 
 status: setup
 	$(PY) -m skingenbench.cli status
+
+# The one GPU check (bench/gpu_check.py, docs/gpu-check.md): < 8 min on one H200, writes bench/results/gpu.json;
+# `make gpu-check ARGS=--dry-run` runs the same code at tiny sizes on the CPU. No `setup` prerequisite: a GPU node
+# has no network and no venv, only its preinstalled torch stack, the project installed with --no-deps and the
+# wheels below; the script runs as a script because under -m the repository's skingenbench/ folder would shadow
+# the installed package.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_WHEELS := build/gpu-wheels
+# What the measured code imports that the node lacks (pure-Python wheels, pinned to the versions tested here), and
+# what diffusers checks for at import; build-tools/ holds what `pip install --no-deps .` builds the project with.
+GPU_WHEEL_PACKAGES := diffusers==0.42.1 torch-fidelity==0.4.0 dacite==1.9.2 tqdm==4.70.1 requests==2.34.2 \
+	urllib3==2.8.0 idna==3.20 certifi==2026.10.19.post1 charset-normalizer==3.5.3
+GPU_BUILD_TOOLS := setuptools==84.2.1 wheel
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py $(ARGS)
+
+gpu-wheels:
+	rm -rf $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --implementation py --abi none \
+		--platform any --dest $(GPU_WHEELS) $(GPU_WHEEL_PACKAGES)
+	$(GPU_PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest $(GPU_WHEELS)/build-tools \
+		$(GPU_BUILD_TOOLS)
+	@du -sh $(GPU_WHEELS)
+	@test $$(du -sm $(GPU_WHEELS) | cut -f1) -lt 30 || { echo "$(GPU_WHEELS) is 30 MB or more"; exit 1; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build/typecheck build/mypy_cache skingenbench/api/v1/*_pb2*.py skingenbench/api/v1/*_pb2*.pyi
