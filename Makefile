@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/skingenbench/api/v1/*.proto)
 STUBS := skingenbench/api/v1/common_pb2.py
-GRID ?= smoke
+GRID ?= demo
 # Tests and the demo never reach a model hub: weights come from local files or random init.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean gpu-check gpu-wheels
+.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean ui browser gpu-check gpu-wheels
 
 setup: $(STAMP) $(STUBS)
 
@@ -31,7 +31,7 @@ $(STUBS): $(PROTOS) | $(STAMP)
 protos: | $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -39,6 +39,20 @@ test-fast: setup
 
 run: setup
 	$(PY) -m skingenbench.cli run --grid $(GRID)
+
+# The shipped grids as Prefect deployments on the local Prefect server and stack: start one from the UI's
+# Run button (docs/prefect-ui.md). Ctrl-C stops serving and what it started.
+ui: setup
+	$(PY) -m skingenbench.cli serve-flows
+
+# Headless Chromium for tests/browser, Debian's package (Playwright drives it; never `playwright install`).
+# Installed only when missing; that needs root, as in CI. Elsewhere the browser tests skip and say so.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo "make browser: $(CHROMIUM) is missing and installing it needs root; tests/browser will skip"; fi; }
 
 # Fails on a lint finding and on format drift alike; `ruff format $(LINTED)` mends the drift.
 LINTED := services flows skingenbench tests bench setup.py
