@@ -1,18 +1,23 @@
-"""Evaluation benchmarks (issue: evaluation service, benchmark).
+"""Evaluation benchmarks (issue 20, item 3).
 
-- feature extraction images/s of torch-fidelity's InceptionV3 (random kaiming weights when the published
-  file is absent: the speed is the same) on the device this runs on, at 64 px and 256 px input (each is
-  resized to 299 inside the network); wall time and CPU time;
-- the feature cache's effect: five synthetic sets evaluated against one real set as five separate
-  evaluations (FID statistics + KID), with a fresh cache in the store vs no cache.
+- **The evaluation as a whole against torch-fidelity**: ``evaluate()`` (plan, decode from the store,
+  Inception features, FID + KID, report) against ``torch_fidelity.calculate_metrics(fid=True, kid=True)``
+  on the same two folders of PNGs, each in a fresh process (so neither finds the other's or its own earlier
+  features), alternately; CPU seconds of each, ratio = peer seconds / project seconds (> 1: faster).
+  Inception has random (kaiming) weights when the published file is absent: the cost is the same.
+- Feature extraction images/s at 64 and 256 px, and the feature cache's effect (five evaluations against
+  one real set, with and without the cache).
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.fresh import alternating_pairs, measure_in_fresh_process
 
 
 def _phantoms(count: int, size: int, seed: int) -> list:
@@ -37,6 +42,7 @@ def _weights(folder: Path) -> Path:
         def load_state_dict(self, state_dict, strict=True, assign=False):
             return None
 
+    folder.mkdir(parents=True, exist_ok=True)
     torch.save({}, folder / "empty.pth")
     network = Unloaded(
         "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(folder / "empty.pth")
@@ -46,7 +52,113 @@ def _weights(folder: Path) -> Path:
             torch.nn.init.kaiming_normal_(module.weight)
     path = folder / UPSTREAM["inception-v3-compat"].file
     torch.save(network.state_dict(), path)
+    (folder / "empty.pth").unlink()
     return path
+
+
+# -- evaluate() against torch_fidelity.calculate_metrics --------------------------------------------------
+def prepare_sets(folder: str, count: int, size: int) -> dict[str, Any]:
+    """Fresh-process child: ``count`` real and ``count`` synthetic PNGs in a folder store, their manifests,
+    Inception weights inside the store (the read rule allows the store)."""
+    from skingenbench.services.core.imaging.decoding import encode_png
+    from skingenbench.services.core.manifest import Item, Manifest, Provenance
+    from skingenbench.services.platform.manifest_io import write_manifest
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    store = LocalFolderStore(folder)
+    refs = {}
+    for name, seed in (("real", 1), ("synthetic", 2)):
+        items = []
+        for index, image in enumerate(_phantoms(count, size, seed)):
+            stored = store.put_bytes(f"{name}/{index:05d}.png", encode_png(image), "image/png")
+            items.append(Item(stored.key, stored.sha256, "MEL", f"{name}{index}", split="train"))
+        ref = write_manifest(store, f"manifests/{name}.json", Manifest(items, Provenance("bench")))
+        refs[name] = {"key": f"manifests/{name}.json", "sha256": ref.sha256}
+    weights = _weights(Path(folder) / "weights")
+    refs["weights"] = {"key": f"weights/{weights.name}", "path": str(weights)}
+    return refs
+
+
+def project_evaluation(folder: str, refs: dict[str, Any], count: int) -> float:
+    """Fresh-process child: CPU seconds of a whole FID + KID evaluation through ``evaluate()``."""
+    import json
+
+    from skingenbench.services.core.hashing import content_address
+    from skingenbench.services.evaluation.evaluate import evaluate
+    from skingenbench.services.evaluation.plan import plan_evaluation
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    with tempfile.TemporaryDirectory() as copy:  # a store of its own: no feature cache from a prior run
+        shutil.copytree(folder, copy, dirs_exist_ok=True)
+        store = LocalFolderStore(copy)
+        started = time.process_time()
+        real, synthetic = (
+            {"uri": store.uri(refs[n]["key"]), "sha256": refs[n]["sha256"]} for n in ("real", "synthetic")
+        )
+        request = {
+            "real": real,
+            "synthetic": [{"name": "synthetic", "manifest": synthetic, "intended_label": "MEL"}],
+            "extractor_weights": {"uri": store.uri(refs["weights"]["key"])},
+            "metrics": ["fid", "kid"],
+            "options_json": json.dumps({"grid_images": 0, "kid_subset_size": count}),
+        }
+        plan = plan_evaluation(
+            store,
+            request,
+            lambda inputs, settings, seed: content_address("evaluation", "3", inputs, settings, seed),
+        )
+        evaluation = evaluate(store, plan)
+        seconds = time.process_time() - started
+    if "fid" not in evaluation.report["sets"]["synthetic"]:
+        raise RuntimeError("the evaluation computed no FID")
+    return seconds
+
+
+def peer_evaluation(folder: str, refs: dict[str, Any], count: int) -> float:
+    """Fresh-process child: CPU seconds of ``torch_fidelity.calculate_metrics`` on the same PNG folders."""
+    import torch_fidelity
+
+    started = time.process_time()
+    metrics = torch_fidelity.calculate_metrics(
+        input1=str(Path(folder) / "real"),
+        input2=str(Path(folder) / "synthetic"),
+        fid=True,
+        kid=True,
+        kid_subset_size=count,
+        feature_extractor_weights_path=refs["weights"]["path"],
+        cuda=False,
+        cache=False,
+        verbose=False,
+    )
+    seconds = time.process_time() - started
+    if "frechet_inception_distance" not in metrics:
+        raise RuntimeError("torch-fidelity computed no FID")
+    return seconds
+
+
+def evaluation_against_torch_fidelity(count: int, size: int, pairs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        refs = measure_in_fresh_process(
+            "bench.evaluation:prepare_sets", folder=folder, count=count, size=size
+        )["result"]
+
+        def rate(target: str) -> float:  # evaluations per CPU second
+            return 1.0 / measure_in_fresh_process(target, folder=folder, refs=refs, count=count)["result"]
+
+        summary = alternating_pairs(
+            lambda: rate("bench.evaluation:project_evaluation"),
+            lambda: rate("bench.evaluation:peer_evaluation"),
+            pairs,
+        )
+    return {
+        "unit": "evaluations per CPU second (FID + KID, one real and one synthetic set); ratio = project / peer",
+        "images_per_set": count,
+        "image_size": f"{size}x{size} PNG",
+        "scaled_down": "the issue's table used 2x200 PNGs; this run's size is above (CPU time grows with N)",
+        "peer": "torch_fidelity.calculate_metrics(fid=True, kid=True, cache=False)",
+        "evaluate_over_torch_fidelity": summary,
+        "goal": 1.0,
+    }
 
 
 def extraction_speed(extractor, count: int, size: int) -> dict[str, Any]:
@@ -121,18 +233,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     from skingenbench.services.core.device import describe_device, select_device
     from skingenbench.services.evaluation.core.extractors import FEATURE_EXTRACTORS
 
+    device = select_device()
+    results: dict[str, Any] = {"device": describe_device()}
+    count = 16 if quick else (200 if device != "cpu" else 48)
+    results["against_torch_fidelity"] = evaluation_against_torch_fidelity(count, 64, 3 if quick else 5)
     with tempfile.TemporaryDirectory() as folder:
         weights = _weights(Path(folder))
-        device = select_device()
         extractor = FEATURE_EXTRACTORS.create(
             "inception-v3-compat", "paper", {"batch_size": 32}, weights=weights, device=device
         )
         count = 32 if quick or device == "cpu" else 512
-        results = {
-            "device": describe_device(),
-            "weights_upstream": extractor.weights_upstream,
-            "extraction": [extraction_speed(extractor, count, size) for size in (64, 256)],
-        }
+        results["weights_upstream"] = extractor.weights_upstream
+        results["extraction"] = [extraction_speed(extractor, count, size) for size in (64, 256)]
         real, synthetic = (32, 8) if quick or device == "cpu" else (1000, 500)
         results["cache"] = cache_effect(extractor, real, synthetic)
     return results

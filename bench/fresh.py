@@ -51,13 +51,17 @@ def measure_in_fresh_process(target: str, timeout_s: float = 900, **kwargs: Any)
     return json.loads(lines[-1][len(MARKER) :])
 
 
-def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
-    """Median, min, max and every value: what a ratio is reported with."""
+def spread(values: list[float], digits: int = 4) -> dict[str, Any]:
+    """Median, min, max and every value (to ``digits`` significant digits): what a ratio is reported with."""
+
+    def significant(value: float) -> float:
+        return float(f"{value:.{digits}g}")
+
     return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-        "values": [round(v, digits) for v in values],
+        "median": significant(statistics.median(values)),
+        "min": significant(min(values)),
+        "max": significant(max(values)),
+        "values": [significant(v) for v in values],
     }
 
 
