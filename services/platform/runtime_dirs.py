@@ -67,10 +67,12 @@ def open_store(uri: str | None, env: Mapping[str, str] | None = None) -> ObjectS
     """``store_from_uri``, with a folder store that cannot be created or written refused in one line."""
     env = dict(os.environ if env is None else env)
     uri = uri or default_store_uri(env)
+    folder = _folder_of(uri)
     try:
         store = store_from_uri(uri, env)
-    except PermissionError as exc:  # the folder (or a parent) cannot be created
-        folder = _folder_of(uri) or Path(exc.filename or ".")
+    except OSError as exc:  # the folder (or a parent) cannot be created: permissions, a read-only root
+        if folder is None:
+            raise
         raise _not_writable(folder, exc, env) from None
     check_store_writable(store, env)
     return store

@@ -10,6 +10,7 @@ folder without write permission.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -98,9 +99,15 @@ def test_an_unusable_temp_dir_stops_the_start_before_anything_listens(monkeypatc
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_open_store_names_the_folder_it_cannot_create(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "refusal",
+    [(PermissionError, errno.EACCES, "Permission denied"), (OSError, errno.EROFS, "Read-only file system")],
+)
+def test_open_store_names_the_folder_it_cannot_create(tmp_path, monkeypatch, refusal):
+    error_type, code, text = refusal
+
     def refuse(*_args, **_kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path / "data"))
+        raise error_type(code, text, str(tmp_path / "data"))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(FailedPrecondition) as refused:
@@ -108,7 +115,7 @@ def test_open_store_names_the_folder_it_cannot_create(tmp_path, monkeypatch):
     message = str(refused.value)
     assert f"the store folder {tmp_path / 'data' / 'store'} is not writable by uid {os.getuid()}" in message
     assert f"mount a volume writable by uid {os.getuid()} at {tmp_path / 'data'}" in message
-    assert "\n" not in message
+    assert text in message and "\n" not in message
 
 
 # -- the real server process -----------------------------------------------------------------------------
