@@ -3,7 +3,7 @@
 One interface fits the three families the benchmark compares:
 
 - a diffusion model (DDPM): ``train_step`` is one denoising-loss update; ``sample`` runs a sampler
-  (``ddpm`` full chain or ``ddim``) for ``steps`` with ``eta``;
+  (``ddpm`` full chain, ``ddim`` or ``dpm_solver``) for ``steps`` (``eta``: DDIM's);
 - an unconditional GAN (StyleGAN2-ADA): ``train_step`` is one generator + discriminator round with its
   augmentation state inside ``state()``; ``sample`` maps seeds to latents with ``truncation_psi``;
 - a conditional GAN (DermGAN-style Pix2Pix): ``conditional`` is true, ``train_step`` receives the

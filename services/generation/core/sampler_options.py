@@ -23,7 +23,7 @@ class SamplerOptions:
     must stay at their neutral value: a backend refuses them rather than silently ignoring them.
     """
 
-    sampler: str = ""  # diffusion: "ddpm" (full ancestral chain) or "ddim"; GANs: ""
+    sampler: str = ""  # diffusion: "ddpm" (full ancestral chain), "ddim" or "dpm_solver"; GANs: ""
     steps: int = 0  # denoising steps; 0 = backend default
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like noise)
     truncation_psi: float = 1.0  # StyleGAN truncation; 1 = none
