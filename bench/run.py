@@ -27,6 +27,9 @@ def _machine() -> dict[str, str]:
         "device": describe_device(),
         "code_version": code_version(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # How busy the machine was when the run started: ratios come from alternating pairs so that load hits
+        # both sides alike, but absolute rates on a loaded machine are not the machine's.
+        "load_average_1_5_15": " ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
 
 
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test of the benchmarks)")
     args = parser.parse_args(argv)
-    results = {"machine": _machine(), "suites": {}}
+    results = {"machine": _machine(), "quick": args.quick, "suites": {}}
     failed = False
     for suite in args.only or SUITES:
         print(f"[bench] {suite} …", flush=True)
@@ -53,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
                 "traceback": traceback.format_exc(),
             }
         print(json.dumps(results["suites"][suite], indent=1)[:2000], flush=True)
+    results["machine"]["load_average_at_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     out = Path(args.out)
+    if args.only and out.is_file():  # a partial run replaces its own suites and keeps everyone else's
+        earlier = json.loads(out.read_text())
+        kept = {k: v for k, v in earlier.get("suites", {}).items() if k not in results["suites"]}
+        for value in kept.values():
+            if isinstance(value, dict):
+                value.setdefault("machine", earlier.get("machine"))
+        results["suites"] = {**kept, **results["suites"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"[bench] results written to {out}")
