@@ -210,15 +210,35 @@ def service_vs_in_process(count: int = 120, pairs: int = 5) -> dict[str, Any]:
 
 
 # -- peak memory ------------------------------------------------------------------------------------------
-def import_phantoms(folder: str, count: int) -> dict[str, Any]:
-    """Fresh-process child: ``count`` 128x96 phantom images in the store."""
+def import_phantoms(folder: str, count: int, distinct: int = 1000) -> dict[str, Any]:
+    """Fresh-process child: a manifest of ``count`` items of 128x96 phantom images. At most ``distinct``
+    images are rendered; beyond that the manifest names them again under new ids (a run's memory depends on
+    its item count, not on whether two items share bytes, and rendering 10k phantoms took longer than the
+    preprocessing being measured)."""
+    import dataclasses
+
+    from skingenbench.services.core.manifest import Manifest, Provenance
     from skingenbench.services.data.operations import import_source
+    from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
     from skingenbench.services.platform.store import LocalFolderStore
 
+    store = LocalFolderStore(folder)
     imported = import_source(
-        LocalFolderStore(folder), "phantom", options={"count": count, "width": 128, "height": 96}, seed=3
+        store, "phantom", options={"count": min(count, distinct), "width": 128, "height": 96}, seed=3
     )
-    return {"uri": imported.ref.uri, "items": imported.ref.item_count}
+    if count <= distinct:
+        return {"uri": imported.ref.uri, "items": imported.ref.item_count}
+    rendered = read_manifest(store, imported.ref.uri).items
+    items = [
+        dataclasses.replace(
+            rendered[index % len(rendered)],
+            image_id=f"{rendered[index % len(rendered)].image_id}_r{index}",
+            lesion_id=f"{rendered[index % len(rendered)].lesion_id}_r{index}",
+        )
+        for index in range(count)
+    ]
+    ref = write_manifest(store, "bench/repeated.json", Manifest(items, Provenance("bench")))
+    return {"uri": ref.uri, "items": ref.item_count, "distinct_images": len(rendered)}
 
 
 def preprocess_for_memory(folder: str, uri: str) -> int:
