@@ -198,12 +198,12 @@ class PrefectProgressArtifacts:
     """The run's grid progress artifact and results table in the Prefect UI, updated in place.
 
     Created in the flow run's context (so they belong to the flow run); updated through the API from any
-    thread at most every ``min_interval_s`` (a finished cell or the run's end always goes through), so a
-    150-cell grid makes a few hundred small API calls, not one per progress event. Any Prefect error
+    thread at most every ``min_interval_s`` and at the run's end, so a grid of any size makes one small
+    call pair per interval, not one per progress event or cell. Any Prefect error
     is logged once and the artifacts stop updating: the run does not depend on its view.
     """
 
-    def __init__(self, progress: GridProgress, min_interval_s: float = 1.0) -> None:
+    def __init__(self, progress: GridProgress, min_interval_s: float = 2.0) -> None:
         from prefect.artifacts import create_progress_artifact, create_table_artifact
 
         self.run_id = progress.run_id
@@ -231,12 +231,12 @@ class PrefectProgressArtifacts:
         with self._lock:
             if self._broken:
                 return
-            cell_ended = finished != self._last_finished
-            if not (cell_ended or snapshot["finished"] or now - self._last >= self.min_interval_s):
-                return
+            if not (snapshot["finished"] or now - self._last >= self.min_interval_s):
+                return  # the next change after the interval, or the run's end, shows this one too
+            cells_ended = finished != self._last_finished
             self._last, self._last_finished = now, finished
             self._call(self._update_progress, snapshot)
-            if cell_ended:
+            if cells_ended or snapshot["finished"]:
                 self._call(self._update_results, self._progress.results())
 
     def _update_progress(self, snapshot: Snapshot) -> None:

@@ -221,6 +221,7 @@ def _preprocessing(ctx: ReportContext) -> Section:
         }
         for prep, arm in run["arms"].items()
         for kind in ("all", "train", "augmented")
+        if kind in arm  # a run of selected pipelines makes only the manifests they need
     ]
     body = [_table(ctx.tables["preprocessing"])]
     for prep, quality in run.get("quality", {}).items():
@@ -787,10 +788,13 @@ def build_report(store: ObjectStore, run: dict[str, Any]) -> Report:
     )
 
 
-def write_report(store: ObjectStore, folder: Path, run_id: str, report: Report) -> Path:
-    """Write the report locally and to the store (``runs/<run-id>/``): figures first, then the files
-    that reference them, report.md (the index) last."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_report(
+    store: ObjectStore, folder: Path | None, run_id: str, report: Report, prefix: str = "runs"
+) -> Path | None:
+    """Write the report to the store (``<prefix>/<run-id>/``) and, unless ``folder`` is None, to that
+    local folder: figures first, then the files that reference them, report.md (the index) last."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {}
     for figure in report.figures:
         files[figure_path(figure, "png")] = figure.png
@@ -804,8 +808,10 @@ def write_report(store: ObjectStore, folder: Path, run_id: str, report: Report) 
             "report.md": report.markdown.encode(),
         }
     )
+    base = f"{prefix.strip('/')}/{run_id}" if prefix.strip("/") else run_id
     for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-        store.put_bytes(f"runs/{run_id}/{name}", data)
+        if folder is not None:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        store.put_bytes(f"{base}/{name}", data)
     return folder

@@ -2,6 +2,9 @@
 stage's endpoint pool of the run's wiring (its first argument), shows its progress as a Prefect
 progress artifact, and returns plain data.
 
+Each task is one cell of the grid; the flow names its run after the cell (``train A2/resnet50/seed0``)
+and tags it with its stage (``scheduling.py``).
+
 Re-running a grid recomputes nothing that finished: services identify a job by its request and
 return a finished job as it is, and their outputs are content-addressed in the shared store.
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import threading
 import time
 from typing import Any
 
@@ -21,6 +24,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from skingenbench.flows.jobs import JobOutcome, run_job
+from skingenbench.flows.scheduling import current_cell
 from skingenbench.flows.wiring import Wiring, pools_for
 
 from skingenbench.api.v1 import (
@@ -43,32 +47,125 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("skingenbench.flow")
 
 
-def _artifact_key(label: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")[:100] or "job"
+def _show_state(name: str) -> None:
+    """Name the running task's Prefect state (``Running(name="Queued")`` while its job waits in the
+    service's queue), so the UI tells a queued job from a running one; a view only, errors ignored."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.context import TaskRunContext
+        from prefect.states import Running
+
+        context = TaskRunContext.get()
+        if context is None:
+            return
+        with get_client(sync_client=True) as client:
+            client.set_task_run_state(context.task_run.id, Running(name=name), force=True)
+    except Exception:
+        _logger().debug("could not name the task run's state %s", name, exc_info=True)
+
+
+class _JobView:
+    """One job's progress, shown three ways: the grid's progress (``flows/progress.py``), the task run's
+    own progress artifact (no key: it belongs to the task run, and the Artifacts page lists only the
+    grid's), and the task run's state name ("Queued" while the job waits in its service's queue).
+
+    Prefect is told only what a person would see: the artifact is made once the job has run for
+    ``QUIET_S`` and updated at most that often; "Queued" is shown once a job has waited ``QUIET_S``.
+    A grid of short jobs so makes no API calls beyond the task runs' own, which matters on a busy server.
+    """
+
+    QUIET_S = 2.0
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.cell = current_cell()
+        self.endpoint = ""
+        self.shown_state = ""
+        self.lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.last = 0.0
+        self.artifact_id = None
+        self.artifact_failed = False
+        self.queued_timer: threading.Timer | None = None
+
+    def started(self, job: common_pb2.Job, endpoint: str) -> None:
+        self.endpoint, self.started_at = endpoint, time.monotonic()
+        if self.cell and self.cell.progress:
+            self.cell.progress.started(self.cell.stage, self.cell.cell, job.job_id, endpoint)
+        if job.state == common_pb2.JOB_STATE_QUEUED:
+            self._queued()
+
+    def event(self, event: common_pb2.ProgressEvent) -> None:
+        percent = 100.0 * event.step / event.total if event.total else 0.0
+        running = event.state != common_pb2.JOB_STATE_QUEUED
+        if self.cell and self.cell.progress:
+            self.cell.progress.update(self.cell.cell, "running" if running else "queued", percent)
+        if not running:
+            self._queued()
+            return
+        with self.lock:
+            if self.queued_timer is not None:
+                self.queued_timer.cancel()
+                self.queued_timer = None
+            show = self.shown_state == "Queued"
+            self.shown_state = "Running"
+        if show:
+            _show_state("Running")
+        now = time.monotonic()
+        if now - self.started_at >= self.QUIET_S and now - self.last >= self.QUIET_S:
+            self.last = now
+            self._artifact(min(100.0, percent), f"{self.label}: running on {self.endpoint}")
+
+    def _queued(self) -> None:
+        with self.lock:
+            if self.queued_timer is None and not self.shown_state:
+                self.queued_timer = threading.Timer(self.QUIET_S, self._show_queued)
+                self.queued_timer.daemon = True
+                self.queued_timer.start()
+
+    def _show_queued(self) -> None:
+        with self.lock:
+            if self.queued_timer is None or self.shown_state:
+                return
+            self.queued_timer, self.shown_state = None, "Queued"
+        _show_state("Queued")
+        self._artifact(0.0, f"{self.label}: queued on {self.endpoint}")
+
+    def done(self) -> None:
+        with self.lock:
+            if self.queued_timer is not None:
+                self.queued_timer.cancel()
+                self.queued_timer = None
+        if self.artifact_id:
+            self._artifact(100.0, f"{self.label}: done on {self.endpoint}")
+
+    def _artifact(self, percent: float, description: str) -> None:
+        if self.artifact_failed:
+            return
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(progress=percent, description=description)
+            else:
+                update_progress_artifact(self.artifact_id, progress=percent, description=description)
+        except Exception:
+            self.artifact_failed = True  # the view stops; the job does not
 
 
 def _run(wiring: Wiring, stage: str, stub: type, method: str, request: Any, label: str) -> JobOutcome:
-    """Run a job with a progress artifact updated at most every 2 s."""
+    """Run a job, showing its progress (``_JobView``)."""
+    view = _JobView(label)
     try:
-        artifact_id = create_progress_artifact(progress=0.0, key=_artifact_key(label), description=label)
-    except Exception:
-        artifact_id = None
-    state = {"last": 0.0}
-
-    def on_event(event: common_pb2.ProgressEvent) -> None:
-        now = time.monotonic()
-        if artifact_id and event.total and now - state["last"] > 2.0:
-            state["last"] = now
-            update_progress_artifact(artifact_id, progress=min(100.0, 100.0 * event.step / event.total))
-
-    outcome = run_job(pools_for(wiring)[stage], stub, method, request, on_event=on_event)
-    if artifact_id:
-        update_progress_artifact(artifact_id, progress=100.0)
+        outcome = run_job(
+            pools_for(wiring)[stage], stub, method, request, on_event=view.event, on_start=view.started
+        )
+    finally:
+        view.done()
     _logger().info(
-        "%s: %s job %s%s (%d events)",
+        "%s: %s job %s on %s%s (%d events)",
         label,
         outcome.kind,
         outcome.job_id,
+        outcome.endpoint,
         " (reused)" if outcome.reused else "",
         outcome.events,
     )

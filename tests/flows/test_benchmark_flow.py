@@ -109,6 +109,7 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         assert "figures/roc-a-" in report
         assert store.exists("runs/first/report.md") and not (tmp_path / "not-the-store").exists()
         assert folder.endswith("first")
+        _check_prefect_view("first")
 
         benchmark(grid_spec=str(grid_file), run_id="second", runs_dir=str(tmp_path / "runs"), wiring=wiring)
         second = _jobs(services)
@@ -116,6 +117,40 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
     for stage in SERVICES:
         assert sorted(r.job_id for r in second[stage]) == sorted(r.job_id for r in first[stage]), stage
         assert all(r.attempts == 1 and r.state == "SUCCEEDED" for r in second[stage]), stage
+
+
+def _check_prefect_view(run_id: str) -> None:
+    """What the Prefect UI shows of the run: a named flow run, task runs named after their cells, one
+    grid progress artifact at 100% and one results table, keyed by the run id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs()
+        assert any(run.name == f"reduced-{run_id}" and "grid:reduced" in run.tags for run in flow_runs)
+        names: set[str] = set()
+        while page := client.read_task_runs(limit=200, offset=len(names)):  # the API's page limit
+            names |= {run.name for run in page}
+            if len(page) < 200:
+                break
+        for cell in ("preprocess B/train", "preprocess B/all", "preprocess A/augmented", "split by lesion"):
+            assert cell in names, cell
+        assert {
+            "train A1/resnet18/seed0",
+            "test B5/resnet18/seed0",
+            "sample A3/mix",
+            "sample A3/eval",
+        } <= names
+        assert "compare B3 vs B1/resnet18/seed0" in names and "evaluate A" in names
+        keys = [f"progress-{run_id}", f"results-{run_id}", f"report-{run_id}"]
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        by_key = {a.key: a for a in artifacts}
+        assert set(by_key) == set(keys), sorted(by_key)
+        assert by_key[f"progress-{run_id}"].data == 100.0
+        assert "finished" in by_key[f"progress-{run_id}"].description
+        rows = json.loads(by_key[f"results-{run_id}"].data)
+        assert any(row["cell"] == "test A1/resnet18/seed0" and row["outcome"] == "done" for row in rows)
+        assert len(rows) == len({row["cell"] for row in rows}) > 30
 
 
 _FLOW_PROCESS = """
