@@ -86,6 +86,8 @@ def detect_ruler(
     )
     if exclude is not None:
         candidates &= ~exclude.astype(bool)
+    if not candidates.any():  # nothing dark and thin in the band: no run to look for
+        return candidates
     straight = straight_runs(
         candidates, scaled_pixels(rgb.shape, min_length_fraction, minimum=3), orientations
     )

@@ -48,7 +48,10 @@ def detect_dark_field(
     level = int(np.searchsorted(cumulative, 0.95 * gray.size)) * relative_threshold
     radius = scaled_pixels(rgb.shape, min_width_fraction / 2, minimum=1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    dark = cv2.morphologyEx((gray < level).astype(np.uint8), cv2.MORPH_OPEN, disk)
+    below = gray < level
+    if below.mean() < min_fraction:  # the field is a subset of these pixels: it cannot reach min_fraction
+        return np.zeros(gray.shape, bool)
+    dark = cv2.morphologyEx(below.astype(np.uint8), cv2.MORPH_OPEN, disk)
     count, labels = cv2.connectedComponents(dark, connectivity=8)
     border_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     keep = np.zeros(count, bool)
