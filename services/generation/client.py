@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-from skingenbench.services.platform.client import open_channel, watch_job
+from skingenbench.services.platform.client import describe_end, open_channel, watch_job
 from skingenbench.services.platform.tls import ClientTls
 
 from skingenbench.api.v1 import common_pb2, generation_pb2, generation_pb2_grpc
@@ -35,12 +35,11 @@ def default_target() -> str:
 
 
 class JobFailed(RuntimeError):
-    """A training or sampling job ended FAILED or CANCELLED; ``job`` is the final Job message."""
+    """A training or sampling job ended FAILED, CANCELLED or INTERRUPTED (its server stopped; it resumes
+    there on the next start); ``job`` is the final Job message."""
 
     def __init__(self, job: common_pb2.Job) -> None:
-        state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-        error = f"{job.error.code} {job.error.message}".strip()
-        super().__init__(f"job {job.job_id} ({job.kind}) {state}" + (f": {error}" if error else ""))
+        super().__init__(describe_end(job))
         self.job = job
 
 

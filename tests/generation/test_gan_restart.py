@@ -1,6 +1,6 @@
 """Restart through the service for the two GAN backends, StyleGAN2-ADA and DermGAN.
 
-A generation service stopped gracefully mid-training leaves its job QUEUED with a checkpoint in the store; a
+A generation service stopped gracefully mid-training leaves its job INTERRUPTED with a checkpoint in the store; a
 new server resumes it from that checkpoint, and the run must end bit-identical to the same request run straight
 through: every tensor of the final training state (G, D, EMA, both optimisers, the noise generator, ADA's p and
 its controller statistics, the path-length mean, DermGAN's condition distribution) and every scalar beside them.
@@ -134,10 +134,10 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(data, generator):
                 break
         channel.close()
     finally:
-        first.stop(grace_s=20)  # graceful: the job checkpoints where it is and stays queued
+        first.stop(grace_s=20)  # graceful: the job checkpoints where it is and is recorded INTERRUPTED
 
     stored_job = JobRecord.from_json(store.get_bytes(f"jobs/skingenbench.v1.Generation/{job.job_id}.json"))
-    assert stored_job.state == "QUEUED"
+    assert stored_job.state == "INTERRUPTED"
     (record,) = [r for r in models.list_records(store, generator) if r.name == "restarted"]
     assert not record.complete and STOP_AFTER <= record.step < TOTAL_STEPS
     assert record.checkpoint["step"] == record.step

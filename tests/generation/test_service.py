@@ -157,10 +157,10 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(tmp_path):
         if event.step >= 12:  # two checkpoints (5, 10) are in the store
             break
     channel.close()
-    first.stop(grace_s=20)  # graceful: the job checkpoints where it is and stays queued
+    first.stop(grace_s=20)  # graceful: the job checkpoints where it is and is recorded INTERRUPTED (resumes on start)
 
     stored_job = JobRecord.from_json(store.get_bytes(f"jobs/skingenbench.v1.Generation/{job.job_id}.json"))
-    assert stored_job.state == "QUEUED"
+    assert stored_job.state == "INTERRUPTED"
     record = models.list_records(store)[0]
     assert not record.complete and 12 <= record.step < 40 and record.checkpoint["step"] == record.step
 
@@ -416,7 +416,7 @@ def test_registry_and_service_info(service):
     assert "ddpm" in names and names == sorted(names)
     ddpm = stub.DescribeModel(common_pb2.DescribeRequest(name="ddpm"), timeout=10)
     assert {p.profile for p in ddpm.profiles} == {"tiny", "paper"}
-    assert ddpm.capabilities["samplers"] == "ddpm,ddim"
+    assert ddpm.capabilities["samplers"] == "ddpm,ddim,dpm_solver"
     paper = json.loads({p.profile: p for p in ddpm.profiles}["paper"].config_json)
     assert (paper["resolution"], paper["batch_size"], paper["learning_rate"], paper["lr_warmup_steps"]) == (
         256,
