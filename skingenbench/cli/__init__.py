@@ -89,6 +89,7 @@ def _extensions() -> list:
         evaluate,
         generate,
         jobs,
+        reader_study,
         report,
         run,
         runs,
@@ -110,6 +111,7 @@ def _extensions() -> list:
         report.register,
         tls.register,
         convert.register,
+        reader_study.register,
     ]
 
 
