@@ -81,6 +81,11 @@ typecheck: setup
 bench: setup
 	$(PY) -m bench.run --out bench/results/latest.json
 
+# The flow's concurrency (issue 20 item 4): 150 classifier cells on 16 one-slot servers with fake jobs
+# under a local Prefect server (about 2 minutes) -> bench/results/flow-concurrency.json.
+flow-concurrency: setup
+	$(PY) bench/flow_concurrency.py
+
 # Outside CI (under a minute): the reliability sweep (tests/reliability/test_bad_inputs.py) repeated with
 # concurrency beside bursts of 64 concurrent Generate calls, against the four services as processes;
 # writes status counts, latency percentiles and RSS before/during/after to bench/results/reliability.json.
