@@ -36,6 +36,11 @@ def _machine() -> dict[str, str]:
 SUITES = ("preprocessing", "generation", "evaluation", "classification")
 
 
+def _write(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results/latest.json")
@@ -56,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                 "traceback": traceback.format_exc(),
             }
         print(json.dumps(results["suites"][suite], indent=1)[:2000], flush=True)
+        _write(Path(args.out).with_suffix(".partial.json"), results)  # what is done survives a stop
     results["machine"]["load_average_at_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     out = Path(args.out)
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     if args.only and out.is_file():  # a partial run replaces its own suites and keeps everyone else's
         earlier = json.loads(out.read_text())
         kept = {k: v for k, v in earlier.get("suites", {}).items() if k not in results["suites"]}
