@@ -319,3 +319,20 @@ def test_the_cli_entry_point_in_a_subprocess(world, tmp_path):
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
     assert done.returncode == 2 and "got a folder" in one_error_line(done.stderr)
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_it(world, capsys, monkeypatch):
+    runner = world["services"]["preprocessing"].runner
+    job = runner.submit("count", request(total=100_000, sleep_s=0.01, tag=1))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skingenbench.services.platform.client.watch_job", interrupted)
+    try:
+        code, _, err = run_cli(capsys, "jobs", "watch", job.job_id, "--plain")
+        assert code == 130
+        assert f"skingenbench jobs watch {job.job_id}" in err and f"jobs cancel {job.job_id}" in err
+        assert runner.get(job.job_id).state in ("QUEUED", "RUNNING")  # still there: Ctrl-C stopped only us
+    finally:
+        runner.cancel(job.job_id)
