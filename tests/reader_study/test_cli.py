@@ -35,3 +35,27 @@ def test_unknown_study_and_incomplete_serve_are_one_line_errors(folder_store, ca
     assert "no reader study 'nope'" in capsys.readouterr().err
     assert main(["reader-study", "serve", "--set", "x", "--store", folder_store.root_uri]) == 2
     assert "needs --set and --real" in capsys.readouterr().err
+
+
+def test_serve_with_a_study_id_alone_serves_the_stored_study(small_study, monkeypatch, capsys):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    store, study = small_study
+    started = {}
+    # uvicorn.run would block; the app it is handed is then exercised for real through TestClient.
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(app=app, **options))
+    args = [
+        "reader-study",
+        "serve",
+        "--study-id",
+        study.study_id,
+        "--store",
+        store.root_uri,
+        "--port",
+        "8123",
+    ]
+    assert main(args) == 0
+    assert started["port"] == 8123 and started["host"] == "127.0.0.1"
+    assert f"reader study {study.study_id}: 6 images" in capsys.readouterr().out
+    assert TestClient(started["app"]).get("/api/study").json()["study_id"] == study.study_id

@@ -62,3 +62,22 @@ def test_each_reader_reads_every_image_in_an_order_of_their_own(small_study):
     assert all(sorted(order) == sorted(i.image_id for i in study.items) for order in orders.values())
     assert len({tuple(order) for order in orders.values()}) > 1
     assert reader_order(study, "ann") == orders["ann"]  # stable: a reopened tab resumes the same order
+
+
+def test_real_images_from_one_split_only(folder_store):
+    from skingenbench.services.core.manifest import Manifest
+    from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
+
+    syn, real = write_sets(folder_store, {"MEL": 4}, {"MEL": 8})
+    manifest = read_manifest(folder_store, real)
+    for index, item in enumerate(manifest.items):
+        item.split = "test" if index < 2 else "train"
+    real = write_manifest(
+        folder_store, "sets/real-split/manifest.json", Manifest(manifest.items, manifest.provenance)
+    ).uri
+    study = create_or_resume_study(folder_store, syn, real, count=8, seed=0, real_split="test")
+    test_keys = {i.key for i in manifest.items[:2]}
+    assert {i.key for i in study.items if i.truth == "real"} == test_keys  # two real test images: 2 + 2
+    assert len(study.items) == 4
+    with pytest.raises(InvalidArgument, match="no image in split 'val'"):
+        create_or_resume_study(folder_store, syn, real, count=8, seed=0, real_split="val")
