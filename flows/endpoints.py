@@ -320,8 +320,14 @@ class EndpointPool:
         while a DNS name has no address), resolving again meanwhile."""
         waited_from = None
         while True:
-            candidates = [e for e in self.active() if self.health(e) != NOT_SERVING]
-            if candidates:
+            active = self.active()
+            # Health is asked only of endpoints with a free slot: waiting callers do not poll 16 busy
+            # endpoints every ``health_ttl_s`` (measured: that delayed taking a freed slot under load);
+            # a busy endpoint's last answer stands until it frees.
+            free = [e for e in active if e.busy < e.slots]
+            candidates = [e for e in free if self.health(e) != NOT_SERVING]
+            serving_busy = [e for e in active if e.busy >= e.slots and e.health != NOT_SERVING]
+            if candidates or serving_busy:  # none free but some serving: ``slot`` waits for one to free
                 if waited_from is not None:
                     log.info("%s: serving again after %.1f s", self.stage, time.monotonic() - waited_from)
                 return candidates

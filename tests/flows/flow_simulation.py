@@ -4,7 +4,8 @@ endpoint busy? Used by tests/flows/test_flow_concurrency.py and bench/flow_concu
 
 The servers, channels, job runner, endpoint pools, Prefect flow and tasks are the real ones; only the
 work inside a job is replaced (the nearest real substitute for 16 GPUs on a 2-core machine). Each fake
-job records on which endpoint it ran and when, so concurrency is measured where the work happens.
+job records on which endpoint it ran and when, so concurrency is measured where the work happens; the
+slots the flow holds are sampled beside it.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def simulate(store, endpoints: int = 16) -> dict[str, Any]:
     from skingenbench.flows.wiring import Wiring, open_pools
 
     recorder = Recorder()
+    held: list[tuple[float, int]] = []  # (time, slots the flow holds): sampled while the cells run
     grid = parse_grid(GRID, "concurrency")
     with contextlib.ExitStack() as stack:
         servers = [
@@ -161,6 +163,7 @@ def simulate(store, endpoints: int = 16) -> dict[str, Any]:
                     "preprocessing": set(),
                 }
                 run._choose(available)
+                run._plan()
                 run.gradcams = []  # Grad-CAM is one cell per arm; the phase measured is the grid's cells
                 run.synthetic_count = 10
                 manifest = {"uri": store.uri("sim/manifest.json"), "sha256": "", "item_count": 0}
@@ -171,7 +174,14 @@ def simulate(store, endpoints: int = 16) -> dict[str, Any]:
                         run.results[("mix", prep, generator)] = {"manifest": manifest}
                 for cell in run.cells:
                     run._classifier_cell(*cell)
-                run.scheduler.run()
+                stop = threading.Event()
+                sampler = threading.Thread(target=_sample_slots, args=(pools["classification"], held, stop))
+                sampler.start()
+                try:
+                    run.scheduler.run()
+                finally:
+                    stop.set()
+                    sampler.join()
                 run.progress.close()
                 return {
                     "cells": len(run.cells),
@@ -188,4 +198,22 @@ def simulate(store, endpoints: int = 16) -> dict[str, Any]:
             flow_result = classifier_phase()
         finally:
             prefect_logger.setLevel(level)
-    return {**measure(recorder, endpoints), **flow_result}
+    numbers = measure(recorder, endpoints)
+    numbers["steady_slots_held"] = _steady_slots(held, recorder, endpoints)
+    return {**numbers, **flow_result}
+
+
+def _sample_slots(pool, held: list[tuple[float, int]], stop: threading.Event) -> None:
+    while not stop.is_set():
+        held.append((time.monotonic(), sum(e.busy for e in pool.endpoints)))
+        time.sleep(0.01)
+
+
+def _steady_slots(held: list[tuple[float, int]], recorder: Recorder, endpoints: int) -> float:
+    """Mean of the slots the flow held (a job started or running on that endpoint) while work waited:
+    the flow's side of "every endpoint busy". The jobs' own times (``measure``) add each job's start on
+    the server, which on a machine short of CPU is where the rest of the time goes."""
+    last_start = max(j[2] for j in recorder.jobs)
+    full = next((t for t, n in held if n >= endpoints), None)
+    window = [n for t, n in held if full is not None and full <= t <= last_start]
+    return round(sum(window) / len(window), 2) if window else 0.0
