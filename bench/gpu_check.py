@@ -76,8 +76,9 @@ class Plan:
     # torch-fidelity's ``save_cpu_ram``: True decodes in the main process instead of its four loader processes, which
     # on a busy two-core CPU cost minutes for a handful of images (the dry run); the GPU run keeps its default.
     inception_peer_save_cpu_ram: bool
-    classifier_images: int  # per training epoch; two epochs, the second measured
+    classifier_images: int  # per training epoch
     classifier_batch: int
+    classifier_epochs: int  # the last epoch is measured (the first warms the allocator and cuDNN up)
     estimates: dict[str, float]
 
 
@@ -101,6 +102,7 @@ FULL = Plan(
     inception_peer_save_cpu_ram=False,
     classifier_images=64 * 12,
     classifier_batch=64,
+    classifier_epochs=2,
     estimates={
         "setup": 20.0,
         "stylegan2": 50.0,  # 110 steps x 32 images at <= 12.5 s/kimg, plus building
@@ -131,8 +133,9 @@ DRY = Plan(
     inception_size=64,
     inception_batch=4,
     inception_peer_save_cpu_ram=True,
-    classifier_images=8,
-    classifier_batch=4,
+    classifier_images=4,
+    classifier_batch=2,
+    classifier_epochs=1,
     estimates={
         "setup": 3.0,
         "stylegan2": 3.0,
@@ -475,13 +478,13 @@ def minimal_loop_images_per_s(model, config, images: int, batch: int, device: st
 
 def classifiers_section(plan: Plan, device: str) -> dict[str, Any]:
     """Training img/s of each model: the project's ``train_classifier`` (its loader threads decoding crops from
-    uint8 images, RandomResizedCrop + flip, AMP and channels_last per the config, the second of two epochs) vs the
-    minimal loop on the same architecture and settings."""
+    uint8 images, RandomResizedCrop + flip, AMP and channels_last per the config, the last epoch) vs the minimal
+    loop on the same architecture and settings."""
     import numpy as np
     from skingenbench.services.classification.core.training import train_classifier
     from skingenbench.services.core.classifiers.models import create_classifier
 
-    overrides = {"pretrained": "none", "epochs": 2, "batch_size": plan.classifier_batch}
+    overrides = {"pretrained": "none", "epochs": plan.classifier_epochs, "batch_size": plan.classifier_batch}
     results: dict[str, Any] = {}
     for name in CLASSIFIERS:
         model, _, config = create_classifier(name, plan.profile, overrides)

@@ -15,7 +15,8 @@ from skingenbench.services.classification.core.inference import predict_probabil
 from skingenbench.services.classification.core.training import train_classifier
 from skingenbench.services.core.classifiers.models import CLASSIFIERS, create_classifier
 
-pytestmark = pytest.mark.slow
+# The timeout allows for a CPU shared with other jobs (a step is tens of seconds on two idle cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 OVERRIDES = {"pretrained": "none", "epochs": 1, "batch_size": 2, "eval_batch_size": 2, "loader_threads": 0}
 NAMES = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_base_patch16_224")
