@@ -35,6 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from skingenbench.flows import tasks
 from skingenbench.flows.endpoints import EndpointPool
 from skingenbench.flows.grid import (
+    DEFAULT_SYNTHETIC_RATIO,
     EVALUATION_SEED,
     GENERATOR_NUMBERS,
     PREPROCESSING_LETTERS,
@@ -43,6 +44,8 @@ from skingenbench.flows.grid import (
     GridError,
     generator_pipeline,
     load_grid,
+    ratio_count,
+    ratio_pipeline,
 )
 from skingenbench.flows.progress import GridProgress, PrefectProgressArtifacts, artifact_key
 from skingenbench.flows.report import build_report, write_report
@@ -333,6 +336,15 @@ class GridRun:
         self.gradcams = [
             prep for prep in self.preps if self.classifiers and PREPROCESSING_LETTERS[prep] + "1" in names
         ]
+        # The dose–response axis (grid.py): each generator cell again at every other ratio, e.g. A2@r0.5.
+        self.ratios = sorted({float(r) for r in grid.synthetic_ratio})
+        self.ratio_cells = [
+            (ratio_pipeline(c[0], ratio), *c[1:], ratio)
+            for c in self.cells
+            if c[2] not in (None, "augment")
+            for ratio in self.ratios
+            if ratio != DEFAULT_SYNTHETIC_RATIO
+        ]
 
     def _plan(self) -> None:
         grid, progress = self.grid, self.progress
@@ -347,9 +359,10 @@ class GridRun:
             "controllability": len(self.preps) if dermgan else 0,
             "evaluate": len(self.preps) if self.evaluating else 0,
             "class anchoring": len(self.gradcams) if dermgan and self.evaluating else 0,
-            "train classifier": len(self.cells),
-            "test classifier": len(self.cells),
-            "compare": len(self.comparisons),
+            "train classifier": len(self.cells) + len(self.ratio_cells),
+            "test classifier": len(self.cells) + len(self.ratio_cells),
+            "compare": len(self.comparisons)
+            + sum(r > 0 and c[0] + "1" in {p for p, *_ in self.cells} for c, *_, r in self.ratio_cells),
             "grad-cam": len(self.gradcams),
         }
         for stage, count in plans.items():
@@ -384,8 +397,15 @@ class GridRun:
             self.synthetic_count,
             grid.split.seed,
         )
+        # Ratios above the default need more images than the training mix (seeds continue it); those
+        # below draw their subset from it (the classification service picks synthetic_count, seeded).
+        counts = {ratio_count(r, self.synthetic_count) for r in self.ratios} if self.ratio_cells else set()
+        self.extra_mixes = sorted(n for n in counts if n > self.synthetic_count)
         if self.generators:
-            self.progress.plan("sample", len(self.preps) * len(self.generators) * (1 if self.one_set else 2))
+            self.progress.plan(
+                "sample",
+                len(self.preps) * len(self.generators) * ((1 if self.one_set else 2) + len(self.extra_mixes)),
+            )
         self.log.info(
             "split: %s; %d training %s images",
             self.curation["totals"],
@@ -434,7 +454,7 @@ class GridRun:
             )
         for generator in self.generators:
             self.when([("arm", prep, "train")], lambda g=generator: self._train_generator(prep, g))
-        for cell in self.cells:
+        for cell in self.cells + self.ratio_cells:
             if cell[1] == prep:
                 self._classifier_cell(*cell)
         if self.evaluating:
@@ -478,6 +498,19 @@ class GridRun:
                 name,
                 tags=tags,
             )
+            for count in self.extra_mixes:  # the dose–response axis' larger mixes
+                self.cell(
+                    ("mix", prep, generator, count),
+                    "generation",
+                    "sample",
+                    f"sample {pipeline}/mix {count}",
+                    tasks.sample,
+                    model,
+                    count,
+                    grid.split.seed,
+                    f"{name} x{count}",
+                    tags=tags,
+                )
             if self.one_set:  # the evaluation set is the training mix: one job
                 self.when(
                     [("mix", prep, generator)],
@@ -516,19 +549,35 @@ class GridRun:
 
     # -- classifiers -------------------------------------------------------------------------------------------
     def _classifier_cell(
-        self, pipeline: str, prep: str, extra: str | None, classifier: str, seed: int
+        self,
+        pipeline: str,
+        prep: str,
+        extra: str | None,
+        classifier: str,
+        seed: int,
+        ratio: float | None = None,
     ) -> None:
         grid = self.grid
         regime = "real" if extra is None else "real+augment" if extra == "augment" else "real+synthetic"
+        count, run_pipeline, mix = self.synthetic_count, pipeline, ("mix", prep, extra)
+        real_only = pipeline[0] + "1"
+        if ratio is not None:  # a dose–response cell (grid.py): round(ratio × the training mix's count)
+            count = ratio_count(ratio, self.synthetic_count)
+            mix = mix if count <= self.synthetic_count else (*mix, count)
+            if count == 0:  # real-only training: pipeline 1's request (name and count too), so its job
+                regime, run_pipeline, count = "real", real_only, self.synthetic_count
         needs = [("arm", prep, "all")]
         needs += [("arm", prep, "augmented")] if regime == "real+augment" else []
-        needs += [("mix", prep, extra)] if regime == "real+synthetic" else []
+        needs += [mix] if regime == "real+synthetic" else []
+        if ratio is not None and regime == "real" and any(c[0] == real_only for c in self.cells):
+            needs += [("cell", real_only, classifier, seed)]  # after it: the service returns that job
         key, name = (pipeline, classifier, seed), f"{pipeline}/{classifier}/seed{seed}"
+        run_name = f"{run_pipeline}/{classifier}/seed{seed}"
         tags = (f"pipeline:{pipeline}", f"arm:{pipeline[0]}")
 
         def train() -> None:
             data = self.results[("arm", prep, "all")]["manifest"]
-            synthetic = [self.results[("mix", prep, extra)]["manifest"]] if regime == "real+synthetic" else []
+            synthetic = [self.results[mix]["manifest"]] if regime == "real+synthetic" else []
             augmented = (
                 self.results[("arm", prep, "augmented")]["manifest"] if regime == "real+augment" else None
             )
@@ -545,10 +594,10 @@ class GridRun:
                 regime,
                 synthetic,
                 augmented,
-                self.synthetic_count,
+                count,
                 grid.synthetic_label,
                 seed,
-                name,
+                run_name,
                 tags=tags,
             )
 
@@ -570,7 +619,8 @@ class GridRun:
         self.when(needs, train)
         self.when([("cell", *key)], test)
         if (
-            pipeline.endswith("1")
+            ratio is None
+            and pipeline.endswith("1")
             and prep in self.gradcams
             and (classifier, seed) == (self.classifiers[0], grid.seeds[0])
         ):
@@ -589,8 +639,9 @@ class GridRun:
                     tags=tags,
                 ),
             )
-        if (pipeline, prep, extra, classifier, seed) in self.comparisons:
-            baseline = (pipeline[0] + "1", classifier, seed)
+        dose_baseline = ratio is not None and regime != "real" and any(c[0] == real_only for c in self.cells)
+        if (pipeline, prep, extra, classifier, seed) in self.comparisons or dose_baseline:
+            baseline = (real_only, classifier, seed)
 
             def compare() -> None:
                 self.cell(
@@ -698,7 +749,38 @@ class GridRun:
             "endpoints": {stage: [e.target for e in pool.endpoints] for stage, pool in self.pools.items()},
             "services": self.services,
             "pipelines": [row[0] for row in self.rows],
+            "dose_response": self._dose_response(),
         }
+
+    def _dose_response(self) -> list[dict[str, Any]]:
+        """Every generator cell with its synthetic ratio and count (ratio 0: pipeline 1's test) for
+        ``report_dose_response.py``; empty when the grid has no ratio axis."""
+        if not self.ratio_cells:
+            return []
+        r, rows = self.results, []
+        cells = [(*c, DEFAULT_SYNTHETIC_RATIO) for c in self.cells if c[2] not in (None, "augment")]
+        zero = {(c[1], c[2], c[3], c[4]) for c in self.ratio_cells if c[5] == 0}
+        for pipeline, prep, generator, classifier, seed, ratio in cells + self.ratio_cells:
+            rows.append(
+                {
+                    "pipeline": pipeline,
+                    "arm": prep,
+                    "generator": generator,
+                    "classifier": classifier,
+                    "seed": seed,
+                    "ratio": ratio,
+                    "synthetic_count": ratio_count(ratio, self.synthetic_count),
+                    "test": r.get(("test", pipeline, classifier, seed)),
+                    "comparison": r.get(("compare", pipeline, classifier, seed)),
+                }
+            )
+            real_only = (PREPROCESSING_LETTERS[prep] + "1", classifier, seed)
+            named = (prep, generator, classifier, seed) in zero
+            if ratio == DEFAULT_SYNTHETIC_RATIO and not named and ("test", *real_only) in r:
+                # ratio 0 is pipeline 1 when the axis does not name it
+                rows.append({**rows[-1], "pipeline": real_only[0], "ratio": 0.0, "synthetic_count": 0})
+                rows[-1].update(test=r[("test", *real_only)], comparison=None)
+        return rows
 
     def _report(self) -> str:
         report = build_report(self.store, self._collected())

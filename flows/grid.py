@@ -11,10 +11,18 @@ half of that class), and ``evaluation_count`` images per generator, drawn with s
 FID/KID/IS are computed on. The reference study (SkinGenBench, arXiv 2512.17585) sampled 5,000 per
 generator with seeds 0–4999; FID and IS are biased by N (Chong & Forsyth 2020), so only that count
 compares with its published values, and the evaluation service warns below its minimums.
+
+``synthetic_ratio`` makes the amount of synthetic data a grid axis (issue 18, dose–response): ratio r mixes
+round(r × N) synthetic images into a generator pipeline's training, N being the ``synthetic_count`` rule
+above (so the default ``[1.0]`` is today's cell, under today's name and with today's requests). Ratio 0 is
+real-only training: its request is pipeline 1's, the same job. Other ratios are cells such as
+``A2@r0.5`` (``ratio_pipeline``). ``quality_gate`` (default off) filters synthetic images before training
+(``flows/quality_gate.py``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,8 @@ GENERATOR_NUMBERS = {"stylegan2_ada": 2, "ddpm": 3, "dermgan": 5}
 REAL_ONLY, AUGMENT_ONLY = 1, 4
 REFERENCE_EVALUATION_COUNT = 5000  # synthetic images per generator for FID/KID/IS, seeds 0–4999
 EVALUATION_SEED = 0  # the evaluation set's first seed: image i has seed i, as in the reference
+DEFAULT_SYNTHETIC_RATIO = 1.0  # × the synthetic_count rule: today's generator pipelines
+QUALITY_GATE_KEYS = ("enabled", "memorization", "lesion_area_fraction", "ita_degrees", "margin")
 KNOWN_CLASSIFIERS = ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "vit_base_patch16_224")
 DATA_SOURCES = ("phantom", "ham10000", "milk10k")
 CONTROLLABILITY_KEYS = ("labels", "lesion_area_fractions", "ita_degrees", "centres", "repeats")
@@ -36,6 +46,21 @@ CONTROLLABILITY_KEYS = ("labels", "lesion_area_fractions", "ita_degrees", "centr
 def generator_pipeline(preprocessing: str, generator: str) -> str:
     """The name of a (preprocessing arm, generator) cell, e.g. ``A2-stylegan2_ada``, as runs and reports show it."""
     return f"{PREPROCESSING_LETTERS[preprocessing]}{GENERATOR_NUMBERS[generator]}-{generator}"
+
+
+def ratio_pipeline(pipeline: str, ratio: float) -> str:
+    """A generator pipeline's name at a synthetic ratio: ``A2`` at the default ratio, else ``A2@r0.5``."""
+    return pipeline if ratio == DEFAULT_SYNTHETIC_RATIO else f"{pipeline}@r{ratio:g}"
+
+
+def base_pipeline(pipeline: str) -> str:
+    """``A2`` of ``A2@r0.5`` (and of ``A2``)."""
+    return pipeline.split("@", 1)[0]
+
+
+def ratio_count(ratio: float, base_count: int) -> int:
+    """Synthetic images mixed in at ``ratio``: round(ratio × the synthetic_count rule's count)."""
+    return int(round(ratio * base_count))
 
 
 class GridError(ValueError):
@@ -73,6 +98,10 @@ class Grid:
     generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     synthetic_label: str = "MEL"
     synthetic_count: int = 0  # mixed into training; 0: as many as real training images of the synthetic label
+    # the dose–response axis: × that count, per generator pipeline; 1.0 is the cell above, 0 is pipeline 1
+    synthetic_ratio: list[float] = field(default_factory=lambda: [DEFAULT_SYNTHETIC_RATIO])
+    # reject synthetic images before training (memorized, or outside the real training range); off by default
+    quality_gate: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     # sampled per generator for FID/KID/IS, seeds 0 … N − 1; 0: the training mix itself (its count and seeds)
     evaluation_count: int = REFERENCE_EVALUATION_COUNT
     augment_copies: int = 1  # classic augmentation (pipeline 4): copies per training image
@@ -158,6 +187,8 @@ def parse_grid(data: Any, name: str = "grid") -> Grid:
         grid.synthetic_count, "synthetic_count", "0 means as many as real training images of the label"
     )
     _check_count(grid.evaluation_count, "evaluation_count", "0 means the images mixed into training")
+    _check_ratios(grid.synthetic_ratio)
+    _check_quality_gate(grid.quality_gate)
     if grid.bootstrap_samples < 100:
         raise GridError("bootstrap_samples: at least 100 for a usable 95% interval")
     for key in (
@@ -179,6 +210,33 @@ def _check_count(value: Any, where: str, zero: str) -> None:
         raise GridError(f"{where}: an integer number of images, got {value!r}")
     if value < 0:
         raise GridError(f"{where}: must be >= 0 ({zero}), got {value}")
+
+
+def _check_ratios(ratios: Any) -> None:
+    """The dose–response axis: a non-empty list of unique, finite, non-negative numbers."""
+    _check_list(ratios, "synthetic_ratio")
+    if not ratios:
+        raise GridError("synthetic_ratio: at least one ratio (1.0 is the generator pipelines as they were)")
+    for i, ratio in enumerate(ratios):
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+            raise GridError(f"synthetic_ratio[{i}]: a number, got {ratio!r}")
+        if ratio < 0:
+            raise GridError(f"synthetic_ratio[{i}]: must be >= 0 (0 is real-only training), got {ratio}")
+    if len({float(r) for r in ratios}) != len(ratios):
+        raise GridError(f"synthetic_ratio: each ratio once, got {ratios}")
+
+
+def _check_quality_gate(gate: Any) -> None:
+    if not isinstance(gate, dict):
+        raise GridError("quality_gate: expected a mapping")
+    for key, value in gate.items():
+        if key not in QUALITY_GATE_KEYS:
+            raise GridError(f"quality_gate.{key}: unknown field (known: {', '.join(QUALITY_GATE_KEYS)})")
+        if key != "margin" and not isinstance(value, bool):
+            raise GridError(f"quality_gate.{key}: true or false, got {value!r}")
+    margin = gate.get("margin", 0.0)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+        raise GridError(f"quality_gate.margin: a non-negative fraction of the real range, got {margin!r}")
 
 
 def _check_controllability(axes: dict[str, Any]) -> None:

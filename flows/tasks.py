@@ -417,6 +417,35 @@ def class_anchoring(
 
 
 # -- classification -------------------------------------------------------------------------------------
+def train_classifier_request(
+    data: dict[str, Any],
+    classifier: str,
+    profile: str,
+    config: dict[str, Any],
+    regime: str,
+    synthetic: list[dict[str, Any]],
+    augmented: dict[str, Any] | None,
+    synthetic_count: int,
+    synthetic_label: str,
+    seed: int,
+    run_name: str,
+) -> classification_pb2.TrainClassifierRequest:
+    """The training request of a classifier cell (its content address: equal requests, one job)."""
+    return classification_pb2.TrainClassifierRequest(
+        classifier=classifier,
+        profile=profile,
+        config_json=json.dumps(config),
+        data=_manifest(data),
+        regime=regime,
+        synthetic=[_manifest(s) for s in synthetic],
+        synthetic_count=synthetic_count,
+        synthetic_label=synthetic_label,
+        seed=seed,
+        run_name=run_name,
+        augmented=_manifest(augmented) if augmented else None,
+    )
+
+
 @task(name="train classifier", cache_policy=NONE)
 def train_classifier(
     wiring: Wiring,
@@ -432,18 +461,18 @@ def train_classifier(
     seed: int,
     run_name: str,
 ) -> dict[str, Any]:
-    request = classification_pb2.TrainClassifierRequest(
-        classifier=classifier,
-        profile=profile,
-        config_json=json.dumps(config),
-        data=_manifest(data),
-        regime=regime,
-        synthetic=[_manifest(s) for s in synthetic],
-        synthetic_count=synthetic_count,
-        synthetic_label=synthetic_label,
-        seed=seed,
-        run_name=run_name,
-        augmented=_manifest(augmented) if augmented else None,
+    request = train_classifier_request(
+        data,
+        classifier,
+        profile,
+        config,
+        regime,
+        synthetic,
+        augmented,
+        synthetic_count,
+        synthetic_label,
+        seed,
+        run_name,
     )
     outcome = _run(
         wiring,
