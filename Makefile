@@ -10,7 +10,7 @@ GRID ?= demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean ui browser gpu-check gpu-wheels
+.PHONY: setup test test-fast run lint typecheck bench soak protos up down status clean ui browser deploy-check gpu-check gpu-wheels flow-concurrency
 
 setup: $(STAMP) $(STUBS)
 
@@ -100,6 +100,24 @@ down: setup
 
 status: setup
 	$(PY) -m skingenbench.cli status
+
+# Not part of `make test` (image builds take many minutes; docs/docker.md): builds the five images, runs the
+# Compose stack with an S3 stand-in for MinIO, a job sequence across it, the Prefect flow-run Job in the flow
+# image, `compose stop` with jobs running, and each Kubernetes Deployment's pod spec under `docker run`;
+# writes bench/results/deploy.json. Uses the engine DOCKER_HOST names; where none answers, the private
+# daemon of CONTAINER_TOOLS (an offline build machine's stand-ins for the base and MinIO images).
+CONTAINER_TOOLS ?= ../shared/tools/containers
+ON_TOOLS_MACHINE := $(wildcard $(CONTAINER_TOOLS)/start-dockerd.sh)
+BASE ?= $(if $(ON_TOOLS_MACHINE),local/python:3.11-slim-bookworm,python:3.11-slim-bookworm)
+S3_IMAGE ?= local/moto-s3
+# Only on that machine: its package indexes have the pinned torch 2.14.1 as the CUDA build alone and no
+# torchvision that imports beside its one CPU torch (2.13.0+cpu), so the images that run carry the CUDA
+# build (it runs on the CPU), and the CPU generation image is built with 2.13.0+cpu to be sized, not run.
+DEPLOY_CHECK_ARGS ?= $(if $(ON_TOOLS_MACHINE),--torch-variant cuda --cpu-size-probe TORCH_INDEX_URL= \
+	"TORCH_PINS=torch==2.13.0+cpu torchvision==0.28.0",)
+deploy-check: setup
+	SKINGENBENCH_CONTAINER_TOOLS=$(abspath $(CONTAINER_TOOLS)) $(PY) -m bench.deploy_check \
+		--base $(BASE) --s3-image $(S3_IMAGE) $(DEPLOY_CHECK_ARGS)
 
 # The one GPU check (bench/gpu_check.py, docs/gpu-check.md): < 8 min on one H200, writes bench/results/gpu.json;
 # `make gpu-check ARGS=--dry-run` runs the same code at tiny sizes on the CPU. No `setup` prerequisite: a GPU node

@@ -8,10 +8,12 @@
 5. import → split → preprocess → train a tiny generator → sample → train a classifier → evaluate →
    test, across the containers through S3 (bench/deploy/sequence.py);
 6. ``compose stop`` while a job runs on each of three services: every container must exit 0 inside its
-   stop grace period; what each job's watcher saw;
-7. each Kubernetes Deployment's pod spec replayed with ``docker run``, probes polled, stopped with its
-   grace (bench/deploy/k8s_replay.py);
-8. the Prefect flow-run Job as prefect-kubernetes renders it (bench/deploy_prefect.py, when present).
+   stop grace period; what each job's watcher saw; the stack started again, each job as its restarted
+   server reports it, then cancelled;
+7. the Prefect flow-run Job as prefect-kubernetes renders it, run in the flow image against the stack
+   (bench/deploy_prefect.py, when present);
+8. each Kubernetes Deployment's pod spec replayed with ``docker run``, probes polled, stopped with its
+   grace (bench/deploy/k8s_replay.py).
 
 Results go to bench/results/deploy.json after every step; a failed step is recorded and the run exits 1.
 """
@@ -140,11 +142,13 @@ def step_sequence(args, results: Results, wire, store) -> dict:
 
 
 def step_stop(args, results: Results, stack: Stack, wire, refs: dict) -> None:
+    """``compose stop`` with a job running on three services; then the stack starts again, each job is
+    looked up on its restarted server (resumed from its checkpoint) and cancelled."""
     from bench.deploy.sequence import BusyJobs
 
     busy = BusyJobs(wire, refs)
     busy.start()
-    # Stopped while the jobs run: wait until each has left the queue (or give up after a minute).
+    # Stopped while the jobs run: wait until each has left the queue (or give up after a minute and a half).
     wait_for(
         lambda: all(s == "JOB_STATE_RUNNING" for s in busy.states_now().values()),
         90,
@@ -159,6 +163,10 @@ def step_stop(args, results: Results, stack: Stack, wire, refs: dict) -> None:
     bad = {name: s for name, s in stopped["services"].items() if not s["within_grace"]}
     if bad:
         raise RuntimeError(f"containers not stopped with exit 0 inside their grace: {bad}")
+    say("starting the stack again (the interrupted jobs resume, then are cancelled)")
+    stopped["restart"] = stack.up()
+    stopped["restart"]["job_states"] = busy.resume_and_cancel()
+    results.step("stop", stopped)
 
 
 def step_k8s(args, results: Results) -> None:
@@ -299,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
             if wanted & {"sequence", "stop"}:
                 begin("sequence")
                 refs = step_sequence(args, results, wire, store)
+            # The stop check before the Prefect run: it is the shorter of the two, and the one every
+            # deployment depends on.
+            if "stop" in wanted and refs:
+                begin("stop")
+                step_stop(args, results, stack, wire, refs)
             if "prefect" in wanted:
                 begin("prefect")
                 flow_env = {
@@ -313,9 +326,6 @@ def main(argv: list[str] | None = None) -> int:
                     },
                 }
                 step_prefect(args, results, flow_env)
-            if "stop" in wanted and refs:
-                begin("stop")
-                step_stop(args, results, stack, wire, refs)
         stack.down()
         stack_up = False
         if "k8s" in wanted:

@@ -6,10 +6,11 @@ layer is built once, by the first torch image, and the other two reuse it from t
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
-from bench.deploy.engine import docker, image_size
+from bench.deploy.engine import image_size
 from bench.deploy.progress import say
 
 TARGETS = ("preprocessing", "flow", "generation", "evaluation", "classification")
@@ -27,16 +28,14 @@ def build(root: Path, target: str, tag: str, base: str, build_args: dict[str, st
     for key, value in {"BASE": base, **build_args}.items():
         args += ["--build-arg", f"{key}={value}"]
     log = log_dir / f"build-{target}-{tag}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     say(f"building {name} (log {log})")
     started = time.monotonic()
-    result = docker(*args, str(root), check=False)
+    with log.open("w") as out:  # written as the build goes, so a slow build can be followed
+        result = subprocess.run(["docker", *args, str(root)], stdout=out, stderr=subprocess.STDOUT)
     seconds = round(time.monotonic() - started, 1)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"building {name} failed after {seconds} s: {result.stderr[-1500:] or result.stdout[-1500:]}"
-        )
+        raise RuntimeError(f"building {name} failed after {seconds} s: {log.read_text()[-1500:]}")
     size = image_size(name)
     say(f"built {name}: {size / GB:.2f} GB in {seconds} s")
     return {"image": name, "build_s": seconds, "size_bytes": size, "size_gb": round(size / GB, 3)}

@@ -288,6 +288,26 @@ class BusyJobs:
             channel.close()
         return states
 
+    def resume_and_cancel(self) -> dict[str, str]:
+        """After the stack started again: each interrupted job as its restarted server reports it (the
+        platform resumes queued and running jobs on start), then cancelled, so it leaves the CPUs free."""
+        from skingenbench.services.platform.client import open_channel
+
+        from skingenbench.api.v1 import common_pb2, common_pb2_grpc
+
+        resumed = {}
+        for stage, job in self.jobs.items():
+            channel = open_channel(
+                self.wire.endpoints[stage][0], token=self.wire.auth_token.get_secret_value()
+            )
+            jobs = common_pb2_grpc.JobsStub(channel)
+            reply = jobs.GetJob(common_pb2.GetJobRequest(job_id=job["job_id"]), timeout=10)
+            resumed[stage] = common_pb2.JobState.Name(reply.state)
+            job["state_after_restart"] = resumed[stage]
+            jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job["job_id"]), timeout=30)
+            channel.close()
+        return resumed
+
     def join(self, timeout_s: float = 30.0) -> dict[str, Any]:
         for thread in self._threads:
             thread.join(timeout_s)
