@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from skingenbench.flows import report_artifacts, report_fairness
 from skingenbench.flows.figures import (
     COLUMN_IN,
     TWO_COLUMN_IN,
@@ -33,6 +34,7 @@ from skingenbench.flows.figures import (
 )
 from skingenbench.flows.grid import GENERATOR_NUMBERS, PREPROCESSING_LETTERS
 from skingenbench.flows.reference_departures import departure_lines
+from skingenbench.flows.report_dose_response import dose_response_section
 from skingenbench.flows.report_sample_sizes import sample_size_lines, sample_size_results
 from skingenbench.flows.report_tables import ClassifierSection, classifier_section
 from skingenbench.services.classification.core.bootstrap import DEFAULT_RESAMPLES
@@ -456,6 +458,9 @@ RESULT_SECTIONS: list[Callable[[ReportContext], Section | None]] = [
     _controllability,
     _classifiers,
     _paired_tests,
+    dose_response_section,
+    report_fairness.report_section,
+    report_artifacts.report_section,
 ]
 
 

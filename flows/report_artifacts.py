@@ -27,7 +27,9 @@ from skingenbench.flows.report_strata import (
     cells_by_classifier,
     formatted,
     group_metrics,
+    load_strata,
 )
+from skingenbench.services.classification.core.bootstrap import DEFAULT_RESAMPLES
 
 RESAMPLE_SEED = 19  # the section's own draws; group (artifact j, with/without) uses [RESAMPLE_SEED, j, w]
 
@@ -143,3 +145,13 @@ def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return [*lines, ""]
+
+
+def report_section(ctx: Any) -> Any:
+    """The section for ``flows/report.py`` (its ReportContext in, its Section out); tables to ``ctx.tables``."""
+    from skingenbench.flows.report import Section  # here: report.py imports this module
+
+    resamples = int(ctx.run.get("grid", {}).get("bootstrap_samples") or DEFAULT_RESAMPLES)
+    md, tables = artifacts_section(ctx.results, load_strata(ctx.store, ctx.run), resamples)
+    ctx.tables.update(tables)
+    return Section("artifacts", "Artifacts (with vs without, A vs B)", "\n".join(md))

@@ -30,8 +30,9 @@ from skingenbench.flows.report_strata import (
     cells_by_classifier,
     formatted,
     group_metrics,
+    load_strata,
 )
-from skingenbench.services.classification.core.bootstrap import percentile_interval
+from skingenbench.services.classification.core.bootstrap import DEFAULT_RESAMPLES, percentile_interval
 from skingenbench.services.core.imaging.skin_tone import SKIN_TYPES, skin_type_from_ita
 
 ITA_BIN_RANGES = {
@@ -177,3 +178,13 @@ def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return [*lines, ""]
+
+
+def report_section(ctx: Any) -> Any:
+    """The section for ``flows/report.py`` (its ReportContext in, its Section out); tables to ``ctx.tables``."""
+    from skingenbench.flows.report import Section  # here: report.py imports this module
+
+    resamples = int(ctx.run.get("grid", {}).get("bootstrap_samples") or DEFAULT_RESAMPLES)
+    md, tables = fairness_section(ctx.results, load_strata(ctx.store, ctx.run), resamples)
+    ctx.tables.update(tables)
+    return Section("skin-tone", "Skin tone (ITA categories)", "\n".join(md))

@@ -11,6 +11,7 @@ mean over seeds of each replicate (Efron & Tibshirani 1993, ch. 13, percentile i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -199,7 +200,15 @@ def formatted(value: float | None, interval: tuple[float | None, float | None]) 
     return f"{value:.2f} [{low:.2f}, {high:.2f}]" if low is not None and high is not None else f"{value:.2f}"
 
 
-def load_strata(store: Any, run: Mapping[str, Any], read_json: Any) -> dict[str, ImageStrata]:
+def read_json(store: Any, uri: str) -> dict[str, Any]:
+    """A stored JSON document, or {} when it cannot be read (a report is still written without it)."""
+    try:
+        return json.loads(store.get_bytes(store.key_from_uri(uri)))
+    except Exception:  # noqa: BLE001 - one unreadable input must not stop the report
+        return {}
+
+
+def load_strata(store: Any, run: Mapping[str, Any], read_json: Any = read_json) -> dict[str, ImageStrata]:
     """The test images' strata of a run: the split manifest (truth) joined on image id with the basic
     arm's preprocessing manifest of all images (measurements); either may be missing."""
     truth = _manifest_items(run.get("split", {}), read_json, store)

@@ -169,3 +169,26 @@ def test_strata_prefer_phantom_truth_and_fall_back_to_measurements():
     }
     assert strata["b"].ita == 12.5 and strata["b"].ita_source == "measured"
     assert strata["b"].artifacts["hair"] is True and strata["b"].artifacts["bubbles"] is None
+
+
+def test_report_section_joins_the_split_manifest_from_the_store(tmp_path):
+    import json
+
+    from skingenbench.flows.report import RESULT_SECTIONS, ReportContext
+    from skingenbench.flows.report_fairness import report_section
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    assert report_section in RESULT_SECTIONS
+    results, strata, _, ita = _results(n=80)
+    store = LocalFolderStore(tmp_path)
+    items = [{"image_id": i, "meta": {"ita": s.ita}} for i, s in strata.items()]
+    store.put_bytes("split/x/manifest.json", json.dumps({"items": items}).encode())
+    run = {
+        "grid": {"bootstrap_samples": 30},
+        "split": {"manifest": {"uri": store.uri("split/x/manifest.json")}},
+    }
+    ctx = ReportContext(store, run, results=results)
+    section = report_section(ctx)
+    rows = ctx.tables["skin_tone_bins"]
+    assert section.key == "skin-tone" and "| very_light |" in section.body
+    assert sum(r["images"] for r in rows) == len(ita)
