@@ -53,7 +53,12 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu.json"
     # A budget no dry run reaches: on a busy shared CPU the plan's own estimate (seconds) would skip sections.
     process = gpu_check("--dry-run", "--budget-s", "3600", "--out", str(out))
-    output, _ = process.communicate(timeout=1500)
+    try:
+        output, _ = process.communicate(timeout=1500)
+    except subprocess.TimeoutExpired:
+        process.kill()  # leave no dry run behind
+        process.communicate()
+        raise
     return process.returncode, output, out
 
 
