@@ -57,6 +57,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         ),
     }
     results["dermgan"] = _dermgan(profile, n, steps)
+    results["ddpm_against_diffusers"] = ddpm_against_diffusers(
+        profile, 3 if quick else 5, 3 if quick else 8, 8, 2 if quick else 4
+    )
     return results
 
 
@@ -108,4 +111,130 @@ def _dermgan(profile: str, n: int, steps: int) -> dict[str, Any]:
         "resolution": backend.resolution,
         "sampling_images_per_s": round(sampling, 2),
         "controllability_measure_images_per_s": round(measuring, 1),
+    }
+
+
+# -- DDPM against a plain diffusers loop (issue 20, item 3) -------------------------------------------------------
+def _ddpm_parts(profile: str):
+    from skingenbench.services.generation.core.registry import create_backend
+
+    return create_backend("ddpm", profile).config
+
+
+def ddpm_train_project(profile: str, steps: int, batch: int) -> float:
+    """Fresh-process child: DDPM training steps per CPU second through the backend."""
+    import torch
+    from skingenbench.services.generation.core.registry import create_backend
+
+    backend = create_backend("ddpm", profile)
+    backend.build(0, total_steps=steps + 1)
+    size = backend.resolution
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    backend.train_step(images)  # warm-up
+    started = time.process_time()
+    for _ in range(steps):
+        backend.train_step(images)
+    return steps / (time.process_time() - started)
+
+
+def ddpm_train_peer(profile: str, steps: int, batch: int) -> float:
+    """Fresh-process child: the training loop of diffusers' ``train_unconditional`` example on the same UNet
+    config: noise, timesteps, add_noise, MSE, backward, clip 1.0, AdamW, warm-up schedule, EMA."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    config = _ddpm_parts(profile)
+    unet = UNet2DModel(**config.unet_kwargs()).train()
+    scheduler = DDPMScheduler(**config.scheduler_kwargs())
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, config.lr_warmup_steps, steps + 1)
+    ema = (
+        EMAModel(unet.parameters(), decay=float(config.ema_max_decay), use_ema_warmup=True)
+        if config.use_ema
+        else None
+    )
+    size = config.resolution
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def step() -> None:
+        noise = torch.randn(images.shape)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,))
+        loss = F.mse_loss(unet(scheduler.add_noise(images, noise, timesteps), timesteps).sample, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+        if ema is not None:
+            ema.step(unet.parameters())
+
+    step()  # warm-up
+    started = time.process_time()
+    for _ in range(steps):
+        step()
+    return steps / (time.process_time() - started)
+
+
+def ddim_project(profile: str, images: int) -> float:
+    """Fresh-process child: DDIM-50 images per CPU second through the backend (one batch)."""
+    from skingenbench.services.generation.core.backend import SamplerOptions
+    from skingenbench.services.generation.core.registry import create_backend
+
+    backend = create_backend("ddpm", profile)
+    backend.build(0)
+    backend.sample([0], SamplerOptions("ddim", 50, batch_size=1))  # warm-up
+    started = time.process_time()
+    backend.sample(list(range(images)), SamplerOptions("ddim", 50, batch_size=images))
+    return images / (time.process_time() - started)
+
+
+def ddim_peer(profile: str, images: int) -> float:
+    """Fresh-process child: DDIM-50 with diffusers' scheduler and the same UNet config, as ``DDIMPipeline`` does."""
+    import torch
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    config = _ddpm_parts(profile)
+    unet = UNet2DModel(**config.unet_kwargs()).eval()
+    scheduler = DDIMScheduler(**config.scheduler_kwargs())
+    size = config.resolution
+
+    @torch.inference_mode()
+    def sample(count: int) -> None:
+        scheduler.set_timesteps(50)
+        x = torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(0))
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+        ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    sample(1)  # warm-up
+    started = time.process_time()
+    sample(images)
+    return images / (time.process_time() - started)
+
+
+def ddpm_against_diffusers(profile: str, pairs: int, steps: int, batch: int, images: int) -> dict[str, Any]:
+    from bench.fresh import alternating_pairs, measure_in_fresh_process
+
+    def child(target: str, **kwargs: Any) -> float:
+        return measure_in_fresh_process(f"bench.generation:{target}", profile=profile, **kwargs)["result"]
+
+    train = alternating_pairs(
+        lambda: child("ddpm_train_project", steps=steps, batch=batch),
+        lambda: child("ddpm_train_peer", steps=steps, batch=batch),
+        pairs,
+    )
+    ddim = alternating_pairs(
+        lambda: child("ddim_project", images=images), lambda: child("ddim_peer", images=images), pairs
+    )
+    return {
+        "profile": profile,
+        "peer": "plain diffusers: UNet2DModel + DDPMScheduler/DDIMScheduler loops (train_unconditional, DDIMPipeline)",
+        "train_steps_per_cpu_s": {"batch": batch, "steps": steps, **train},
+        "ddim_50_images_per_cpu_s": {"images": images, **ddim},
+        "goal": 0.95,
     }
