@@ -34,7 +34,7 @@ def own_peak_rss_mib() -> float:
     raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
-def measure_in_fresh_process(target: str, timeout_s: float = 900, **kwargs: Any) -> dict[str, Any]:
+def measure_in_fresh_process(target: str, timeout_s: float = 3600, **kwargs: Any) -> dict[str, Any]:
     """Run ``target`` ("module:function") with ``kwargs`` in a new interpreter; its result and peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(
