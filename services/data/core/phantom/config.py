@@ -10,6 +10,15 @@ import numpy as np
 
 ARTIFACTS: tuple[str, ...] = ("hair", "ruler", "ink", "vignette", "bubbles")
 
+# The share of each ITA category (very light > 55 deg, light, intermediate, tan, brown, dark < -30; Del
+# Bino & Bernerd 2013) in dermoscopy archives, approximately: ITA measured on ISIC 2018 / HAM10000 puts
+# most images in the light categories, few in tan and brown and almost none in dark (Kinyanjui et al.
+# 2020, MICCAI, "Fairness of classifiers across skin tones in dermatology"; Kalb et al. 2023, "Revisiting
+# skin tone fairness in dermatological lesion classification", show the exact shares depend on the ITA
+# estimator). These weights give that shape, not one study's counts.
+HAM10000_ITA_BIN_WEIGHTS: tuple[float, ...] = (0.42, 0.30, 0.16, 0.08, 0.035, 0.005)
+ITA_BIN_COUNT = 6
+
 # HAM10000's images are 600x450; hair widths and counts are stated at its 450-pixel short side.
 REFERENCE_SHORT_SIDE = 450
 
@@ -31,8 +40,13 @@ class PhantomConfig:
     # Hair shaft width in pixels at a 450-pixel short side; scaled with the image.
     hair_width: tuple[float, float] = (1.0, 3.5)
     # Individual typology angle in degrees (Chardon et al. 1991): > 55 very light, 41-55 light,
-    # 28-41 intermediate, 10-28 tan, -30-10 brown, < -30 dark. The default spans very light to brown.
-    ita_range: tuple[float, float] = (-30.0, 60.0)
+    # 28-41 intermediate, 10-28 tan, -30-10 brown, < -30 dark. The default spans all six categories;
+    # before issue 18 it was (-30, 60), drawn uniformly (ita_bin_weights None).
+    ita_range: tuple[float, float] = (-50.0, 70.0)
+    # How often each ITA category is drawn (very light, light, intermediate, tan, brown, dark), each
+    # uniform within its part of ``ita_range``; None draws uniformly over ``ita_range`` (the phantom's
+    # behaviour before issue 18). The default is skewed light like HAM10000 (see HAM10000_ITA_BIN_WEIGHTS).
+    ita_bin_weights: tuple[float, ...] | None = HAM10000_ITA_BIN_WEIGHTS
     # Lesion radius as a fraction of the image's short side.
     lesion_radius: tuple[float, float] = (0.12, 0.3)
 
@@ -53,6 +67,27 @@ class PhantomConfig:
         self._check_range("hair_width", 0.0, 40.0, open_low=True)
         self._check_range("ita_range", -90.0, 90.0, open_low=True, open_high=True)
         self._check_range("lesion_radius", 0.0, 0.5, open_low=True)
+        self._check_ita_bin_weights()
+
+    def _check_ita_bin_weights(self) -> None:
+        weights = self.ita_bin_weights
+        if weights is None:
+            return
+        try:
+            values = tuple(float(w) for w in weights)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            values = ()
+        if (
+            len(values) != ITA_BIN_COUNT
+            or any(isinstance(w, bool) for w in weights)  # type: ignore[union-attr]
+            or not all(math.isfinite(w) and w >= 0 for w in values)
+            or sum(values) <= 0
+        ):
+            raise ValueError(
+                f"PhantomConfig.ita_bin_weights must be None or {ITA_BIN_COUNT} non-negative weights (very light, "
+                f"light, intermediate, tan, brown, dark) with a positive sum, got {weights!r}"
+            )
+        object.__setattr__(self, "ita_bin_weights", values)  # a list becomes a tuple: hashable
 
     def _check_range(
         self,
