@@ -35,7 +35,7 @@ from skingenbench.services.platform.jobs import JobRunner
 from skingenbench.services.platform.jobs_service import JobsServicer
 from skingenbench.services.platform.readiness import StoreReadiness
 from skingenbench.services.platform.runtime_dirs import prepare_runtime_dirs
-from skingenbench.services.platform.settings import ServiceSettings
+from skingenbench.services.platform.settings import ServiceSettings, host_port
 from skingenbench.services.platform.store import ObjectStore
 
 from skingenbench.api.v1 import common_pb2, common_pb2_grpc
@@ -68,7 +68,7 @@ class RunningService:
 
     @property
     def target(self) -> str:
-        return f"{self.settings.host}:{self.port}"
+        return host_port(self.settings.host, self.port)
 
     def stop(self, grace_s: float | None = None) -> list[str]:
         """Graceful stop within one budget: refuse new work, let jobs checkpoint, drain in-flight calls.
@@ -197,7 +197,7 @@ def _start_health_listener(settings: ServiceSettings, health_servicer: health.He
     shows there too): the kubelet's gRPC probe speaks no TLS. It carries no token and no data."""
     server = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{settings.host}:{settings.health_port}"
+    address = host_port(settings.host, settings.health_port)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

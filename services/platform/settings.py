@@ -16,6 +16,14 @@ SERVICES: dict[str, tuple[str, int]] = {
 }
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gRPC targets and bind addresses spell it: a bare IPv6 host is bracketed (RFC 3986
+    section 3.2.2), so ``::1`` becomes ``[::1]:50051``; an already bracketed one is kept."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 def _float(raw: str, name: str) -> float:
     try:
         value = float(raw)
@@ -71,7 +79,7 @@ class ServiceSettings:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @property
     def tls(self) -> ServerTls:

@@ -298,3 +298,22 @@ def test_shutdown_budget_settings_are_numbers_of_seconds():
     for bad in ("soon", "-1", "nan"):
         with pytest.raises(ValueError, match="SKINGENBENCH_SHUTDOWN_GRACE_S must be"):
             ServiceSettings.from_env("generation", env={"SKINGENBENCH_SHUTDOWN_GRACE_S": bad})
+
+
+def test_a_bare_ipv6_host_binds_and_is_bracketed_in_targets(folder_store):
+    """``SKINGENBENCH_HOST=::1`` (or ``::``) is a valid bind host: addresses and targets bracket it."""
+    from skingenbench.services.platform.settings import ServiceSettings, host_port
+    from skingenbench.services.stages import start_service
+
+    assert host_port("::1", 50051) == "[::1]:50051" and host_port("[::1]", 7) == "[::1]:7"
+    assert host_port("10.0.0.7", 1) == "10.0.0.7:1"
+    service = start_service(
+        "preprocessing", ServiceSettings(stage="preprocessing", host="::1", port=0), folder_store
+    )
+    try:
+        assert service.target.startswith("[::1]:")
+        with open_channel(service.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        service.stop(grace_s=2.0)
