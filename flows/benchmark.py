@@ -49,6 +49,7 @@ from skingenbench.flows.grid import (
 )
 from skingenbench.flows.progress import GridProgress, PrefectProgressArtifacts, artifact_key
 from skingenbench.flows.report import build_report, write_report
+from skingenbench.flows.sampling_options import sampling_conditioning, training_config
 from skingenbench.flows.scheduling import CellScheduler
 from skingenbench.flows.wiring import Wiring, open_pools
 from skingenbench.services.platform.settings import SERVICES
@@ -476,7 +477,7 @@ class GridRun:
             self.results[("arm", prep, "train")]["manifest"],
             generator,
             grid.profile,
-            grid.generator_config.get(generator, {}),
+            training_config(grid.generator_config.get(generator, {})),
             grid.synthetic_label,
             grid.split.seed,
             name,
@@ -496,6 +497,7 @@ class GridRun:
                 self.synthetic_count,
                 grid.split.seed,
                 name,
+                *sampling_conditioning(grid.generator_config.get(generator, {})),
                 tags=tags,
             )
             for count in self.extra_mixes:  # the dose–response axis' larger mixes
@@ -509,6 +511,7 @@ class GridRun:
                     count,
                     grid.split.seed,
                     f"{name} x{count}",
+                    *sampling_conditioning(grid.generator_config.get(generator, {})),
                     tags=tags,
                 )
             if self.one_set:  # the evaluation set is the training mix: one job

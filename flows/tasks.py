@@ -315,8 +315,19 @@ def train_generator(
 
 
 @task(name="sample", cache_policy=NONE)
-def sample(wiring: Wiring, model_uri: str, count: int, seed: int, name: str) -> dict[str, Any]:
+def sample(
+    wiring: Wiring,
+    model_uri: str,
+    count: int,
+    seed: int,
+    name: str,
+    conditioning: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``conditioning`` (e.g. DermGAN's ``{"balance_skin_tone": True}``) is set on the request only when
+    given, so a request without it is the same job as before the option existed."""
     request = generation_pb2.SampleRequest(model_uri=model_uri, count=count, seed=seed)
+    if conditioning:
+        request.conditioning.CopyFrom(generation_pb2.Conditioning(**conditioning))
     outcome = _run(
         wiring, "generation", generation_pb2_grpc.GenerationStub, "StartSampling", request, f"sample {name}"
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skingenbench.flows.grid import Grid, GridError, load_grid
+from skingenbench.flows.sampling_options import check_sampling_options, training_config
 from skingenbench.services.core.errors import SkinGenBenchError
 
 EVALUATION_PROFILES = ("tiny", "paper")
@@ -120,8 +121,10 @@ def _check_generators(grid: Grid) -> None:
         GENERATORS.names(),
         grid.generator_config,
         "generator_config",
-        lambda name, overrides: GENERATORS.config(name, grid.profile, overrides),
+        lambda name, overrides: GENERATORS.config(name, grid.profile, training_config(overrides)),
     )
+    if problems := check_sampling_options(grid.generator_config):
+        raise GridError("; ".join(problems))
 
 
 def _check_classifiers(grid: Grid) -> None:
