@@ -330,7 +330,10 @@ class DDPMBackend(GeneratorBackend):
         scheduler = self._sampling_scheduler(sampler)
         scheduler.set_timesteps(steps, device=self.device)
         noise, generators = self.initial_noise(seeds)
-        sample = noise.to(self.device) * scheduler.init_noise_sigma
+        # The UNet's layout (channels_last on the accelerator path), as training feeds it: no conversion per step.
+        sample = (noise.to(self.device) * scheduler.init_noise_sigma).contiguous(
+            memory_format=self.memory_format
+        )
         extra = {"eta": eta} if sampler == "ddim" else {}
         for timestep in scheduler.timesteps:
             with self._autocast():
