@@ -3,13 +3,16 @@ request, refused for generators that cannot take it; without it the sample reque
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
-from skingenbench.api.v1 import generation_pb2
 from skingenbench.flows import tasks
 from skingenbench.flows.grid import GridError
 from skingenbench.flows.sampling_options import check_sampling_options, sampling_conditioning, training_config
 from skingenbench.flows.validation import validate_grid
+
+from skingenbench.api.v1 import generation_pb2
 
 
 def test_training_config_drops_the_option_and_conditioning_carries_it():
@@ -27,7 +30,7 @@ def test_only_dermgan_takes_it_and_only_as_a_bool():
 
 
 def _grid_file(tmp_path, generator_config):
-    grid = yaml.safe_load(open("flows/grids/demo.yaml"))
+    grid = yaml.safe_load(Path("flows/grids/demo.yaml").read_text())
     grid["generator_config"] = generator_config
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
