@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(version_text())
         return 0
     args = build_parser().parse_args(argv)
+    args.debug = debug  # taken off argv above; commands that report their own failures read it
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
