@@ -106,11 +106,19 @@ class Stack:
         self._compose("stop", timeout=max(graces.values()) * 2 + 60)
         command_s = round(time.monotonic() - began, 1)
         per_service = {}
-        for service, container in containers.items():
-            state = inspect(container)["State"]
-            finished = _parse_time(state["FinishedAt"])
-            stop_s = round((finished - stop_started).total_seconds(), 1)
+        states = {service: inspect(container)["State"] for service, container in containers.items()}
+        finished_at = {service: _parse_time(state["FinishedAt"]) for service, state in states.items()}
+        depends = {
+            name: set(spec.get("depends_on") or {}) for name, spec in self.config()["services"].items()
+        }
+        for service, state in states.items():
+            # Compose stops a service after those that depend on it (the stages before MinIO): its grace
+            # counts from then, not from the start of `compose stop`.
+            dependents = [other for other, needs in depends.items() if service in needs]
+            signalled = max([finished_at[d] for d in dependents], default=stop_started)
+            stop_s = round((finished_at[service] - signalled).total_seconds(), 1)
             per_service[service] = {
+                "after_stop_s": round((finished_at[service] - stop_started).total_seconds(), 1),
                 "exit_code": state["ExitCode"],
                 "oom_killed": state.get("OOMKilled", False),
                 "stop_s": stop_s,
