@@ -41,7 +41,8 @@ SMALL_GROUP_RULE = f"fewer than {MIN_IMAGES} images or fewer than {MIN_MELANOMAS
 
 # The report's artifact names and where they come from: the phantom's ground truth (``has_<name>`` in
 # the imported item's metadata) or the preprocessing service's detectors (``artifact_<name>``).
-ARTIFACT_NAMES = ("hair", "ruler", "ink", "dark_corners", "bubbles")
+# ``marks`` is ruler ticks or ink: on real data one detector finds both (preprocessing ``detect_marks``).
+ARTIFACT_NAMES = ("hair", "ruler", "ink", "marks", "dark_corners", "bubbles")
 PHANTOM_ARTIFACT_COLUMNS = {
     "hair": "has_hair",
     "ruler": "has_ruler",
@@ -53,6 +54,7 @@ ARTIFACT_TITLES = {
     "hair": "hair",
     "ruler": "ruler marks",
     "ink": "ink marks",
+    "marks": "ruler or ink marks",
     "dark_corners": "dark corners",
     "bubbles": "bubbles",
 }
@@ -93,6 +95,8 @@ def strata_from_items(
             ita, ita_source = _number(seen.get("ita_degrees")), "measured"
         if all(column in meta for column in PHANTOM_ARTIFACT_COLUMNS.values()):
             flags = {name: bool(int(meta[col])) for name, col in PHANTOM_ARTIFACT_COLUMNS.items()}
+            flags["marks"] = flags["ruler"] or flags["ink"]
+            flags = {name: flags[name] for name in ARTIFACT_NAMES}
             artifact_source = "phantom"
         else:
             flags = {name: _flag(seen.get(f"artifact_{name}")) for name in ARTIFACT_NAMES}
@@ -209,15 +213,19 @@ def read_json(store: Any, uri: str) -> dict[str, Any]:
 
 
 def load_strata(store: Any, run: Mapping[str, Any], read_json: Any = read_json) -> dict[str, ImageStrata]:
-    """The test images' strata of a run: the split manifest (truth) joined on image id with the basic
-    arm's preprocessing manifest of all images (measurements); either may be missing."""
+    """The test images' strata of a run: the split manifest (truth) joined on image id with the arms'
+    preprocessing manifests of all images (measurements: the basic arm's first, each value it lacks
+    from the next arm, e.g. marks, which only advanced preprocessing detects); any may be missing."""
     truth = _manifest_items(run.get("split", {}), read_json, store)
     arms = run.get("arms", {}) or {}
-    measured: list[Mapping[str, Any]] = []
+    merged: dict[str, dict[str, Any]] = {}
     for arm in ("basic", *sorted(set(arms) - {"basic"})):
-        measured = _manifest_items((arms.get(arm) or {}).get("all", {}), read_json, store)
-        if measured:
-            break
+        for item in _manifest_items((arms.get(arm) or {}).get("all", {}), read_json, store):
+            meta = merged.setdefault(str(item.get("image_id")), {})
+            for key, value in (item.get("meta") or {}).items():
+                if meta.get(key) is None:
+                    meta[key] = value
+    measured = [{"image_id": image_id, "meta": meta} for image_id, meta in merged.items()]
     return strata_from_items(truth, measured)
 
 

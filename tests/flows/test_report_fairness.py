@@ -164,6 +164,7 @@ def test_strata_prefer_phantom_truth_and_fall_back_to_measurements():
         "hair": True,
         "ruler": False,
         "ink": False,
+        "marks": False,
         "dark_corners": True,
         "bubbles": False,
     }
@@ -192,3 +193,23 @@ def test_report_section_joins_the_split_manifest_from_the_store(tmp_path):
     rows = ctx.tables["skin_tone_bins"]
     assert section.key == "skin-tone" and "| very_light |" in section.body
     assert sum(r["images"] for r in rows) == len(ita)
+
+
+def test_load_strata_fills_what_the_basic_arm_lacks_from_the_advanced_arm(tmp_path):
+    import json
+
+    from skingenbench.flows.report_strata import load_strata
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path)
+    basic = [{"image_id": "a", "meta": {"ita_degrees": 20.0, "artifact_hair": False, "artifact_marks": None}}]
+    advanced = [
+        {"image_id": "a", "meta": {"ita_degrees": 25.0, "artifact_hair": True, "artifact_marks": True}}
+    ]
+    run = {"arms": {}}
+    for arm, items in (("basic", basic), ("advanced", advanced)):
+        store.put_bytes(f"{arm}/manifest.json", json.dumps({"items": items}).encode())
+        run["arms"][arm] = {"all": {"manifest": {"uri": store.uri(f"{arm}/manifest.json")}}}
+    strata = load_strata(store, run)["a"]
+    assert strata.ita == 20.0  # the basic arm's, measured before any cleaning
+    assert strata.artifacts["hair"] is False and strata.artifacts["marks"] is True

@@ -38,6 +38,9 @@ MEASUREMENT_KEYS = {
     "mark_fraction",
     "augmentation",
     "steps",
+    "artifact_hair",  # the artifact flags (issue 18)
+    "artifact_dark_corners",
+    "artifact_marks",
 }
 
 
