@@ -237,6 +237,11 @@ def _check_quality_gate(gate: Any) -> None:
     margin = gate.get("margin", 0.0)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
         raise GridError(f"quality_gate.margin: a non-negative fraction of the real range, got {margin!r}")
+    if gate.get("enabled"):  # refused, not ignored: a gate that silently let everything through misleads
+        raise GridError(
+            "quality_gate.enabled: the flow does not apply the gate to training mixes yet (the gate is "
+            "flows/quality_gate.py over the evaluation's memorization pairs and per-image statistics)"
+        )
 
 
 def _check_controllability(axes: dict[str, Any]) -> None:

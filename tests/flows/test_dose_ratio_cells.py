@@ -135,4 +135,6 @@ def test_ratio_names_counts_and_grid_validation():
             parse_grid({**BASE, "synthetic_ratio": bad})
     with pytest.raises(GridError, match="quality_gate.threshold: unknown field"):
         parse_grid({**BASE, "quality_gate": {"threshold": 1}})
-    assert parse_grid({**BASE, "quality_gate": {"enabled": True, "margin": 0.1}}).quality_gate["enabled"]
+    assert parse_grid({**BASE, "quality_gate": {"margin": 0.1}}).quality_gate == {"margin": 0.1}
+    with pytest.raises(GridError, match="does not apply the gate to training mixes yet"):
+        parse_grid({**BASE, "quality_gate": {"enabled": True}})
