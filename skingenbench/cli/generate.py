@@ -245,7 +245,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
     generate.add_argument("--out", default="", help="folder for the PNGs and generation.json")
     generate.add_argument(
-        "--sampler", default="", help="ddpm or ddim for diffusion models (default: the model's)"
+        "--sampler", default="", help="ddpm, ddim or dpm_solver for diffusion models (default: the model's)"
     )
     generate.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     generate.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")

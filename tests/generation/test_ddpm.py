@@ -63,7 +63,7 @@ def test_registry_lists_ddpm_with_tiny_and_paper_profiles():
     assert set(description["profiles"]) == {"tiny", "paper"}
     assert description["capabilities"] == {
         "conditional": "false",
-        "samplers": "ddpm,ddim",
+        "samplers": "ddpm,ddim,dpm_solver",
         "default_sampler": "ddim",
     }
     backend = create_backend("ddpm", "tiny", device="cpu")
