@@ -74,12 +74,12 @@ class PhantomConfig:
         if weights is None:
             return
         try:
-            values = tuple(float(w) for w in weights)  # type: ignore[union-attr]
+            values = tuple(float(w) for w in weights)
         except (TypeError, ValueError):
             values = ()
         if (
             len(values) != ITA_BIN_COUNT
-            or any(isinstance(w, bool) for w in weights)  # type: ignore[union-attr]
+            or any(isinstance(w, bool) for w in weights)
             or not all(math.isfinite(w) and w >= 0 for w in values)
             or sum(values) <= 0
         ):
