@@ -299,7 +299,7 @@ def dose_response_figure(families: Mapping[tuple[str, str, str], dict[str, Any]]
                     axis.plot(
                         xs[i], ys[i], marker="o", markersize=9, fillstyle="none", color=line[0].get_color()
                     )
-            axis.set(xlabel="synthetic ratio (× real training melanomas)", ylabel=label, ylim=(-0.02, 1.02))
+            axis.set(xlabel="synthetic ratio", ylabel=label, ylim=(-0.02, 1.02))  # × real melanomas
         figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
         return figure
 
