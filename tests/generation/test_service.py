@@ -157,7 +157,9 @@ def test_restart_mid_training_resumes_from_the_last_checkpoint(tmp_path):
         if event.step >= 12:  # two checkpoints (5, 10) are in the store
             break
     channel.close()
-    first.stop(grace_s=20)  # graceful: the job checkpoints where it is and is recorded INTERRUPTED (resumes on start)
+    first.stop(
+        grace_s=20
+    )  # graceful: the job checkpoints where it is and is recorded INTERRUPTED (resumes on start)
 
     stored_job = JobRecord.from_json(store.get_bytes(f"jobs/skingenbench.v1.Generation/{job.job_id}.json"))
     assert stored_job.state == "INTERRUPTED"
