@@ -59,7 +59,8 @@ def phantom_images(count: int, seed: int = 0, size: int = 64, label: str = "MEL"
     from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
 
     rng = np.random.default_rng(seed)
-    config = PhantomConfig(width=size, height=size)
+    # The uniform tone draw these metric tests were calibrated on (the default became HAM10000-like in issue 18).
+    config = PhantomConfig(width=size, height=size, ita_range=(-30.0, 60.0), ita_bin_weights=None)
     return [render_phantom(label, rng, config).image for _ in range(count)]
 
 

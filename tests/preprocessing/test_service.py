@@ -148,7 +148,8 @@ def test_phantom_import_split_preprocess_and_quality_through_the_service(service
         ),
     )
     assert fewer.state == common_pb2.JOB_STATE_SUCCEEDED, fewer.error.message
-    assert "reused_output" not in json.loads(fewer.result_json)
+    # No summary at all when the first two phantoms happen to have no hair (an empty summary is "").
+    assert "reused_output" not in json.loads(fewer.result_json or "{}")
     assert _ref(fewer.outputs, "report_json").uri != _ref(quality.outputs, "report_json").uri
 
 
