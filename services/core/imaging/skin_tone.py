@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from skingenbench.services.core.errors import InvalidArgument
 
@@ -39,6 +38,8 @@ def rgb_to_cielab(rgb: np.ndarray) -> np.ndarray:
     """float32 (..., 3) array of L* in [0, 100] and a*, b* in about [-128, 127] from uint8 sRGB."""
     if rgb.dtype != np.uint8:
         raise InvalidArgument(f"rgb_to_cielab needs uint8 input, got {rgb.dtype}")
+    import cv2  # here, not at the top: the ITA categories are read by the flow image, which has no OpenCV
+
     lab = cv2.cvtColor(rgb.reshape(1, -1, 3), cv2.COLOR_RGB2LAB).reshape(rgb.shape).astype(np.float32)
     lab[..., 0] *= 100.0 / 255.0
     lab[..., 1:] -= 128.0
