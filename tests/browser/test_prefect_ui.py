@@ -21,18 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.headless_chromium import CHROMIUM, CHROMIUM_ARGS
+
 HERE = Path(__file__).resolve().parent
-CHROMIUM = os.environ.get("SKINGENBENCH_CHROMIUM", "/usr/bin/chromium")
-# No network, no GPU, nothing the browser would fetch or sync on its own; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 RUN_ID = "ui-check"
 PIPELINES = ["A1", "A3"]
 

@@ -10,7 +10,6 @@ back from the store and the report command counts them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,22 +19,11 @@ import urllib.request
 import pytest
 
 from skingenbench.reader_study.study_store import answers_key, load_study
+from tests.headless_chromium import CHROMIUM, CHROMIUM_ARGS
 
 from ..conftest import free_port
 from .conftest import write_sets
 
-CHROMIUM = os.environ.get("SKINGENBENCH_CHROMIUM", "/usr/bin/chromium")
-# The launch options of tests/browser/test_prefect_ui.py (a test module, not importable as a fixture):
-# no network, no GPU, nothing the browser fetches or syncs on its own; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 STUDY_ID = "browser-pilot"
 IMAGES = 6
 
