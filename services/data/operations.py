@@ -10,7 +10,6 @@ marker reattaches an identical finished job.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -211,4 +210,6 @@ def split_sources(
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    from skingenbench.services.core.cpu_limit import usable_cpu_count
+
+    return usable_cpu_count()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import threading
 import time
 from collections import deque
@@ -309,14 +308,10 @@ _shared_pool_lock = threading.Lock()
 
 
 def usable_cpus() -> int:
-    """CPUs this process may use: the container's CPU limit where the platform reads it, else affinity."""
-    try:
-        from skingenbench.services.core.cpu_limit import usable_cpu_count  # type: ignore[import-not-found]
-    except ImportError:
-        return max(
-            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        )
-    return max(1, int(usable_cpu_count()))
+    """CPUs this process may use: the container's CPU quota and affinity (``core/cpu_limit.py``)."""
+    from skingenbench.services.core.cpu_limit import usable_cpu_count
+
+    return usable_cpu_count()
 
 
 def _executor(workers: int) -> ProcessPoolExecutor | _InProcess:
