@@ -62,6 +62,7 @@ class SyntheticMix:
     synthetic_count: int
     synthetic_ratio: float
     synthetic_label: str
+    exclude: tuple[str, ...] = ()  # synthetic image ids / keys left out of the pool (sorted, unique)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,17 @@ def _check_pretrained_source(name: str, profile: str, config: ClassifierConfig, 
         )
 
 
+def _exclusions(names, regime: str) -> tuple[str, ...]:
+    """``exclude_synthetic`` as a sorted, unique tuple (its order is not part of the job's identity)."""
+    if any(not name for name in names):
+        raise InvalidArgument("exclude_synthetic: an empty name", field="exclude_synthetic")
+    if names and regime != "real+synthetic":
+        raise InvalidArgument(
+            f"exclude_synthetic applies to regime 'real+synthetic', not {regime!r}", field="exclude_synthetic"
+        )
+    return tuple(sorted(set(names)))
+
+
 def _pinned_weights(store: ObjectStore, ref) -> PretrainedWeights:
     pinned = object_sha256(store, ref.uri, "pretrained_weights")
     if ref.sha256 and ref.sha256 != pinned:
@@ -165,6 +177,7 @@ def _selection(
         synthetic_count=mix.synthetic_count,
         synthetic_ratio=mix.synthetic_ratio,
         synthetic_label=mix.synthetic_label,
+        exclude_synthetic=mix.exclude,
     )
 
 
@@ -254,6 +267,7 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
             count_field(request.synthetic_count, "synthetic_count"),
             float(request.synthetic_ratio),
             request.synthetic_label or POSITIVE,
+            _exclusions(request.exclude_synthetic, regime),
         )
         _selection(
             data, synthetic, augmented, regime, seed, mix
@@ -275,6 +289,8 @@ class TrainKind(JobKind[classification_pb2.TrainClassifierRequest, TrainPlan]):
             "synthetic_label": mix.synthetic_label,
             "run_name": request.run_name,
         }
+        if mix.exclude:  # only when given: requests without exclusions keep the addresses they always had
+            settings["exclude_synthetic"] = list(mix.exclude)
         return TrainPlan(
             self.address(inputs, settings, seed),
             name,

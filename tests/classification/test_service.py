@@ -318,6 +318,17 @@ TRAIN_CASES = [
         grpc.StatusCode.FAILED_PRECONDITION,
         "requested",
     ),
+    (
+        {"exclude_synthetic": ["not-a-synthetic-item"], "regime": "real+synthetic", "synthetic": "fake"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no synthetic manifest holds",
+    ),
+    ({"exclude_synthetic": ["x"]}, grpc.StatusCode.INVALID_ARGUMENT, "applies to regime 'real+synthetic'"),
+    (
+        {"exclude_synthetic": [""], "regime": "real+synthetic", "synthetic": "fake"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "an empty name",
+    ),
     ({"data": "missing"}, grpc.StatusCode.NOT_FOUND, "not found"),
     ({"data": "empty"}, grpc.StatusCode.INVALID_ARGUMENT, "required"),
     ({"data": "leaky"}, grpc.StatusCode.FAILED_PRECONDITION, "test split"),
@@ -532,6 +543,34 @@ def test_plans_survive_the_job_record(world, trained):
     for kind, request in requests:
         plan = kind.plan(request, store)
         assert kind.plan_from_json(json.loads(json.dumps(plan.to_json()))) == plan, kind.name
+
+
+def test_synthetic_exclusions_are_part_of_the_job_identity_only_when_given(world):
+    """The quality gate's exclusions change the job (its address) and survive the job record; their order
+    does not matter."""
+    from skingenbench.services.classification import training_job
+
+    store, kind = world["store"], training_job.TrainKind()
+    ids = [item.image_id for item in read_manifest(store, world["synthetic"].uri).items[:2]]
+
+    def plan(exclude):
+        return kind.plan(
+            classification_pb2.TrainClassifierRequest(
+                classifier="resnet18",
+                profile="tiny",
+                data=world["data"],
+                regime="real+synthetic",
+                synthetic=[world["synthetic"]],
+                synthetic_count=2,
+                exclude_synthetic=exclude,
+            ),
+            store,
+        )
+
+    plain, gated, reordered = plan([]), plan(ids), plan(ids[::-1] + ids[:1])
+    assert gated.output_prefix != plain.output_prefix and gated.output_prefix == reordered.output_prefix
+    assert gated.mix.exclude == tuple(sorted(ids)) and plain.mix.exclude == ()
+    assert kind.plan_from_json(json.loads(json.dumps(gated.to_json()))) == gated
 
 
 def test_a_checkpoint_changed_after_start_is_data_loss(world, trained):

@@ -217,6 +217,14 @@ def test_regimes_add_the_requested_images(phantom):
         select_training_items(manifest, "real+synthetic", synthetic=[fake], synthetic_count=10_000)
     with pytest.raises(InvalidArgument, match="regime"):
         select_training_items(manifest, "real+dreams")
+    # The quality gate's rejections leave the pool before the draw; a name no synthetic item has is refused.
+    rejected = [fake.items[0].image_id, fake.items[1].key]
+    gated = select_training_items(manifest, "real+synthetic", synthetic=[fake], exclude_synthetic=rejected)
+    assert gated.counts["synthetic"] == everything.counts["synthetic"] - 2
+    assert gated.counts["synthetic_excluded"] == 2
+    assert not {fake.items[0].sha256, fake.items[1].sha256} & {item.sha256 for item in gated.train}
+    with pytest.raises(InvalidArgument, match="no synthetic manifest holds"):
+        select_training_items(manifest, "real+synthetic", synthetic=[fake], exclude_synthetic=["ddpm_typo"])
     augmented = _with(
         manifest,
         [

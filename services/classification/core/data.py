@@ -4,7 +4,8 @@ Regimes (the reference's pipelines 1-5, DESIGN.md):
 - ``real``: the data manifest's train split.
 - ``real+synthetic``: plus synthetic images of one class (MEL by default) from generator manifests,
   all of them, ``count`` of them, or ``ratio`` x the real training images of that class; a subset is
-  drawn with the run's seed.
+  drawn with the run's seed. ``exclude_synthetic`` (image ids or object keys, e.g. the grid's quality
+  gate's rejections, ``flows/quality_gate.py``) leaves items out of the pool before the draw.
 - ``real+augment``: plus the classically augmented copies (items whose meta has ``augmented_from``)
   of training images from a preprocessing manifest made with ``augment_copies``.
 
@@ -22,7 +23,7 @@ does not depend on threads, batch boundaries or where a resumed run restarted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -92,8 +93,11 @@ def check_no_leakage(train: Sequence[Item], data: Manifest) -> None:
                 )
 
 
-def _synthetic_pool(manifests: Sequence[Manifest], label: str) -> list[Item]:
-    pool = []
+def _synthetic_pool(manifests: Sequence[Manifest], label: str, exclude: Collection[str] = ()) -> list[Item]:
+    """The synthetic items of ``label``, less those named (by image id or key) in ``exclude``; a name
+    that matches no synthetic item is refused, so a stale or mistyped exclusion list cannot pass unseen."""
+    pool, excluded = [], set(exclude)
+    matched: set[str] = set()
     for manifest in manifests:
         for item in manifest.items:
             if item.split in HELD_OUT:
@@ -101,8 +105,17 @@ def _synthetic_pool(manifests: Sequence[Manifest], label: str) -> list[Item]:
                     f"synthetic item {item.image_id or item.key} carries split {item.split!r}",
                     hint="synthetic images are training data only; their split must be empty or 'train'",
                 )
-            if item.label == label:
+            names = {item.image_id, item.key} & excluded
+            if names:
+                matched |= names
+            elif item.label == label:
                 pool.append(item)
+    unknown = sorted(excluded - matched)
+    if unknown:
+        raise InvalidArgument(
+            f"exclude_synthetic names {len(unknown)} item(s) no synthetic manifest holds, e.g. {unknown[0]!r}",
+            hint="name synthetic items by their image_id or object key",
+        )
     return pool
 
 
@@ -129,6 +142,7 @@ def select_training_items(
     synthetic_label: str = "MEL",
     augmented: Manifest | None = None,
     seed: int = 0,
+    exclude_synthetic: Collection[str] = (),
 ) -> TrainingSelection:
     """The train and val items of a run under ``regime``, checked for leakage into val and test."""
     if regime not in REGIMES:
@@ -149,13 +163,15 @@ def select_training_items(
     counts = {"real": len(real), "synthetic": 0, "augmented": 0, "val": len(val)}
     notes = []
     if regime == "real+synthetic":
-        pool = _synthetic_pool(synthetic, synthetic_label)
+        pool = _synthetic_pool(synthetic, synthetic_label, exclude_synthetic)
         take = synthetic_take(
             len(pool), sum(item.label == synthetic_label for item in real), synthetic_count, synthetic_ratio
         )
         chosen = np.sort(np.random.default_rng([seed, 1]).choice(len(pool), size=take, replace=False))
         extra = [pool[i] for i in chosen]
         counts["synthetic"] = len(extra)
+        if exclude_synthetic:
+            counts["synthetic_excluded"] = len(set(exclude_synthetic))
     elif regime == "real+augment":
         copies = [item for item in (augmented.items if augmented else []) if item.meta.get("augmented_from")]
         extra = [item for item in copies if item.split in ("", "train")]
