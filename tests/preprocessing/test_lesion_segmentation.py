@@ -88,3 +88,24 @@ def test_fill_holes_fills_enclosed_background_only():
     filled = fill_holes(mask)
     assert filled[8:12, 8:12].all() and filled[1, 5:10].all() and not filled[1, 0]
     assert not filled[16:, :].any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_table_distance_is_the_float32_lab_norm_exactly(seed):
+    """The 8-bit-code tables give the float32 CIELAB median and Delta E of the direct computation."""
+    from skingenbench.services.core.imaging.lesion_segmentation import colour_distance, skin_reference_colour
+    from skingenbench.services.core.imaging.regions import border_band
+    from skingenbench.services.core.imaging.skin_tone import rgb_to_cielab
+
+    rng = np.random.default_rng(seed)
+    image, _ = skin_scene(size=int(rng.integers(40, 200)), hairs=3, seed=seed)
+    image[rng.random(image.shape[:2]) < 0.1] = rng.integers(0, 256, 3)
+    valid = rng.random(image.shape[:2]) > 0.2
+    lab = rgb_to_cielab(image)
+    expected_reference = np.median(lab[border_band(image.shape, 0.1) & valid], axis=0)
+    planes = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2LAB))
+    reference = skin_reference_colour(planes, valid, 0.1)
+    assert reference.dtype == np.float32 and np.array_equal(reference, expected_reference)
+    distance = colour_distance(planes, reference)
+    assert distance.dtype == np.float32
+    assert np.array_equal(distance, np.linalg.norm(lab - expected_reference, axis=2))

@@ -96,3 +96,26 @@ def test_skin_type_categories(ita, category):
 def test_skin_type_refuses_nan():
     with pytest.raises(InvalidArgument):
         skin_type_from_ita(float("nan"))
+
+
+def per_pixel_median_ita(rgb: np.ndarray, skin: np.ndarray) -> float:
+    """The direct definition: every skin pixel to CIELAB, its ITA, the median (what the table replaces)."""
+    lab = rgb_to_cielab(rgb[skin][:, None, :])[:, 0, :]
+    return float(np.median(ita_from_lab(lab[:, 0], lab[:, 2])))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_table_ita_is_the_per_pixel_median_exactly(seed):
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(9, 90, 2)
+    base = rng.integers(0, 256, 3)  # a skin-like mean plus spread, and some fully random pixels
+    image = np.clip(base + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+    image[rng.random((height, width)) < 0.2] = rng.integers(0, 256, 3)
+    lesion = rng.random((height, width)) < 0.3
+    for mask in (None, lesion):
+        skin = np.ones((height, width), bool) if mask is None else ~mask
+        if skin.sum() >= 64:
+            assert estimate_ita(image, lesion_mask=mask) == per_pixel_median_ita(image, skin)
+    odd = np.zeros((height, width), bool)
+    odd.flat[: height * width - 65] = True  # 65 skin pixels: an odd count, the median is one pixel
+    assert estimate_ita(image, lesion_mask=odd) == per_pixel_median_ita(image, ~odd)

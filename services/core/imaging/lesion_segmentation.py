@@ -12,15 +12,24 @@ than the last points of Dice. The steps, and why:
    ``min_delta_e`` so that a lesion-free image yields an empty mask rather than noise.
 4. Opening, then the component with the largest area x centrality (dermoscopy centres the lesion;
    dark corners and border-touching shadows score low), then holes filled.
+
+Steps 2 and 3 work on OpenCV's 8-bit Lab codes: the skin reference is the per-channel median from a
+histogram of codes, and each pixel's squared distance per channel is a 256-entry table lookup. The
+arithmetic is the float32 arithmetic of ``rgb_to_cielab`` followed by ``np.linalg.norm``, operation
+for operation, so the mask is the same as theirs (a test compares the two) at half the cost.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 from skingenbench.services.core.imaging.regions import border_band, scaled_pixels
-from skingenbench.services.core.imaging.skin_tone import rgb_to_cielab
+from skingenbench.services.core.imaging.skin_tone import cielab_channel_values, median_rank_positions
+
+_CHANNEL_VALUES = cielab_channel_values()  # (256, 3) float32 CIELAB value of each 8-bit Lab code
 
 
 def area_fraction(mask: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -32,10 +41,29 @@ def area_fraction(mask: np.ndarray, valid: np.ndarray | None = None) -> float:
     return float((mask & valid).sum() / valid.sum()) if valid.any() else 0.0
 
 
-def skin_reference_colour(lab: np.ndarray, valid: np.ndarray, border_fraction: float) -> np.ndarray:
-    ring = border_band(lab.shape, border_fraction) & valid
-    source = lab[ring] if ring.sum() >= 16 else lab[valid]
-    return np.median(source, axis=0)
+def skin_reference_colour(
+    planes: Sequence[np.ndarray], valid: np.ndarray, border_fraction: float
+) -> np.ndarray:
+    """float32 (3,) CIELAB median of the border band's valid pixels (all valid pixels when the band has
+    fewer than 16), from the three 8-bit Lab ``planes``: what np.median(lab[ring], axis=0) gives."""
+    ring = border_band(planes[0].shape, border_fraction) & valid
+    source = ring if np.count_nonzero(ring) >= 16 else valid
+    total = int(np.count_nonzero(source))
+    reference = np.empty(3, np.float32)
+    for channel, plane in enumerate(planes):
+        low, high = median_rank_positions(np.cumsum(np.bincount(plane[source], minlength=256)), total)
+        reference[channel] = np.mean(_CHANNEL_VALUES[[low, high], channel])
+    return reference
+
+
+def colour_distance(planes: Sequence[np.ndarray], reference: np.ndarray) -> np.ndarray:
+    """float32 Delta E 1976 of each pixel (three 8-bit Lab ``planes``) to ``reference`` (CIELAB): per
+    channel a table of (value - reference)^2, summed in np.linalg.norm's order, then the square root."""
+    squared = [
+        cv2.LUT(plane, np.square(_CHANNEL_VALUES[:, channel] - reference[channel]))
+        for channel, plane in enumerate(planes)
+    ]
+    return np.sqrt((squared[0] + squared[1]) + squared[2])
 
 
 def central_component(mask: np.ndarray) -> np.ndarray:
@@ -74,8 +102,8 @@ def segment_lesion(
     if valid.sum() < 16:
         return np.zeros(rgb.shape[:2], bool)
     kernel = scaled_pixels(rgb.shape, blur_fraction, minimum=3) | 1
-    lab = rgb_to_cielab(cv2.medianBlur(rgb, kernel))
-    distance = np.linalg.norm(lab - skin_reference_colour(lab, valid, border_fraction), axis=2)
+    planes: Sequence[np.ndarray] = cv2.split(cv2.cvtColor(cv2.medianBlur(rgb, kernel), cv2.COLOR_RGB2LAB))
+    distance = colour_distance(planes, skin_reference_colour(planes, valid, border_fraction))
     values = distance[valid]
     threshold = max(float(threshold_otsu(values)) if np.ptp(values) > 0 else 0.0, min_delta_e)
     candidates = (distance > threshold) & valid

@@ -9,10 +9,16 @@ OpenCV's 8-bit Lab is rescaled to CIELAB (L* = L * 100 / 255, a* = a - 128, b* =
 conversion assumes sRGB input). ITA is computed per pixel and summarised by the median, so that
 left-over hair, specular highlights and pigment on the lesion rim barely move it; lesion, hair,
 dark-field and mark pixels are excluded outright when their masks are given.
+
+Per-pixel ITA depends only on a pixel's 8-bit (L, b) pair, so ``estimate_ita`` looks it up in a
+table of all 65,536 pairs (built once, with the same float32 arithmetic as ``rgb_to_cielab`` and
+``ita_from_lab``) and takes the median from a histogram of the pairs: the same number as the
+float32 median over pixels, in a fifth of the time (a test compares the two).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -71,6 +77,32 @@ def skin_pixels_mask(shape: tuple[int, ...], *excluded: np.ndarray | None) -> np
     return skin
 
 
+def cielab_channel_values() -> np.ndarray:
+    """float32 (256, 3): the CIELAB value ``rgb_to_cielab`` gives each 8-bit code of each channel."""
+    codes = np.arange(256, dtype=np.float32)
+    lightness, chroma = codes.copy(), codes.copy()
+    lightness *= 100.0 / 255.0  # the same float32 operations as rgb_to_cielab, so the same values
+    chroma -= 128.0
+    return np.stack([lightness, chroma, chroma], axis=1)
+
+
+@functools.cache
+def _ita_by_lab_code() -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted ITA): the ITA of every 8-bit (L, b) pair, index ``L * 256 + b``, sorted, and the
+    permutation of the codes that sorts it (a histogram of codes taken in this order is one of ITA)."""
+    values = cielab_channel_values()
+    table = ita_from_lab(values[:, None, 0], values[None, :, 2]).ravel()
+    order = np.argsort(table, kind="stable")
+    return order, table[order]
+
+
+def median_rank_positions(cumulative_counts: np.ndarray, total: int) -> tuple[int, int]:
+    """Bins holding the two middle elements (ranks (n-1)//2 and n//2) of ``total`` sorted elements whose
+    histogram has these cumulative counts; for odd ``total`` both are the median's bin."""
+    low, high = np.searchsorted(cumulative_counts, [(total - 1) // 2 + 1, total // 2 + 1])
+    return int(low), int(high)
+
+
 def estimate_ita(
     rgb: np.ndarray,
     lesion_mask: np.ndarray | None = None,
@@ -80,11 +112,23 @@ def estimate_ita(
     min_pixels: int = MIN_SKIN_PIXELS,
 ) -> float | None:
     """Median per-pixel ITA of the skin pixels, or None when fewer than ``min_pixels`` remain."""
+    if rgb.dtype != np.uint8:
+        raise InvalidArgument(f"estimate_ita needs uint8 input, got {rgb.dtype}")
     skin = skin_pixels_mask(rgb.shape, lesion_mask, hair_mask, dark_mask, other_mask)
-    if int(skin.sum()) < min_pixels:
+    total = int(np.count_nonzero(skin))
+    if total < min_pixels:
         return None
-    lab = rgb_to_cielab(rgb[skin][:, None, :])[:, 0, :]
-    return float(np.median(ita_from_lab(lab[:, 0], lab[:, 2])))
+    import cv2  # here, not at the top: see rgb_to_cielab
+
+    lab: np.ndarray = cv2.cvtColor(
+        np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB
+    )  # per pixel: masking after is the same
+    codes = (lab[..., 0].astype(np.uint16) << 8 | lab[..., 2])[skin]
+    order, sorted_ita = _ita_by_lab_code()
+    counts = np.bincount(codes, minlength=65536)[order]
+    low, high = median_rank_positions(np.cumsum(counts), total)
+    # np.median of float32 values: the float32 mean of the two middle ones (one, twice, for odd counts)
+    return float(np.mean(sorted_ita[[low, high]]))
 
 
 def lightness_for_ita(ita: float, b_star: float) -> tuple[float, float]:
