@@ -240,3 +240,45 @@ _JPEG = pil_bytes(Image.fromarray(smooth_rgb(40, 40, seed=3)), "JPEG")
 def test_every_truncation_of_a_jpeg_is_refused(length):
     with pytest.raises(ImageDecodeError):
         decode_image(_JPEG[:length])
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+    """What Pillow alone decodes (EXIF orientation applied): the reference for OpenCV's JPEG path."""
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"quality": 95},
+        {"quality": 75, "subsampling": 0},
+        {"quality": 90, "subsampling": 1},
+        {"progressive": True},
+    ],
+)
+@pytest.mark.parametrize("size", [(450, 600), (151, 201)])
+def test_jpeg_pixels_are_the_ones_pillow_decodes(params, size):
+    image = Image.fromarray(smooth_rgb(*size, seed=5))
+    data = pil_bytes(image, "JPEG", **params)
+    opencv_written = cv2.imencode(".jpg", cv2.cvtColor(smooth_rgb(*size, seed=6), cv2.COLOR_RGB2BGR))[1]
+    for payload in (data, data + bytes(7), opencv_written.tobytes()):  # trailing bytes: Pillow's path
+        np.testing.assert_array_equal(decode_image(payload), pillow_rgb(payload))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_jpeg_exif_orientation_is_applied(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = pil_bytes(Image.fromarray(smooth_rgb(40, 64, seed=2)), "JPEG", exif=exif.tobytes())
+    decoded = decode_image(data)
+    assert decoded.shape == ((40, 64, 3) if orientation == 3 else (64, 40, 3))
+    np.testing.assert_array_equal(decoded, pillow_rgb(data))
+
+
+def test_grayscale_jpeg_becomes_rgb():
+    data = pil_bytes(Image.fromarray(smooth_rgb(30, 40)[..., 0]), "JPEG")
+    decoded = decode_image(data)
+    assert decoded.shape == (30, 40, 3)
+    np.testing.assert_array_equal(decoded, pillow_rgb(data))

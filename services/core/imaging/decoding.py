@@ -12,6 +12,12 @@ Two choices worth knowing:
   transparent pixel is undefined (often black), and black would look like the dermoscope's dark
   field or like pigment to the later steps, whereas white is what a viewer shows and is left alone
   by vignette handling and lesion segmentation, which both look for dark regions.
+
+Pillow reads every header and decides what is refused. Complete 8-bit colour JPEGs with no rotation
+to apply -- HAM10000's and MILK10K's images -- are then decoded by OpenCV (the same libjpeg-turbo
+pixels, 30% faster than through Pillow; a test compares the two). OpenCV fills a truncated JPEG in
+silently, so only data that ends with the end-of-image marker goes that way; the rest, and anything
+OpenCV cannot read, is decoded by Pillow, which raises the typed error.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import zlib
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from skingenbench.services.core.errors import InvalidArgument
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -30,6 +36,7 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
 WHITE = (255, 255, 255)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_END_OF_IMAGE = b"\xff\xd9"
 _GRAY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 # What Pillow's plugins raise on malformed input besides OSError (struct and zlib errors included).
@@ -82,6 +89,12 @@ def decode_image(
         )
     if _is_sixteen_bit_png(data):
         return _decode_sixteen_bit(data, alpha_background)
+    if _is_plain_complete_jpeg(data, image):
+        decoded = cv2.imdecode(
+            np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+        )
+        if decoded is not None and decoded.shape[:2] == (height, width):
+            return decoded
     try:
         image.load()  # strict: Pillow raises on truncated data unless LOAD_TRUNCATED_IMAGES is set
         image = ImageOps.exif_transpose(image)
@@ -95,6 +108,17 @@ def _is_sixteen_bit_png(data: bytes) -> bool:
     # Pillow reduces 16-bit colour PNGs to 8 bits by keeping the high byte; read IHDR's bit depth
     # (byte 24) and let OpenCV decode those at full depth instead.
     return data[:8] == _PNG_SIGNATURE and len(data) > 24 and data[24] == 16
+
+
+def _is_plain_complete_jpeg(data: bytes, image: Image.Image) -> bool:
+    """A colour JPEG that ends with its end-of-image marker (OpenCV would fill a truncated one in without
+    a word) and whose EXIF orientation is absent or 1 (exif_transpose would leave it as it is)."""
+    return (
+        image.format == "JPEG"
+        and image.mode == "RGB"
+        and data.endswith(_JPEG_END_OF_IMAGE)
+        and image.getexif().get(ExifTags.Base.Orientation, 1) == 1
+    )
 
 
 def _decode_sixteen_bit(data: bytes, alpha_background: tuple[int, int, int]) -> np.ndarray:
