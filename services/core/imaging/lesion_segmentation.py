@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
+from skingenbench.services.core.imaging.components import label_components
 from skingenbench.services.core.imaging.regions import border_band, scaled_pixels
 from skingenbench.services.core.imaging.skin_tone import cielab_channel_values, median_rank_positions
 
@@ -68,16 +69,16 @@ def colour_distance(planes: Sequence[np.ndarray], reference: np.ndarray) -> np.n
 
 def central_component(mask: np.ndarray) -> np.ndarray:
     """The 8-connected component with the largest area x centrality (1 at the centre, 0.05 at a corner)."""
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if count <= 1:
+    components = label_components(mask)
+    if components.count <= 1:
         return np.zeros(mask.shape, bool)
     height, width = mask.shape
-    offsets = (centroids[1:] - np.array([(width - 1) / 2, (height - 1) / 2])) / np.array(
+    offsets = (components.centroids()[1:] - np.array([(width - 1) / 2, (height - 1) / 2])) / np.array(
         [width / 2, height / 2]
     )
     centrality = np.clip(1.0 - np.linalg.norm(offsets, axis=1) / np.sqrt(2.0), 0.05, 1.0)
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA] * centrality))
-    return labels == best
+    best = 1 + int(np.argmax(components.areas()[1:] * centrality))
+    return components.labels == best
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -18,19 +18,23 @@ All sizes are fractions of the image's shorter side, so the same parameters beha
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 from skingenbench.services.core.errors import InvalidArgument
+from skingenbench.services.core.imaging.components import label_components
 from skingenbench.services.core.imaging.regions import scaled_pixels
 
 INPAINT_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 BLUR_SIGMA_FRACTION = 0.8 / 450  # pre-detection blur: sigma / short side
 
 
+@functools.cache
 def line_kernel(length: int, angle_degrees: float) -> np.ndarray:
-    """A one-pixel-wide line of ``length`` pixels through the centre of a square uint8 kernel."""
+    """A one-pixel-wide line of ``length`` pixels through the centre of a square uint8 kernel (built
+    once per length and angle; read-only, as it is shared)."""
     length = length | 1  # odd, so the line has a centre pixel
     kernel = np.zeros((length, length), np.uint8)
     half = (length - 1) / 2
@@ -38,6 +42,7 @@ def line_kernel(length: int, angle_degrees: float) -> np.ndarray:
     start = (round(half - dx), round(half - dy))
     end = (round(half + dx), round(half + dy))
     cv2.line(kernel, start, end, 1, thickness=1)
+    kernel.flags.writeable = False
     return kernel
 
 
@@ -54,11 +59,10 @@ def dark_line_response(gray: np.ndarray, length: int, orientations: int) -> np.n
 
 def keep_long_components(mask: np.ndarray, min_length: int) -> np.ndarray:
     """Drop 8-connected components whose bounding box is shorter than ``min_length`` on both sides."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    keep = extent >= min_length
+    components = label_components(mask)
+    keep = components.extents() >= min_length
     keep[0] = False  # background
-    return keep[labels]
+    return components.mask_of(keep)
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
