@@ -44,10 +44,12 @@ from skingenbench.flows.grid import (
     GridError,
     generator_pipeline,
     load_grid,
+    phantom_import_options,
     ratio_count,
     ratio_pipeline,
 )
 from skingenbench.flows.progress import GridProgress, PrefectProgressArtifacts, artifact_key
+from skingenbench.flows.quality_gate import trained_count
 from skingenbench.flows.report import build_report, write_report
 from skingenbench.flows.sampling_options import sampling_conditioning, training_config
 from skingenbench.flows.scheduling import CellScheduler
@@ -81,10 +83,6 @@ def _synthetic_counts(grid: Grid, synthetic_count: int, train_label_count: int) 
         "evaluation_seeds": [first, first + evaluation - 1],
         "reference_evaluation": REFERENCE_EVALUATION_COUNT,
     }
-
-
-def _phantom_options(grid: Grid) -> dict[str, Any]:
-    return {"count": grid.data.count, "width": grid.data.width, "height": grid.data.height}
 
 
 def _flow_run_name() -> str:
@@ -221,6 +219,7 @@ class GridRun:
         self.log = get_run_logger()
         self.store = wiring.store()
         self.notes: list[str] = []
+        self.gate_names: dict[Key, str] = {}  # ("gate", prep, generator[, count]) -> its synthetic set's name
         self.results: dict[Key, Any] = {}
         self._waiting: list[tuple[frozenset, Callable[[], None]]] = []
         self.progress = GridProgress(run_id, grid.name)
@@ -277,7 +276,7 @@ class GridRun:
             (s["source"], s["path"]) for s in grid.data.extra_sources
         ]
         for index, (source, path) in enumerate(sources):
-            options = _phantom_options(grid) if source == "phantom" else {}
+            options = phantom_import_options(grid) if source == "phantom" else {}
             self.cell(
                 ("import", index),
                 "preprocessing",
@@ -346,6 +345,13 @@ class GridRun:
             for ratio in self.ratios
             if ratio != DEFAULT_SYNTHETIC_RATIO
         ]
+        # The quality gate (flows/quality_gate.py): each training mix measured and checked before training.
+        self.gating = bool(grid.quality_gate.get("enabled")) and bool(self.generators)
+        if self.gating and not self.evaluating:
+            raise ValueError(
+                "quality_gate.enabled needs the evaluation service's memorization check, and the evaluation "
+                "service has nothing registered"
+            )
 
     def _plan(self) -> None:
         grid, progress = self.grid, self.progress
@@ -407,6 +413,11 @@ class GridRun:
                 "sample",
                 len(self.preps) * len(self.generators) * ((1 if self.one_set else 2) + len(self.extra_mixes)),
             )
+        if self.gating:
+            for stage in ("gate measure", "quality gate"):
+                self.progress.plan(
+                    stage, len(self.preps) * len(self.generators) * (1 + len(self.extra_mixes))
+                )
         self.log.info(
             "split: %s; %d training %s images",
             self.curation["totals"],
@@ -500,6 +511,7 @@ class GridRun:
                 *sampling_conditioning(grid.generator_config.get(generator, {})),
                 tags=tags,
             )
+            self._gate(prep, ("mix", prep, generator), name, tags)
             for count in self.extra_mixes:  # the dose–response axis' larger mixes
                 self.cell(
                     ("mix", prep, generator, count),
@@ -514,6 +526,7 @@ class GridRun:
                     *sampling_conditioning(grid.generator_config.get(generator, {})),
                     tags=tags,
                 )
+                self._gate(prep, ("mix", prep, generator, count), f"{name} x{count}", tags)
             if self.one_set:  # the evaluation set is the training mix: one job
                 self.when(
                     [("mix", prep, generator)],
@@ -550,6 +563,52 @@ class GridRun:
 
         self.when([("model", prep, generator)], sample)
 
+    def _gate(self, prep: str, mix: Key, name: str, tags: tuple) -> None:
+        """With the grid's quality gate on: the mix measured by the arm's own pipeline (the statistics the
+        real training images carry), then the gate (memorization check + ranges) under ``("gate", …)``."""
+        if not self.gating:
+            return
+        grid, letter = self.grid, PREPROCESSING_LETTERS[prep]
+        measured, gate = ("gate measure", *mix[1:]), ("gate", *mix[1:])
+        baseline = self._baseline(prep)
+        self.when(
+            [mix],
+            lambda: self.cell(
+                measured,
+                "preprocessing",
+                "gate measure",
+                f"gate measure {name}",
+                tasks.preprocess,
+                self.results[mix]["manifest"],
+                prep,
+                grid.profile,
+                grid.preprocessing_config.get(prep, {}),
+                grid.split.seed,
+                tags=tags,
+            ),
+        )
+        self.when(
+            [mix, measured, ("arm", prep, "train"), *([baseline] if baseline else [])],
+            lambda: self.cell(
+                gate,
+                "evaluation",
+                "quality gate",
+                f"quality gate {name}",
+                tasks.quality_gate,
+                self.results[("arm", prep, "train")]["manifest"],
+                self.results[mix]["manifest"],
+                self.results[measured]["manifest"],
+                grid.synthetic_label,
+                grid.evaluation,
+                grid.quality_gate,
+                self.results[baseline]["checkpoint"] if baseline else "",
+                grid.split.seed,
+                name,
+                tags=(*tags, f"arm:{letter}"),
+            ),
+        )
+        self.gate_names[gate] = name
+
     # -- classifiers -------------------------------------------------------------------------------------------
     def _classifier_cell(
         self,
@@ -572,6 +631,8 @@ class GridRun:
         needs = [("arm", prep, "all")]
         needs += [("arm", prep, "augmented")] if regime == "real+augment" else []
         needs += [mix] if regime == "real+synthetic" else []
+        gate = ("gate", *mix[1:]) if self.gating and regime == "real+synthetic" else None
+        needs += [gate] if gate else []
         if ratio is not None and regime == "real" and any(c[0] == real_only for c in self.cells):
             needs += [("cell", real_only, classifier, seed)]  # after it: the service returns that job
         key, name = (pipeline, classifier, seed), f"{pipeline}/{classifier}/seed{seed}"
@@ -584,6 +645,10 @@ class GridRun:
             augmented = (
                 self.results[("arm", prep, "augmented")]["manifest"] if regime == "real+augment" else None
             )
+            trained, exclude = count, None
+            if gate:  # the gate's rejections stay out; fewer passing than asked: all that passed
+                exclude = self.results[gate]["rejected_ids"]
+                trained = trained_count(count, self.results[gate]["gate"]["accepted_count"])
             self.cell(
                 ("cell", *key),
                 "classification",
@@ -597,10 +662,11 @@ class GridRun:
                 regime,
                 synthetic,
                 augmented,
-                count,
+                trained,
                 grid.synthetic_label,
                 seed,
                 run_name,
+                exclude,
                 tags=tags,
             )
 
@@ -664,12 +730,20 @@ class GridRun:
             self.when([("test", *key), ("test", *baseline)], compare)
 
     # -- evaluation of the synthetic sets -------------------------------------------------------------------
+    def _baseline(self, prep: str) -> Key | None:
+        """The arm's real-only classifier cell (first classifier, first seed) when the grid has one: the
+        domain feature space of its evaluation and its quality gate, and the class-anchoring judge."""
+        letter = PREPROCESSING_LETTERS[prep]
+        if not self.classifiers or not any(c[:1] == (letter + "1",) for c in self.cells):
+            return None
+        return ("cell", letter + "1", self.classifiers[0], self.grid.seeds[0])
+
     def _evaluation(self, prep: str) -> None:
         """The arm's generators' evaluation sets in one request (their feature space is shared: one
         embedding per arm), with its real-only classifier when it has one (class anchoring)."""
         grid, letter = self.grid, PREPROCESSING_LETTERS[prep]
-        baseline = ("cell", letter + "1", self.classifiers[0], grid.seeds[0]) if self.classifiers else None
-        has_baseline = baseline is not None and any(c[:1] == (letter + "1",) for c in self.cells)
+        baseline = self._baseline(prep)
+        has_baseline = baseline is not None
         needs = [("arm", prep, "train")] + [("evaluation set", prep, g) for g in self.generators]
         needs += [baseline] if has_baseline else []
         tags = (f"arm:{letter}",)
@@ -753,6 +827,7 @@ class GridRun:
             "services": self.services,
             "pipelines": [row[0] for row in self.rows],
             "dose_response": self._dose_response(),
+            "quality_gate": {name: r[key]["gate"] for key, name in self.gate_names.items() if key in r},
         }
 
     def _dose_response(self) -> list[dict[str, Any]]:

@@ -76,6 +76,9 @@ class DataSpec:
     width: int = 128
     height: int = 96
     seed: int = 0
+    # phantom only: weights of the six ITA bins (very light > 55° … dark < −30°) skin tones are drawn from;
+    # None: the phantom's default, skewed light as HAM10000 is (services/data/core/phantom/config.py)
+    ita_bin_weights: list[float] | None = None
 
 
 @dataclass
@@ -127,6 +130,14 @@ class Grid:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def phantom_import_options(grid: Grid) -> dict[str, Any]:
+    """The phantom import's options (the preprocessing service's ImportRequest.options_json)."""
+    options: dict[str, Any] = {"count": grid.data.count, "width": grid.data.width, "height": grid.data.height}
+    if grid.data.ita_bin_weights is not None:  # only when given: the import request stays what it was
+        options["ita_bin_weights"] = list(grid.data.ita_bin_weights)
+    return options
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -237,11 +248,9 @@ def _check_quality_gate(gate: Any) -> None:
     margin = gate.get("margin", 0.0)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
         raise GridError(f"quality_gate.margin: a non-negative fraction of the real range, got {margin!r}")
-    if gate.get("enabled"):  # refused, not ignored: a gate that silently let everything through misleads
-        raise GridError(
-            "quality_gate.enabled: the flow does not apply the gate to training mixes yet (the gate is "
-            "flows/quality_gate.py over the evaluation's memorization pairs and per-image statistics)"
-        )
+    checks = [key for key in QUALITY_GATE_KEYS if key not in ("enabled", "margin")]
+    if gate.get("enabled") and not any(gate.get(key, True) for key in checks):
+        raise GridError(f"quality_gate: enabled with every check off ({', '.join(checks)}): nothing to gate")
 
 
 def _check_controllability(axes: dict[str, Any]) -> None:

@@ -9,7 +9,12 @@ by ``margin`` × that range's width. One image can be rejected for several reaso
 each reason and the images rejected at all.
 
 A pure function over what the services already return (the evaluation result's memorization pairs and
-per-image statistics), so the gate can be checked without running a service.
+per-image statistics), so the gate can be checked without running a service. In a grid
+(``quality_gate: {enabled: true}``) the flow measures each training mix with the arm's own preprocessing
+pipeline (the same measurement the real training images got), runs the evaluation service's memorization
+check of the mix against the real training images of the synthetic label, applies the gate
+(``gate_inputs`` pairs the three manifests up) and sends the rejected ids as the classifier's
+``exclude_synthetic``. Off (the default), no request changes: every job is the one it was.
 """
 
 from __future__ import annotations
@@ -94,6 +99,55 @@ def apply_quality_gate(
     }
 
 
+def _image_name(item: Mapping[str, Any]) -> str:
+    """How the services name a manifest item (evaluation pair ids, ``exclude_synthetic``)."""
+    return str(item.get("image_id") or item["key"])
+
+
+def gate_inputs(
+    synthetic: Mapping[str, Any], measured: Mapping[str, Any], real: Mapping[str, Any], label: str
+) -> tuple[list[str], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(synthetic ids, their measured statistics by id, the real training images' statistics) from three
+    manifests as JSON: the training mix, the mix measured by preprocessing (each item's ``parent_key`` is
+    the mix item's key) and the real arm's training manifest, whose ``label`` items of the train split
+    give the range (the images the generator learned from)."""
+    by_key = {item["key"]: _image_name(item) for item in synthetic["items"]}
+    ids = [_image_name(item) for item in synthetic["items"] if item.get("label", label) == label]
+    stats = {}
+    for item in measured["items"]:
+        name = by_key.get(item.get("meta", {}).get("parent_key", ""))
+        if name is not None:
+            stats[name] = {key: item["meta"].get(key) for key in STATISTICS}
+    real_stats = [
+        {key: item.get("meta", {}).get(key) for key in STATISTICS}
+        for item in real["items"]
+        if item.get("label") == label and item.get("split", "train") in ("", "train")
+    ]
+    return ids, stats, real_stats
+
+
+def gate_summary(gate: Mapping[str, Any], requested: int) -> dict[str, Any]:
+    """What the run keeps of a gate (the report's row): counts, ranges, and the rejected ids with why."""
+    accepted = len(gate["accepted"])
+    return {
+        "checked": gate["checked"],
+        "accepted_count": accepted,
+        "rejected_count": gate["rejected_count"],
+        "reason_counts": gate["reason_counts"],
+        "unmeasured": gate["unmeasured"],
+        "ranges": gate["ranges"],
+        "margin": gate["margin"],
+        "rejected": gate["rejected"],
+        "requested": requested,
+    }
+
+
+def trained_count(requested: int, accepted: int) -> int:
+    """Synthetic images a gated cell trains on: as many as asked, or all that passed when fewer did
+    (0 is then the empty pool, not the service's 'all')."""
+    return min(requested, accepted)
+
+
 def gate_markdown(gates: Mapping[str, Mapping[str, Any]]) -> str:
     """The report's lines: per synthetic set, how many images were checked and rejected, and why."""
     if not gates:
@@ -103,3 +157,51 @@ def gate_markdown(gates: Mapping[str, Mapping[str, Any]]) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in gate["reason_counts"].items()) or "none"
         lines.append(f"| {name} | {gate['checked']} | {gate['rejected_count']} | {reasons} |")
     return "\n".join(lines) + "\n"
+
+
+def _range_text(ranges: Mapping[str, Sequence[float]]) -> str:
+    return "; ".join(f"{name} [{low:.3g}, {high:.3g}]" for name, (low, high) in sorted(ranges.items()))
+
+
+def report_section(ctx: Any) -> Any:
+    """The report's section (None when the grid's gate is off): the table, the ranges, short cells."""
+    from skingenbench.flows.report import Section
+
+    gates = ctx.run.get("quality_gate") or {}
+    if not gates:
+        return None
+    config = ctx.run.get("grid", {}).get("quality_gate", {})
+    checks = [name for name in (MEMORIZED, *STATISTICS) if config.get(name, True)]
+    body = [
+        "Synthetic images were checked before they entered classifier training; a rejected image is left "
+        "out of every cell that draws from its set (`exclude_synthetic`). Checks: "
+        + ", ".join(checks)
+        + f" (memorized: the nearest real training image within the evaluation's memorization threshold; "
+        f"a statistic: outside the range of the real training {ctx.run.get('grid', {}).get('synthetic_label', 'MEL')} "
+        f"images widened by margin {float(config.get('margin', 0.0)):g} × its width).\n",
+        gate_markdown(gates),
+    ]
+    ctx.tables["quality_gate"] = [
+        {
+            "synthetic_set": name,
+            "checked": gate["checked"],
+            "accepted": gate["accepted_count"],
+            "rejected": gate["rejected_count"],
+            **{f"rejected_{reason}": count for reason, count in gate["reason_counts"].items()},
+        }
+        for name, gate in sorted(gates.items())
+    ]
+    ranges = [
+        f"- {name}: {_range_text(gate['ranges'])}" for name, gate in sorted(gates.items()) if gate["ranges"]
+    ]
+    if ranges:
+        body += ["Real training ranges the statistics were held to:\n", *ranges, ""]
+    short = [
+        f"- {name}: {gate['accepted_count']} of its {gate['requested']} images passed; a cell asking for more "
+        f"trained on those {gate['accepted_count']}"
+        for name, gate in sorted(gates.items())
+        if gate["accepted_count"] < gate["requested"]
+    ]
+    if short:
+        body += ["Sets the gate left short of the requested count:\n", *short, ""]
+    return Section("quality-gate", "Synthetic-set quality gate", "\n".join(body))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from skingenbench.flows import report_artifacts, report_fairness
+from skingenbench.flows import quality_gate, report_artifacts, report_fairness
 from skingenbench.flows.figures import (
     COLUMN_IN,
     TWO_COLUMN_IN,
@@ -458,6 +458,7 @@ RESULT_SECTIONS: list[Callable[[ReportContext], Section | None]] = [
     _controllability,
     _classifiers,
     _paired_tests,
+    quality_gate.report_section,
     dose_response_section,
     report_fairness.report_section,
     report_artifacts.report_section,

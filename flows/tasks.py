@@ -24,6 +24,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from skingenbench.flows.jobs import JobOutcome, run_job
+from skingenbench.flows.quality_gate import apply_quality_gate, gate_inputs, gate_summary
 from skingenbench.flows.scheduling import current_cell
 from skingenbench.flows.wiring import Wiring, pools_for
 
@@ -427,6 +428,66 @@ def class_anchoring(
     return {"outputs": _outputs(outcome), "result": outcome.result}
 
 
+@task(name="quality gate", cache_policy=NONE)
+def quality_gate(
+    wiring: Wiring,
+    real: dict[str, Any],
+    synthetic: dict[str, Any],
+    measured: dict[str, Any],
+    label: str,
+    options: dict[str, Any],
+    config: dict[str, Any],
+    classifier_checkpoint: Checkpoint,
+    seed: int,
+    name: str,
+) -> dict[str, Any]:
+    """The synthetic-set quality gate of one training mix (``flows/quality_gate.py``): the evaluation
+    service's memorization check of the mix against the real training images of ``label``, then the gate
+    over those pairs and the statistics preprocessing measured (``measured``, the mix through the arm's
+    pipeline). Returns the rejected ids (sorted) and the gate's summary for the report.
+
+    With the arm's real-only classifier (``classifier_checkpoint``), memorization is measured where the
+    arm's evaluation measures it: in Inception's space when its weights are installed, else in the
+    classifier's (the evaluation service falls back to it; domain FID comes along, being that space's)."""
+    request = evaluation_pb2.EvaluateRequest(
+        real=_manifest(real),
+        real_splits=["train"],
+        real_labels=[label],
+        synthetic=[
+            evaluation_pb2.SyntheticSet(name=name, manifest=_manifest(synthetic), intended_label=label)
+        ],
+        metrics=["memorization", "domain_fid"] if classifier_checkpoint else ["memorization"],
+        options_json=json.dumps({**options, "grid_images": 0}),
+        seed=seed,
+        classifier_checkpoint=_checkpoint_ref(classifier_checkpoint) if classifier_checkpoint else None,
+    )
+    outcome = _run(
+        wiring, "evaluation", evaluation_pb2_grpc.EvaluationStub, "StartEvaluation", request, f"gate {name}"
+    )
+    store = wiring.store()
+
+    def read(uri: str) -> dict[str, Any]:
+        return json.loads(store.get_bytes(store.key_from_uri(uri)))
+
+    report = read(outcome.outputs["report_json"].uri)
+    ids, synthetic_stats, real_stats = gate_inputs(
+        read(synthetic["uri"]), read(measured["uri"]), read(real["uri"]), label
+    )
+    gate = apply_quality_gate(
+        ids,
+        memorization_pairs=report["memorization"][name]["pairs"],
+        synthetic_stats=synthetic_stats,
+        real_stats=real_stats,
+        config=config,
+    )
+    return {
+        "outputs": _outputs(outcome),
+        "result": {"checked": gate["checked"], "rejected": gate["rejected_count"]},
+        "rejected_ids": sorted(gate["rejected"]),
+        "gate": gate_summary(gate, len(ids)),
+    }
+
+
 # -- classification -------------------------------------------------------------------------------------
 def train_classifier_request(
     data: dict[str, Any],
@@ -440,8 +501,10 @@ def train_classifier_request(
     synthetic_label: str,
     seed: int,
     run_name: str,
+    exclude_synthetic: list[str] | None = None,
 ) -> classification_pb2.TrainClassifierRequest:
-    """The training request of a classifier cell (its content address: equal requests, one job)."""
+    """The training request of a classifier cell (its content address: equal requests, one job).
+    ``exclude_synthetic``: the quality gate's rejections (none unless the grid's gate is on)."""
     return classification_pb2.TrainClassifierRequest(
         classifier=classifier,
         profile=profile,
@@ -454,6 +517,7 @@ def train_classifier_request(
         seed=seed,
         run_name=run_name,
         augmented=_manifest(augmented) if augmented else None,
+        exclude_synthetic=sorted(exclude_synthetic or []),
     )
 
 
@@ -471,6 +535,7 @@ def train_classifier(
     synthetic_label: str,
     seed: int,
     run_name: str,
+    exclude_synthetic: list[str] | None = None,
 ) -> dict[str, Any]:
     request = train_classifier_request(
         data,
@@ -484,6 +549,7 @@ def train_classifier(
         synthetic_label,
         seed,
         run_name,
+        exclude_synthetic,
     )
     outcome = _run(
         wiring,

@@ -41,6 +41,7 @@ def validate_grid(
     _check_classifiers(grid)
     _check_evaluation(grid)
     _check_positive(grid)
+    _check_phantom(grid)
     if check_data_paths:
         check_data_folders(grid)
     if pipelines is not None:
@@ -174,6 +175,21 @@ def _required_files(source: str) -> tuple[str, ...]:
         layout = Milk10kLayout()
         return (layout.ground_truth_csv, layout.metadata_csv)
     return ()
+
+
+def _check_phantom(grid: Grid) -> None:
+    """A phantom grid's import options as the preprocessing service checks them (size, tone weights)."""
+    if grid.data.source != "phantom":
+        if grid.data.ita_bin_weights is not None:
+            raise GridError("data.ita_bin_weights: only a phantom data set's skin tones can be chosen")
+        return
+    from skingenbench.flows.grid import phantom_import_options
+    from skingenbench.services.data.operations import phantom_settings
+
+    try:
+        phantom_settings(phantom_import_options(grid), grid.data.seed)
+    except SkinGenBenchError as error:
+        raise GridError(f"data: {error}") from None
 
 
 def check_data_folders(grid: Grid) -> None:

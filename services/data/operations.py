@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -21,12 +21,13 @@ from skingenbench.services.core.errors import InvalidArgument
 from skingenbench.services.core.hashing import content_address, output_prefix
 from skingenbench.services.core.manifest import MANIFEST_NAME, Manifest, ManifestRef, ParentRef
 from skingenbench.services.data.core.diagnosis_mapping import resolve_mapping
+from skingenbench.services.data.core.phantom.config import PhantomConfig
 from skingenbench.services.platform.manifest_io import read_manifest, write_manifest
 from skingenbench.services.platform.store import ObjectStore
 
 SOURCES = ("ham10000", "milk10k", "phantom")
 FOLDER_OPTIONS = {"mapping"}
-PHANTOM_OPTIONS = {"count", "width", "height"}
+PHANTOM_OPTIONS = {"count", "width", "height", "ita_bin_weights"}
 MAX_PHANTOM_COUNT = 1_000_000
 PHANTOM_SIDE = (8, 8192)  # pixels: a lesion needs room to be drawn; far past any dermoscope's frame
 SPLIT_STAGE, SPLIT_VERSION = "split", "1"
@@ -47,6 +48,17 @@ class PhantomSettings:
     count: int = 200
     width: int | None = None  # None: the phantom config's own size (600x450)
     height: int | None = None
+    # Relative weights of the six ITA bins (very light ... dark) the skin tones are drawn from; None: the
+    # phantom's default, skewed light as in HAM10000 (PhantomConfig.ita_bin_weights).
+    ita_bin_weights: tuple[float, ...] | None = None
+
+    def address_settings(self) -> dict[str, Any]:
+        """The settings in the import's content address: tone weights only when given, so every phantom
+        set made before the option existed keeps its address."""
+        settings: dict[str, Any] = {"count": self.count, "width": self.width, "height": self.height}
+        if self.ita_bin_weights is not None:
+            settings["ita_bin_weights"] = list(self.ita_bin_weights)
+        return settings
 
 
 def local_path(uri: str) -> Path:
@@ -92,7 +104,15 @@ def phantom_settings(options: dict[str, Any], seed: int) -> PhantomSettings:
         None if options.get(name) is None else _whole(options[name], name, *PHANTOM_SIDE)
         for name in ("width", "height")
     ]
-    return PhantomSettings(count, *sides)
+    settings = PhantomSettings(count, *sides)
+    weights = options.get("ita_bin_weights")
+    if weights is None:
+        return settings
+    settings = PhantomSettings(count, *sides, ita_bin_weights=weights)
+    try:  # checked by the phantom's own config (weights, and a size it can draw), with its message
+        return replace(settings, ita_bin_weights=_tone_config(settings).ita_bin_weights)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument(f"phantom ita_bin_weights: {error}") from None
 
 
 def _whole(value: Any, name: str, low: int, high: int) -> int:
@@ -150,6 +170,7 @@ def import_phantom(
             width=settings.width,
             height=settings.height,
             seed=seed,
+            config=None if settings.ita_bin_weights is None else _tone_config(settings),
             progress=(lambda d, t: progress(d, 2 * t, "generating phantom")) if progress else None,
         )
         result = import_ham10000(
@@ -159,6 +180,12 @@ def import_phantom(
             progress=(lambda d, t, m: progress(t + d, 2 * t, m)) if progress else None,
         )
     return DataOutcome(result.ref, result.report_keys, result.report)
+
+
+def _tone_config(settings: PhantomSettings) -> PhantomConfig:
+    """The phantom config with the requested tone weights (and the requested size, which it must agree with)."""
+    sizes = {name: value for name in ("width", "height") if (value := getattr(settings, name)) is not None}
+    return PhantomConfig(ita_bin_weights=settings.ita_bin_weights, **sizes)
 
 
 def split_prefix(manifests: Sequence[Manifest], fractions: tuple[float, float, float], seed: int) -> str:

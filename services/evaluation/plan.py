@@ -247,8 +247,10 @@ def plan_evaluation(store: ObjectStore, request: dict[str, Any], address: Addres
             weights_file, weights_sha256 = pin_weights(store, extractor, weights)
     except FailedPrecondition as missing:
         # "All that the given inputs allow": with no metric named and a classifier checkpoint given, the
-        # domain space is evaluated alone, and the report says what was skipped and why.
-        if request.get("metrics") or not checkpoint.get("uri"):
+        # domain space is evaluated alone, and the report says what was skipped and why. Memorization
+        # named alone (the grid's quality gate) is answered the same way, in the classifier's space.
+        alone_in_domain = set(metrics) <= {*DOMAIN, "memorization"}
+        if (request.get("metrics") and not alone_in_domain) or not checkpoint.get("uri"):
             raise
         use_extractor = False
         metrics = [m for m in metrics if m not in PAIRWISE]

@@ -14,7 +14,7 @@ they always have, ``import-phantom/<address of the files>``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from skingenbench.services.core.hashing import content_address, output_prefix
@@ -63,7 +63,9 @@ class ImportKind(JobKind[preprocessing_pb2.ImportRequest, ImportPlan]):
         mapping = import_options(request.source, options)
         if request.source == "phantom":
             settings = phantom_settings(options, request.seed)
-            address = content_address(PHANTOM_STAGE, PHANTOM_VERSION, [], asdict(settings), request.seed)
+            address = content_address(
+                PHANTOM_STAGE, PHANTOM_VERSION, [], settings.address_settings(), request.seed
+            )
             return ImportPlan(
                 output_prefix(PHANTOM_STAGE, address), "phantom", phantom=settings, seed=request.seed
             )

@@ -32,6 +32,8 @@ GRID = {
     "bootstrap_samples": 100,
     "evaluation": {"profile": "tiny"},
     "evaluation_count": 16,  # FID/KID/IS on seeds 0-15, separate from the training mix
+    # Every training mix measured and checked before training (flows/quality_gate.py).
+    "quality_gate": {"enabled": True},
 }
 
 
@@ -107,6 +109,7 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
         rocs = sorted(p.name for p in figures.glob("roc-a-*"))  # file stems are lower case
         assert any(n.endswith(".png") for n in rocs) and any(n.endswith(".pdf") for n in rocs)
         assert "figures/roc-a-" in report
+        _check_quality_gate(tmp_path / "runs" / "first", report, first["classification"])
         assert store.exists("runs/first/report.md") and not (tmp_path / "not-the-store").exists()
         assert folder.endswith("first")
         _check_prefect_view("first")
@@ -117,6 +120,27 @@ def test_reduced_grid_runs_end_to_end_and_a_rerun_recomputes_nothing(stack, tmp_
     for stage in SERVICES:
         assert sorted(r.job_id for r in second[stage]) == sorted(r.job_id for r in first[stage]), stage
         assert all(r.attempts == 1 and r.state == "SUCCEEDED" for r in second[stage]), stage
+
+
+def _check_quality_gate(folder, report: str, training_jobs) -> None:
+    """Each mix was gated (one row per synthetic set in the report), and every cell that trained on a mix
+    sent exactly that mix's rejections as exclude_synthetic, with the count the gate left it."""
+    run = json.loads((folder / "run.json").read_text())
+    gates = run["quality_gate"]
+    assert sorted(gates) == ["A3-ddpm", "A5-dermgan", "B3-ddpm", "B5-dermgan"]
+    assert "## Synthetic-set quality gate" in report
+    for name, gate in gates.items():
+        assert f"| {name} | {gate['checked']} | {gate['rejected_count']} |" in report
+        assert gate["checked"] == gate["requested"] == gate["accepted_count"] + gate["rejected_count"] > 0
+    requests = {
+        record.request["run_name"]: record.request
+        for record in training_jobs
+        if record.kind == "train_classifier" and record.request.get("regime") == "real+synthetic"
+    }
+    for pipeline, name in (("A3", "A3-ddpm"), ("A5", "A5-dermgan"), ("B3", "B3-ddpm"), ("B5", "B5-dermgan")):
+        request, gate = requests[f"{pipeline}/resnet18/seed0"], gates[name]
+        assert sorted(request.get("exclude_synthetic", [])) == sorted(gate["rejected"]), pipeline
+        assert int(request.get("synthetic_count", 0)) == min(gate["requested"], gate["accepted_count"])
 
 
 def _check_prefect_view(run_id: str) -> None:

@@ -37,12 +37,21 @@ def _fake_result(task: Any, args: tuple) -> dict[str, Any]:
         return {"outputs": {"result_json": f"test:{args[1]['uri']}"}, "result": {}}
     if name == "train generator":
         return {"outputs": {"model": f"model:{args[1]}"}, "result": {}}
+    if name == "quality gate":  # two rejected, five passed (of any mix)
+        return {
+            "rejected_ids": ["img_0", "img_3"],
+            "gate": {"accepted_count": 5},
+            "outputs": {},
+            "result": {},
+        }
     if name in ("sample", "preprocess"):
         return {"manifest": {"uri": f"{name}:{args[1:]}", "sha256": "s", "item_count": 3}, "result": {}}
     return {"outputs": {}, "result": {}}
 
 
-def _run_graph(grid_data: dict[str, Any], tmp_path, monkeypatch) -> list[tuple[str, Any, tuple]]:
+def _run_graph(
+    grid_data: dict[str, Any], tmp_path, monkeypatch, evaluation: frozenset = frozenset()
+) -> list[tuple[str, Any, tuple]]:
     """(cell name, task, args) of every cell the flow submits for ``grid_data``."""
     monkeypatch.setattr(benchmark, "get_run_logger", lambda: __import__("logging").getLogger("test"))
     monkeypatch.setattr(benchmark, "PrefectProgressArtifacts", lambda progress: None)  # no Prefect view
@@ -65,7 +74,9 @@ def _run_graph(grid_data: dict[str, Any], tmp_path, monkeypatch) -> list[tuple[s
         run._done(key, _fake_result(task, args))
 
     run.cell = cell
-    run._choose({"generation": {"stylegan2_ada"}, "classification": {"resnet18"}, "evaluation": set()})
+    run._choose(
+        {"generation": {"stylegan2_ada"}, "classification": {"resnet18"}, "evaluation": set(evaluation)}
+    )
     run._plan()
     run.results[("split",)] = {
         "manifest": {"uri": "split"},
@@ -136,5 +147,53 @@ def test_ratio_names_counts_and_grid_validation():
     with pytest.raises(GridError, match="quality_gate.threshold: unknown field"):
         parse_grid({**BASE, "quality_gate": {"threshold": 1}})
     assert parse_grid({**BASE, "quality_gate": {"margin": 0.1}}).quality_gate == {"margin": 0.1}
-    with pytest.raises(GridError, match="does not apply the gate to training mixes yet"):
-        parse_grid({**BASE, "quality_gate": {"enabled": True}})
+    with pytest.raises(GridError, match="every check off"):
+        parse_grid(
+            {
+                **BASE,
+                "quality_gate": {
+                    "enabled": True,
+                    "memorization": False,
+                    "lesion_area_fraction": False,
+                    "ita_degrees": False,
+                },
+            }
+        )
+
+
+def test_the_quality_gate_checks_every_mix_and_its_rejections_stay_out_of_training(tmp_path, monkeypatch):
+    ungated = _run_graph({**BASE, "synthetic_ratio": [0, 0.5, 1, 2]}, tmp_path / "a", monkeypatch)
+    gated = _run_graph(
+        {**BASE, "synthetic_ratio": [0, 0.5, 1, 2], "quality_gate": {"enabled": True}},
+        tmp_path / "b",
+        monkeypatch,
+        frozenset({"inception-v3-compat"}),
+    )
+    assert not [n for n, t, _ in ungated if t.name == "quality gate"]
+    mixes = {a[1]: a for _, t, a in gated if t.name == "sample" and a[1] != 16}  # the mix and the x14 mix
+    gates = [(n, a) for n, t, a in gated if t.name == "quality gate"]
+    assert sorted(n for n, _ in gates) == [
+        "quality gate A2-stylegan2_ada",
+        "quality gate A2-stylegan2_ada x14",
+    ]
+    measured = [a for n, _, a in gated if n.startswith("gate measure ")]
+    assert len(measured) == 2 and all(a[1] == "basic" for a in measured)  # the arm's own pipeline measures
+    for _name, args in gates:  # against the arm's training images; the mix; the mix as measured
+        real, synthetic, measure = args[0], args[1], args[2]
+        assert real["uri"].startswith("preprocess:") and "['train']" in real["uri"]
+        assert synthetic["uri"].startswith("sample:") and measure["uri"].startswith("preprocess:")
+        assert args[5] == {"enabled": True}
+    assert {m["uri"] for _, a in gates for m in [a[1]]} == {f"sample:{mixes[n][1:]}" for n in (7, 14)}
+    trained = {n: tasks.train_classifier_request(*a) for n, t, a in gated if t.name == "train classifier"}
+    for seed in (0, 1):
+        # The rejections stay out of every synthetic cell; a cell asking for more than passed gets what did.
+        for pipeline, count in (("A2", 5), ("A2@r0.5", 4), ("A2@r2", 5)):
+            request = trained[f"train {pipeline}/resnet18/seed{seed}"]
+            assert list(request.exclude_synthetic) == ["img_0", "img_3"], pipeline
+            assert request.synthetic_count == count, pipeline
+        # Real-only cells are the jobs they were without the gate.
+        before = _train_requests(ungated)
+        for pipeline in ("A1", "A2@r0"):
+            name = f"train {pipeline}/resnet18/seed{seed}"
+            assert trained[name].SerializeToString(deterministic=True) == before[name]
+            assert not trained[name].exclude_synthetic

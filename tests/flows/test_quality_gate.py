@@ -79,3 +79,71 @@ def test_checks_can_be_switched_off_and_the_margin_widens_the_range():
         config={"memorization": False, "ita_degrees": False},
     )
     assert gate["rejected"] == {} and gate["accepted"] == ["a", "b"]
+
+
+def test_gate_inputs_pair_the_mix_its_measurement_and_the_real_training_images():
+    from skingenbench.flows.quality_gate import gate_inputs
+
+    synthetic = {
+        "items": [
+            {"key": "sample/a.png", "image_id": "a", "label": "MEL"},
+            {"key": "sample/b.png", "image_id": "", "label": "MEL"},  # named by its key
+        ]
+    }
+    measured = {  # preprocessing's output: each item names its parent's key; one failed to measure
+        "items": [
+            {
+                "key": "pre/a.png",
+                "meta": {"parent_key": "sample/a.png", "ita_degrees": 30.0, "hair_fraction": 0},
+            },
+            {"key": "pre/b.png", "meta": {"parent_key": "sample/b.png", "lesion_area_fraction": 0.2}},
+        ]
+    }
+    real = {
+        "items": [
+            {"key": "r1", "label": "MEL", "split": "train", "meta": {"ita_degrees": 10.0}},
+            {"key": "r2", "label": "NV", "split": "train", "meta": {"ita_degrees": 80.0}},  # not the label
+            {"key": "r3", "label": "MEL", "split": "val", "meta": {"ita_degrees": -60.0}},  # not training
+            {"key": "r4", "label": "MEL", "split": "train", "meta": {"ita_degrees": 40.0}},
+        ]
+    }
+    ids, stats, real_stats = gate_inputs(synthetic, measured, real, "MEL")
+    assert ids == ["a", "sample/b.png"]
+    assert stats == {
+        "a": {"lesion_area_fraction": None, "ita_degrees": 30.0},
+        "sample/b.png": {"lesion_area_fraction": 0.2, "ita_degrees": None},
+    }
+    assert [s["ita_degrees"] for s in real_stats] == [10.0, 40.0]
+    gate = apply_quality_gate(ids, synthetic_stats=stats, real_stats=real_stats)
+    assert gate["ranges"] == {"ita_degrees": [10.0, 40.0]} and gate["rejected_count"] == 0
+
+
+def test_the_report_section_counts_rejections_and_names_short_sets():
+    from types import SimpleNamespace
+
+    from skingenbench.flows.quality_gate import gate_summary, report_section
+
+    gate = apply_quality_gate(
+        ["s0", "s1", "s2"],
+        synthetic_stats={"s0": {"ita_degrees": 90.0}, "s1": {"ita_degrees": 20.0}, "s2": {}},
+        real_stats=[{"ita_degrees": 10.0}, {"ita_degrees": 40.0}],
+        config={"lesion_area_fraction": False},
+    )
+    ctx = SimpleNamespace(
+        run={"quality_gate": {"A2-ddpm": gate_summary(gate, 3)}, "grid": {"quality_gate": {"enabled": True}}},
+        tables={},
+    )
+    section = report_section(ctx)
+    assert section.title == "Synthetic-set quality gate"
+    assert "| A2-ddpm | 3 | 1 | ita_degrees outside the real training range: 1 |" in section.body
+    assert "A2-ddpm: 2 of its 3 images passed" in section.body and "ita_degrees [10, 40]" in section.body
+    assert ctx.tables["quality_gate"] == [
+        {
+            "synthetic_set": "A2-ddpm",
+            "checked": 3,
+            "accepted": 2,
+            "rejected": 1,
+            "rejected_ita_degrees outside the real training range": 1,
+        }
+    ]
+    assert report_section(SimpleNamespace(run={}, tables={})) is None
