@@ -120,7 +120,8 @@ def _sample_sizes(
     domain: Extractor | None,
 ) -> None:
     """The sample sizes, the warnings below the documented minimums (``core/sample_size.py``; refused under
-    ``strict_sample_size``) and, for each Fréchet metric, the real-vs-real baseline at each synthetic set's N."""
+    ``strict_sample_size``) and, for each Fréchet metric whose ``real_baseline`` option is on, the real-vs-real
+    baseline at each synthetic set's N."""
     real = sets[0].spec.name
     spaces = {"extractor": extractor, "domain": domain}
     dimensions = {
@@ -137,8 +138,8 @@ def _sample_sizes(
     baselines: dict[str, dict[str, dict[str, Any]]] = {}
     for metric, space in FID_METRICS.items():
         e = spaces[space]
-        if metric not in plan.metrics or e is None:
-            continue
+        if metric not in plan.metrics or e is None or not configs[metric].real_baseline:
+            continue  # the baseline is opt-in (``fid_real_baseline``): a second Fréchet distance per N
         real_features = features[e.name][real][e.layers["fid"]]
         for target in sorted({len(s) for s in sets[1:]}):
             first, second = real_baseline_subsets(len(sets[0]), target, plan.seed)

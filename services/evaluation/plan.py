@@ -127,7 +127,8 @@ def _split_options(
                     f"unknown option {key!r} in options_json",
                     hint="options are profile, grid_images, strict_sample_size, extractor_<field> or "
                     "<metric>_<field>, "
-                    f"e.g. kid_subset_size, prc_k; metrics: {', '.join(ALL_METRICS)}",
+                    "e.g. kid_subset_size, prc_k, fid_real_baseline (the real-vs-real FID at each "
+                    f"synthetic set's N, off by default); metrics: {', '.join(ALL_METRICS)}",
                 )
             per_metric.setdefault(metric, {})[key.removeprefix(f"{metric}_")] = value
     return general, per_metric, extractor

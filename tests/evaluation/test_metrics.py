@@ -129,6 +129,12 @@ def test_registry_lists_metrics_with_both_profiles_and_refuses_unknown_options()
     with pytest.raises(InvalidArgument, match="subset_sise"):
         METRICS.config("kid", "paper", {"subset_sise": 10})
     assert set(library_versions()) >= {"torch", "torch-fidelity", "scipy"}
+    # The real-vs-real baseline is opt-in (a second Fréchet distance per N): off unless asked, and a boolean.
+    for metric in ("fid", "domain_fid"):
+        assert METRICS.config(metric, "paper").real_baseline is False
+        assert METRICS.config(metric, "tiny", {"real_baseline": True}).real_baseline is True
+        with pytest.raises(InvalidArgument, match="real_baseline must be true or false"):
+            METRICS.config(metric, "paper", {"real_baseline": "yes"})
 
 
 # -- on Inception features (random kaiming weights) ------------------------------------------------------------

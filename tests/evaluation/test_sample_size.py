@@ -118,7 +118,7 @@ def test_the_service_reports_sample_sizes_warnings_and_the_baseline_at_the_same_
         world,
         names=("noisy",),
         metrics=["fid", "kid", "isc"],
-        options_json=json.dumps({"profile": "tiny", "grid_images": 0}),
+        options_json=json.dumps({"profile": "tiny", "grid_images": 0, "fid_real_baseline": True}),
     )
     request.synthetic.append(evaluation_pb2.SyntheticSet(name="many", manifest=many, intended_label="MEL"))
     done = watch_job(channel, stub.StartEvaluation(request, timeout=60).job_id, timeout_s=600)

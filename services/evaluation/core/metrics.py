@@ -34,8 +34,14 @@ LIBRARIES = ("torch", "torch-fidelity", "numpy", "scipy", "scikit-learn", "sciki
 
 @dataclass
 class FIDConfig:
+    # Also the real-vs-real value at each synthetic set's N (two disjoint real subsets; core/sample_size.py):
+    # one more Fréchet distance per set size, i.e. one more 2048×2048 matrix square root — about as much CPU
+    # as the FID itself — so only when asked: option ``fid_real_baseline`` (``domain_fid_real_baseline``).
+    real_baseline: bool = False
+
     def validate(self) -> None:
-        pass
+        if not isinstance(self.real_baseline, bool):
+            raise InvalidArgument(f"real_baseline must be true or false, got {self.real_baseline!r}")
 
 
 @dataclass
