@@ -1,8 +1,25 @@
-"""Generator benchmarks: DDPM-1000 vs DDIM-50 sampling images/s, StyleGAN2-ADA and DermGAN training seconds
-per kimg and sampling images/s, and the controllability measurement's images/s (tiny on CPU; the paper
-profile whenever a GPU is present). The device is
-recorded: compare with the published StyleGAN2 256×256 figures (21.6–24.2 s/kimg on one V100,
-12.5 s/kimg on one A100) only on a GPU run."""
+"""Generator benchmarks (issue 20, item 3).
+
+- **DDPM against a plain diffusers loop** (goal: ratio >= 0.95): training steps per CPU second through the
+  backend against diffusers' ``train_unconditional`` loop on the same UNet config (noise, timesteps,
+  ``add_noise``, MSE, backward, clip 1.0, AdamW, warm-up schedule, EMA), and DDIM-50 images per CPU second
+  through the backend against ``DDIMScheduler`` + ``UNet2DModel`` as ``DDIMPipeline`` runs them.
+- **Generate over a real gRPC channel against the backend in-process** (goal >= 0.9): one inline Generate call
+  (DDIM-50, 16 images) to a generation server against loading the same model from the store, sampling the same
+  seeds and PNG-encoding in one process; CPU seconds of each.
+
+Each side in a fresh process, alternately, median of 5 pairs. Beside them, as before: DDPM-1000 vs DDIM-50
+sampling images/s, StyleGAN2-ADA and DermGAN training seconds per kimg and sampling images/s, and the
+controllability measurement's images/s (tiny on CPU; the paper profile whenever a GPU is present). The device
+is recorded: compare with the published StyleGAN2 256×256 figures (21.6–24.2 s/kimg on one V100, 12.5 s/kimg
+on one A100) only on a GPU run.
+
+Sizes (tiny profile on CPU; about 4 minutes on 2 quiet cores):
+
+- full: DDPM 8 training steps of batch 8 and DDIM-50 of 4 images per child; Generate 16 images; sampling
+  rates over 8 images; GAN training over 10 steps.
+- quick: DDPM 3 steps and 2 images per child; Generate 16 images; sampling over 4 images; GANs 4 steps.
+"""
 
 from __future__ import annotations
 
@@ -58,8 +75,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
     results["dermgan"] = _dermgan(profile, n, steps)
     results["ddpm_against_diffusers"] = ddpm_against_diffusers(
-        profile, 3 if quick else 5, 3 if quick else 8, 8, 2 if quick else 4
+        profile, 5, 3 if quick else 8, 8, 2 if quick else 4
     )
+    results["generate_over_grpc"] = generate_against_in_process(16, 5)
     return results
 
 
@@ -237,4 +255,132 @@ def ddpm_against_diffusers(profile: str, pairs: int, steps: int, batch: int, ima
         "train_steps_per_cpu_s": {"batch": batch, "steps": steps, **train},
         "ddim_50_images_per_cpu_s": {"images": images, **ddim},
         "goal": 0.95,
+    }
+
+
+# -- Generate over a real gRPC channel against the backend in-process (issue 20, item 3) -------------------------
+GENERATE_SAMPLER = {"sampler": "ddim", "steps": 50}
+
+
+def prepare_generator(folder: str, images: int, train_steps: int) -> dict[str, Any]:
+    """Fresh-process child: a tiny DDPM trained through the generation service (StartTraining over a real
+    channel) on ``images`` phantom training melanomas in a folder store; the trained model's record URI."""
+    import numpy as np
+    from skingenbench.services.core.imaging.decoding import encode_png
+    from skingenbench.services.core.manifest import Item, Manifest, Provenance
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.generation.client import GenerationClient
+    from skingenbench.services.platform.manifest_io import write_manifest
+    from skingenbench.services.platform.settings import ServiceSettings
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.stages import start_service
+
+    from skingenbench.api.v1 import common_pb2
+
+    store, rng = LocalFolderStore(folder), np.random.default_rng(0)
+    items = []
+    for index in range(images):
+        image = render_phantom("MEL", rng, PhantomConfig(width=32, height=32)).image
+        stored = store.put_bytes(f"train/{index:05d}.png", encode_png(image), "image/png")
+        items.append(Item(stored.key, stored.sha256, "MEL", f"lesion{index}", split="train"))
+    ref = write_manifest(store, "manifests/train.json", Manifest(items, Provenance("bench")))
+    service = start_service("generation", ServiceSettings(stage="generation", port=0), store)
+    try:
+        with GenerationClient(service.target, timeout_s=60) as client:
+            final = client.train(
+                common_pb2.ManifestRef(uri=store.uri("manifests/train.json"), sha256=ref.sha256),
+                profile="tiny",
+                config={"train_steps": train_steps, "checkpoint_every_steps": train_steps},
+                seed=0,
+            )
+    finally:
+        service.stop(grace_s=5.0)
+    return {"model": {o.name: o.uri for o in final.outputs}["model"]}
+
+
+def generate_over_grpc(folder: str, model: str, count: int) -> float:
+    """Fresh-process child: CPU seconds of one inline Generate call for ``count`` images over a real channel to
+    a generation server started in this process (its first call: the model is loaded from the store). The
+    server's threads are this process's, so ``process_time`` holds client, channel and server alike; CPU time
+    rather than wall time because on a shared machine wall time is mostly the other tenants'."""
+    from skingenbench.services.platform.client import open_channel
+    from skingenbench.services.platform.settings import ServiceSettings
+    from skingenbench.services.platform.store import LocalFolderStore
+    from skingenbench.services.stages import start_service
+
+    from skingenbench.api.v1 import generation_pb2, generation_pb2_grpc
+
+    service = start_service(
+        "generation", ServiceSettings(stage="generation", port=0), LocalFolderStore(folder)
+    )
+    try:
+        with open_channel(service.target) as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            request = generation_pb2.GenerateRequest(
+                model=model, count=count, seed=0, sampler=generation_pb2.SamplerOptions(**GENERATE_SAMPLER)
+            )
+            started = time.process_time()
+            reply = stub.Generate(request, timeout=600)
+            seconds = time.process_time() - started
+    finally:
+        service.stop(grace_s=5.0)
+    if len(reply.images) != count:
+        raise RuntimeError(f"asked for {count} images, Generate returned {len(reply.images)}")
+    return seconds
+
+
+def generate_in_process(folder: str, model: str, count: int) -> float:
+    """Fresh-process child: CPU seconds of the same work without the service: read the record, load the
+    backend from its checkpoint, sample the same seeds with the same sampler, encode PNGs."""
+    from skingenbench.services.generation import models
+    from skingenbench.services.generation.core.backend import SamplerOptions
+    from skingenbench.services.generation.core.sampling import image_seeds, to_png_bytes
+    from skingenbench.services.platform.store import LocalFolderStore
+
+    store = LocalFolderStore(folder)
+    started = time.process_time()
+    record = models.read_record(store, model)
+    backend = models.load_sampling_backend(store, record)
+    options = SamplerOptions(
+        GENERATE_SAMPLER["sampler"], GENERATE_SAMPLER["steps"], batch_size=backend.sample_batch_size
+    )
+    seeds = image_seeds(count, 0)
+    pngs = []
+    for start in range(0, count, options.batch_size):
+        pngs += [
+            to_png_bytes(image)
+            for image in backend.sample(seeds[start : start + options.batch_size], options)
+        ]
+    seconds = time.process_time() - started
+    if len(pngs) != count:
+        raise RuntimeError(f"asked for {count} images, sampled {len(pngs)}")
+    return seconds
+
+
+def generate_against_in_process(count: int, pairs: int) -> dict[str, Any]:
+    import tempfile
+
+    from bench.fresh import alternating_pairs, measure_in_fresh_process
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = measure_in_fresh_process(
+            "bench.generation:prepare_generator", folder=folder, images=16, train_steps=4
+        )["result"]["model"]
+
+        def rate(target: str) -> float:  # Generate calls per second
+            return 1.0 / measure_in_fresh_process(target, folder=folder, model=model, count=count)["result"]
+
+        summary = alternating_pairs(
+            lambda: rate("bench.generation:generate_over_grpc"),
+            lambda: rate("bench.generation:generate_in_process"),
+            pairs,
+        )
+    return {
+        "unit": "calls per CPU second (one call: load the model, sample, PNG-encode); ratio = service / in-process",
+        "images": count,
+        "model": "ddpm tiny (32x32), trained 4 steps through the service",
+        "sampler": GENERATE_SAMPLER,
+        "peer": "models.load_sampling_backend + backend.sample + to_png_bytes in one process",
+        "grpc_over_in_process": summary,
+        "goal": 0.9,
     }
