@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -142,21 +142,17 @@ class Manifest:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"manifest is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-            raise InvalidArgument("not a SkinGenBench manifest (missing format field)")
-        if data.get("version") != MANIFEST_VERSION:
-            raise InvalidArgument(
-                f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"
-            )
-        try:
-            provenance = Provenance.from_dict(data.get("provenance") or {})
-        except TypeError as exc:
-            raise InvalidArgument(f"manifest provenance is malformed: {exc}") from None
+        provenance = checked_provenance(data)
         items = [Item.from_dict(entry, i) for i, entry in enumerate(data.get("items") or [])]
-        skipped = [Skipped(**s) for s in data.get("skipped") or []]
-        return cls(items, provenance, str(data.get("name", "")), skipped, dict(data.get("extra") or {}))
+        return cls(
+            items, provenance, str(data.get("name", "")), skipped_entries(data), dict(data.get("extra") or {})
+        )
 
     # -- views -----------------------------------------------------------------------------------
+    def iter_items(self) -> Iterator[Item]:
+        """The items one by one: what :class:`StreamedManifest` offers too, so a stage takes either."""
+        return iter(self.items)
+
     def by_split(self, split: str) -> list[Item]:
         return [item for item in self.items if item.split == split]
 
@@ -178,6 +174,24 @@ class Manifest:
     def content_hash(self) -> str:
         """Hash of the items alone (not timestamps): what downstream stages address outputs by."""
         return sha256_bytes(canonical_json([item.to_dict() for item in self.items]).encode())
+
+
+def checked_provenance(data: Any) -> Provenance:
+    """What a manifest document is checked for before its items: the format, the version, the provenance."""
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise InvalidArgument("not a SkinGenBench manifest (missing format field)")
+    if data.get("version") != MANIFEST_VERSION:
+        raise InvalidArgument(
+            f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"
+        )
+    try:
+        return Provenance.from_dict(data.get("provenance") or {})
+    except TypeError as exc:
+        raise InvalidArgument(f"manifest provenance is malformed: {exc}") from None
+
+
+def skipped_entries(data: dict[str, Any]) -> list[Skipped]:
+    return [Skipped(**s) for s in data.get("skipped") or []]
 
 
 def _jsonable(value: Any) -> Any:

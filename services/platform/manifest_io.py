@@ -6,11 +6,16 @@ this module is the part that touches a store.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
-from skingenbench.services.core.errors import DataIntegrityError, NotFound
+from skingenbench.services.core.errors import DataIntegrityError, InvalidArgument, NotFound
 from skingenbench.services.core.hashing import sha256_bytes
+from skingenbench.services.core.json_limits import MAX_MANIFEST_BYTES
 from skingenbench.services.core.manifest import Item, Manifest, ManifestRef
+from skingenbench.services.core.manifest_stream import StreamedManifest
 from skingenbench.services.platform.store import ObjectStore
 
 
@@ -33,6 +38,45 @@ def read_manifest(store: ObjectStore, uri_or_key: str, expected_sha256: str = ""
             expected=expected_sha256,
         )
     return Manifest.from_json(raw)
+
+
+@contextlib.contextmanager
+def open_manifest(
+    store: ObjectStore, uri_or_key: str, expected_sha256: str = ""
+) -> Iterator[StreamedManifest]:
+    """A manifest whose items are read one at a time (``core/manifest_stream.py``): what a stage over a
+    large set iterates instead of :func:`read_manifest`'s list.
+
+    The object is copied once to a local temporary file while it is hashed, and every pass reads that
+    copy: the hash checked is the hash of the bytes the passes parse, however the store's object changes
+    meanwhile, and an S3 object is downloaded once. The errors are :func:`read_manifest`'s.
+    """
+    key = store.key_from_uri(uri_or_key)
+    with tempfile.TemporaryDirectory(prefix="skingenbench-manifest-") as folder:
+        copy = Path(folder) / "manifest.json"
+        try:
+            # Before copying: a manifest over the limit is refused without filling the disk with it.
+            _refuse_over_limit(store.stat(key).size)
+            info = store.get_file(key, copy)
+        except NotFound:
+            raise NotFound(f"manifest not found: {store.uri(key)}", key=key) from None
+        if expected_sha256 and info.sha256 != expected_sha256:
+            raise DataIntegrityError(
+                f"manifest {store.uri(key)} has changed since it was referenced (sha256 mismatch)",
+                expected=expected_sha256,
+            )
+        _refuse_over_limit(info.size)
+        yield StreamedManifest(copy, info.sha256)
+
+
+def _refuse_over_limit(size: int) -> None:
+    # The message of core/json_limits.check_json_bounds, which read_manifest's Manifest.from_json applies.
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidArgument(
+            f"manifest is {size} bytes; at most {MAX_MANIFEST_BYTES} are accepted",
+            hint="JSON limits: skingenbench.services.core.json_limits",
+            field="manifest",
+        )
 
 
 def read_verified(store: ObjectStore, key: str, sha256: str) -> bytes:
