@@ -20,7 +20,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,8 @@ from skingenbench.services.core.manifest import (
     Provenance,
     Skipped,
 )
-from skingenbench.services.platform.manifest_io import read_item, read_manifest
+from skingenbench.services.core.manifest_stream import StreamedManifest
+from skingenbench.services.platform.manifest_io import open_manifest, read_item
 from skingenbench.services.platform.store import ObjectStore
 from skingenbench.services.preprocessing.manifest_spool import ManifestSpool
 
@@ -135,7 +136,9 @@ def _variants(spec: PreprocessSpec, index: int) -> list[tuple[int, bool]]:
     return base + [(image_seed(spec.seed + 1 + copy, index), True) for copy in range(spec.augment_copies)]
 
 
-def output_location(input_manifest: Manifest, spec: PreprocessSpec, config: dict[str, Any]) -> str:
+def output_location(
+    input_manifest: Manifest | StreamedManifest, spec: PreprocessSpec, config: dict[str, Any]
+) -> str:
     """The content address of a run: the input's items, the pipeline and its config, the selection, the seed.
 
     ``max_failure_fraction`` and ``workers`` are not part of it: they do not change what is written.
@@ -155,8 +158,13 @@ def output_location(input_manifest: Manifest, spec: PreprocessSpec, config: dict
     return output_prefix(f"{STAGE}-{spec.pipeline}", address)
 
 
-def select_items(source: Manifest, spec: PreprocessSpec) -> list[Item]:
-    return [item for item in source.items if not spec.splits or item.split in spec.splits]
+def select_items(source: Manifest | StreamedManifest, spec: PreprocessSpec) -> Iterator[Item]:
+    """The items the spec's splits select, in manifest order, one at a time."""
+    return (item for item in source.iter_items() if not spec.splits or item.split in spec.splits)
+
+
+def count_selected(source: Manifest | StreamedManifest, spec: PreprocessSpec) -> int:
+    return sum(n for (_, split, _), n in source.counts().items() if not spec.splits or split in spec.splits)
 
 
 @dataclass(frozen=True)
@@ -168,13 +176,13 @@ class BatchTarget:
     selected: int
 
 
-def plan_batch(source: Manifest, spec: PreprocessSpec, source_uri: str) -> BatchTarget:
+def plan_batch(source: Manifest | StreamedManifest, spec: PreprocessSpec, source_uri: str) -> BatchTarget:
     """Check a spec against its input manifest and address the run; raises what a request gets refused with."""
     from skingenbench.services.preprocessing.core.pipeline_registry import pipeline_config
 
     spec.validate()
     config = pipeline_config(spec.pipeline, spec.profile, **spec.overrides).to_dict()
-    selected = len(select_items(source, spec))
+    selected = count_selected(source, spec)
     if not selected:
         raise FailedPrecondition(f"no items to process in {source_uri} (splits {list(spec.splits) or 'all'})")
     return BatchTarget(output_location(source, spec, config), config, selected)
@@ -193,19 +201,20 @@ def preprocess_manifest(
     """Process every selected item of a manifest; returns the output manifest's reference.
 
     The CLI's entry point: it computes everything afresh. The service's ``preprocess`` job plans once
-    (:func:`plan_batch`) and reattaches an identical finished run instead.
+    (:func:`plan_batch`) and reattaches an identical finished run instead. The input manifest is read
+    one item at a time (``open_manifest``), so memory does not grow with its size.
     """
-    source = read_manifest(store, input_uri, input_sha256)
-    target = plan_batch(source, spec, input_uri)
-    parent = ParentRef(store.uri(store.key_from_uri(input_uri)), input_sha256)
-    return run_batch(
-        store, source, parent, spec, target, workers=workers, progress=progress, should_stop=should_stop
-    )
+    with open_manifest(store, input_uri, input_sha256) as source:
+        target = plan_batch(source, spec, input_uri)
+        parent = ParentRef(store.uri(store.key_from_uri(input_uri)), input_sha256)
+        return run_batch(
+            store, source, parent, spec, target, workers=workers, progress=progress, should_stop=should_stop
+        )
 
 
 def run_batch(
     store: ObjectStore,
-    source: Manifest,
+    source: Manifest | StreamedManifest,
     parent: ParentRef,
     spec: PreprocessSpec,
     target: BatchTarget,
@@ -214,15 +223,27 @@ def run_batch(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], None] | None = None,
 ) -> PreprocessOutcome:
-    """Run a planned batch: every selected item, its outputs, then the manifest (last)."""
-    items = select_items(source, spec)
+    """Run a planned batch: every selected item, its outputs, then the manifest (last). Items stream
+    from ``source`` and their records to a spool on disk: neither list is held in memory."""
     prefix = target.prefix
     workers = workers or usable_cpus()
     skipped: list[Skipped] = []
     started = time.perf_counter()
     with ManifestSpool() as spool:
-        _process_into(store, items, spec, prefix, workers, spool, skipped, started, progress, should_stop)
-        check_failures(len(skipped), len(items), spec.max_failure_fraction, skipped)
+        selected = _process_into(
+            store,
+            select_items(source, spec),
+            target.selected,
+            spec,
+            prefix,
+            workers,
+            spool,
+            skipped,
+            started,
+            progress,
+            should_stop,
+        )
+        check_failures(len(skipped), selected, spec.max_failure_fraction, skipped)
         ref = spool.write(
             store,
             f"{prefix}/{MANIFEST_NAME}",
@@ -241,14 +262,15 @@ def run_batch(
                 parents=[parent],
             ),
             skipped=list(source.skipped) + skipped,
-            extra={"pipeline": spec.pipeline, "selected": len(items), "failed": len(skipped)},
+            extra={"pipeline": spec.pipeline, "selected": selected, "failed": len(skipped)},
         )
     return PreprocessOutcome(ref, spool.count, len(skipped))
 
 
 def _process_into(
     store: ObjectStore,
-    items: list[Item],
+    items: Iterable[Item],
+    total: int,
     spec: PreprocessSpec,
     prefix: str,
     workers: int,
@@ -257,9 +279,11 @@ def _process_into(
     started: float,
     progress: Callable[[int, int, dict[str, float]], None] | None,
     should_stop: Callable[[], None] | None,
-) -> None:
-    """Every item through the pool; its outputs are stored and its records spooled as it finishes."""
+) -> int:
+    """Every item through the pool; its outputs are stored and its records spooled as it finishes.
+    Returns how many items there were (``total`` is the plan's count, for progress)."""
     pool = _executor(workers)
+    done = 0
     for done, (item, outcome) in enumerate(_bounded_map(pool, store, items, spec, workers * 4), 1):
         if should_stop is not None:
             should_stop()
@@ -268,13 +292,14 @@ def _process_into(
         else:
             for produced in _store_outputs(store, prefix, item, outcome):
                 spool.add(produced)
-        if progress is not None and (done % 16 == 0 or done == len(items)):
+        if progress is not None and (done % 16 == 0 or done == total):
             elapsed = time.perf_counter() - started
             progress(
                 done,
-                len(items),
+                total,
                 {"images_per_s": done / elapsed if elapsed else 0.0, "skipped": float(len(skipped))},
             )
+    return done
 
 
 def check_failures(failed: int, selected: int, max_failure_fraction: float, skipped: list[Skipped]) -> None:
@@ -343,7 +368,7 @@ def _executor(workers: int) -> ProcessPoolExecutor | _InProcess:
 def _bounded_map(
     pool: ProcessPoolExecutor | _InProcess,
     store: ObjectStore,
-    items: list[Item],
+    items: Iterable[Item],
     spec: PreprocessSpec,
     window: int,
 ) -> Iterator[tuple[Item, Any]]:
@@ -361,7 +386,7 @@ def _bounded_map(
 def _submit_in_order(
     pool: ProcessPoolExecutor | _InProcess,
     store: ObjectStore,
-    items: list[Item],
+    items: Iterable[Item],
     spec: PreprocessSpec,
     window: int,
     pending: deque[tuple[Item, Future | str]],

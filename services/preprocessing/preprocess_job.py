@@ -8,12 +8,17 @@ the job framework sit where an identical request looks for them. The run is
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from skingenbench.services.core.errors import InvalidArgument
-from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, finished_outputs
+from skingenbench.services.core.manifest_stream import StreamedManifest
+from skingenbench.services.platform.job_kind import JobKind, JobOutputs, JobPlan, ObjectRef, finished_outputs
 from skingenbench.services.platform.jobs import JobContext
+from skingenbench.services.platform.manifest_io import open_manifest
+from skingenbench.services.platform.servicer import request_key
 from skingenbench.services.platform.store import ObjectStore
 from skingenbench.services.preprocessing.batch import (
     DEFAULT_MAX_FAILURE_FRACTION,
@@ -26,9 +31,9 @@ from skingenbench.services.preprocessing.batch import (
     run_batch,
     usable_cpus,
 )
-from skingenbench.services.preprocessing.request_checks import PinnedManifest, pin_input, pipeline_overrides
+from skingenbench.services.preprocessing.request_checks import PinnedManifest, pipeline_overrides
 
-from skingenbench.api.v1 import preprocessing_pb2
+from skingenbench.api.v1 import common_pb2, preprocessing_pb2
 
 # Worker processes one job may start: each is a Python process with a pipeline (~100 MB), so a request
 # may not ask for thousands; 64 is more cores than a preprocessing node has.
@@ -52,7 +57,16 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
     plan_type = PreprocessPlan
 
     def plan(self, request: preprocessing_pb2.PreprocessRequest, store: ObjectStore) -> PreprocessPlan:
-        manifest, pinned = pin_input(store, request.input)
+        with _pin_streamed(store, request.input) as (manifest, pinned):
+            return self._plan(request, store, manifest, pinned)
+
+    def _plan(
+        self,
+        request: preprocessing_pb2.PreprocessRequest,
+        store: ObjectStore,
+        manifest: StreamedManifest,
+        pinned: PinnedManifest,
+    ) -> PreprocessPlan:
         profile = request.profile or "paper"
         overrides, _ = pipeline_overrides(request.pipeline, profile, request.config_json)
         spec = PreprocessSpec(
@@ -78,17 +92,18 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
         return plan
 
     def run(self, plan: PreprocessPlan, ctx: JobContext) -> JobOutputs:
-        source = plan.input.read(ctx.store)
-        outcome = run_batch(
-            ctx.store,
-            source,
-            plan.input.parent(ctx.store),
-            plan.spec,
-            BatchTarget(plan.output_prefix, plan.config, plan.selected),
-            workers=plan.workers or usable_cpus(),
-            progress=lambda done, total, metrics: ctx.progress(done, total, "preprocessing", **metrics),
-            should_stop=ctx.check_cancelled,
-        )
+        # As PinnedManifest.read, streamed: DATA_LOSS if the bytes changed since Start.
+        with open_manifest(ctx.store, plan.input.ref.uri, plan.input.sha256) as source:
+            outcome = run_batch(
+                ctx.store,
+                source,
+                plan.input.parent(ctx.store),
+                plan.spec,
+                BatchTarget(plan.output_prefix, plan.config, plan.selected),
+                workers=plan.workers or usable_cpus(),
+                progress=lambda done, total, metrics: ctx.progress(done, total, "preprocessing", **metrics),
+                should_stop=ctx.check_cancelled,
+            )
         outputs = JobOutputs(
             summary={
                 "item_count": outcome.ref.item_count,
@@ -99,6 +114,19 @@ class PreprocessKind(JobKind[preprocessing_pb2.PreprocessRequest, PreprocessPlan
         )
         outputs.add("manifest", outcome.ref.uri, outcome.ref.sha256)
         return outputs
+
+
+@contextlib.contextmanager
+def _pin_streamed(
+    store: ObjectStore, ref: common_pb2.ManifestRef
+) -> Iterator[tuple[StreamedManifest, PinnedManifest]]:
+    """``request_checks.pin_input`` with the manifest streamed (the same checks and errors): a Start over a
+    large set holds no list of its items, as the run does not."""
+    if not ref.uri:
+        raise InvalidArgument("input manifest is required", field="input.uri")
+    request_key(store, ref.uri, "input.uri")
+    with open_manifest(store, ref.uri, ref.sha256) as manifest:
+        yield manifest, PinnedManifest(ObjectRef(ref.uri, ref.sha256), manifest.sha256)
 
 
 def _refuse_finished_run_over_threshold(store: ObjectStore, plan: PreprocessPlan) -> None:
