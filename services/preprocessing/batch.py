@@ -48,7 +48,7 @@ from skingenbench.services.platform.store import ObjectStore
 from skingenbench.services.preprocessing.manifest_spool import ManifestSpool
 
 STAGE = "preprocess"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: centre crop before cleaning, no mask dilation, lesion mask at 128 px (issue 20)
 # PreprocessRequest.max_failure_fraction when the request does not set it (the field has presence, so an
 # explicit 0 means "no failures allowed").
 DEFAULT_MAX_FAILURE_FRACTION = 0.05

@@ -109,3 +109,12 @@ def test_table_distance_is_the_float32_lab_norm_exactly(seed):
     distance = colour_distance(planes, reference)
     assert distance.dtype == np.float32
     assert np.array_equal(distance, np.linalg.norm(lab - expected_reference, axis=2))
+
+
+def test_the_mask_at_the_analysis_side_matches_the_native_one():
+    image, truth = skin_scene(size=256, hairs=4)
+    coarse, native = segment_lesion(image), segment_lesion(image, analysis_side=0)
+    assert coarse.shape == native.shape == truth.shape
+    assert mask_dice(native, coarse) > 0.97 and mask_dice(truth, coarse) > 0.9
+    small, _ = skin_scene(size=100)  # below the analysis side: segmented at its own size
+    np.testing.assert_array_equal(segment_lesion(small), segment_lesion(small, analysis_side=0))

@@ -176,7 +176,7 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     """Single-channel PNG (0 / 255) of a boolean (H, W) mask."""
     if mask.ndim != 2:
         raise InvalidArgument(f"encode_mask_png needs a 2-D mask, got shape {mask.shape}")
-    ok, buffer = cv2.imencode(".png", np.where(mask.astype(bool), 255, 0).astype(np.uint8))
+    ok, buffer = cv2.imencode(".png", np.multiply(mask.astype(bool, copy=False), 255, dtype=np.uint8))
     if not ok:
         raise InvalidArgument("PNG encoding failed", shape=mask.shape)
     return buffer.tobytes()

@@ -128,7 +128,7 @@ def estimate_ita(
     counts = np.bincount(codes, minlength=65536)[order]
     low, high = median_rank_positions(np.cumsum(counts), total)
     # np.median of float32 values: the float32 mean of the two middle ones (one, twice, for odd counts)
-    return float(np.mean(sorted_ita[[low, high]]))
+    return float((sorted_ita[low] + sorted_ita[high]) / np.float32(2))
 
 
 def lightness_for_ita(ita: float, b_star: float) -> tuple[float, float]:

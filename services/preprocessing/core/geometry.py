@@ -53,6 +53,8 @@ def resize_image(rgb: np.ndarray, size: int = 256, fit: str = "center_crop") -> 
     own dark field, which vignette handling and ITA already treat as "not skin"."""
     if size < 1:
         raise InvalidArgument(f"size must be >= 1, got {size}", field="size")
+    if rgb.shape[:2] == (size, size):  # already the output (cv2.resize would copy it unchanged)
+        return rgb.copy()
     square = _to_square(rgb, fit, pad_value=0)
     interpolation = cv2.INTER_AREA if square.shape[0] >= size else cv2.INTER_CUBIC
     return cv2.resize(square, (size, size), interpolation=interpolation)
@@ -63,6 +65,8 @@ def resize_mask(
 ) -> np.ndarray:
     """Boolean (size, size) mask with the same geometry as ``resize_image``: a target pixel is set
     when at least ``threshold`` of the source area it covers was set."""
+    if mask.dtype == bool and mask.shape == (size, size):  # already the output's square and size
+        return mask.copy()
     square = _to_square(mask.astype(np.float32), fit, pad_value=0.0)
     interpolation = cv2.INTER_AREA if square.shape[0] >= size else cv2.INTER_LINEAR
     return cv2.resize(square, (size, size), interpolation=interpolation) >= threshold

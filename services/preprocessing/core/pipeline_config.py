@@ -83,7 +83,13 @@ class HairRemovalConfig(ConfigBase):
     min_length_fraction: float = setting(
         0.05, "components shorter than this / short side are not hair", 0.0, 0.5
     )
-    dilation_fraction: float = setting(0.004, "mask grown by this / short side before inpainting", 0.0, 0.05)
+    dilation_fraction: float = setting(
+        0.0,
+        "mask grown by this / short side before inpainting; 0: the detected mask already covers a hair's"
+        " anti-aliased edge (phantoms: growing it by 1 px at 256 lowered PSNR in hair 33.7 -> 32.9 dB)",
+        0.0,
+        0.05,
+    )
     inpaint_method: str = setting(
         "telea", "Telea 2004 or Navier-Stokes (Bertalmio et al. 2001)", choices=INPAINT_METHODS
     )

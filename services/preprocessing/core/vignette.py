@@ -49,7 +49,8 @@ def detect_dark_field(
     radius = scaled_pixels(rgb.shape, min_width_fraction / 2, minimum=1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     below = gray < level
-    if below.mean() < min_fraction:  # the field is a subset of these pixels: it cannot reach min_fraction
+    # The field is a subset of these pixels: too few of them and it cannot reach min_fraction.
+    if np.count_nonzero(below) < min_fraction * below.size:
         return np.zeros(gray.shape, bool)
     dark = cv2.morphologyEx(below.astype(np.uint8), cv2.MORPH_OPEN, disk)
     count, labels = cv2.connectedComponents(dark, connectivity=8)
@@ -58,7 +59,7 @@ def detect_dark_field(
     keep[border_labels] = True
     keep[0] = False
     field = keep[labels]
-    return field if field.mean() >= min_fraction else np.zeros_like(field)
+    return field if np.count_nonzero(field) >= min_fraction * field.size else np.zeros_like(field)
 
 
 def _largest_rectangle_in_histogram(heights: np.ndarray) -> tuple[int, int, int]:
