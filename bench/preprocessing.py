@@ -250,13 +250,14 @@ def preprocess_for_memory(folder: str, uri: str) -> int:
     return preprocess_manifest(LocalFolderStore(folder), uri, spec, workers=1).processed
 
 
-def peak_memory(counts: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
-    """Peak RSS of a fresh process preprocessing N phantom images (128x96, tiny profile, one worker)."""
+def peak_memory(counts: tuple[int, ...] = (1000, 10000), distinct: int = 1000) -> dict[str, Any]:
+    """Peak RSS of a fresh process preprocessing N phantom images (128x96, tiny profile, one worker); at
+    most ``distinct`` of them rendered (see :func:`import_phantoms`)."""
     peaks, processed, imported_counts = {}, {}, {}
     for count in counts:
         with tempfile.TemporaryDirectory() as folder:
             imported = measure_in_fresh_process(
-                "bench.preprocessing:import_phantoms", folder=folder, count=count
+                "bench.preprocessing:import_phantoms", folder=folder, count=count, distinct=distinct
             )["result"]
             run = measure_in_fresh_process(
                 "bench.preprocessing:preprocess_for_memory", folder=folder, uri=imported["uri"]
@@ -268,6 +269,7 @@ def peak_memory(counts: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
         "images_requested": list(counts),
         "images_imported": imported_counts,
         "images_processed": processed,
+        "distinct_images": min(distinct, max(counts)),
         "peak_rss_mib": peaks,
         "growth_ratio": round(last / first, 3),
         "goal": 1.1,

@@ -17,6 +17,14 @@ def test_peak_memory_processes_the_requested_counts():
     assert all(peak > 0 for peak in result["peak_rss_mib"].values())
 
 
+def test_peak_memory_processes_the_requested_counts_beyond_the_rendered_images():
+    # The 10k run renders 1k phantoms and names them again under new ids: every named item is processed.
+    result = peak_memory((6, 14), distinct=4)
+    assert result["distinct_images"] == 4
+    assert result["images_imported"] == {"6": 6, "14": 14}
+    assert result["images_processed"] == {"6": 6, "14": 14}
+
+
 def test_service_comparison_divides_by_what_was_processed():
     result = service_vs_in_process(count=10, pairs=1)
     split_sizes = result["images_processed"]
