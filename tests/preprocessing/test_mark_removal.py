@@ -112,3 +112,42 @@ def test_straight_runs_keep_lines_and_drop_blobs():
 def test_bad_hue_range_refused():
     with pytest.raises(InvalidArgument):
         detect_ink(np.zeros((8, 8, 3), np.uint8), hue_range_degrees=(300.0, 200.0))
+
+
+def reference_ruler(rgb, exclude=None):
+    """detect_ruler before the windowed openings: every candidate, the whole image."""
+    from skingenbench.services.core.imaging.regions import border_band, scaled_pixels
+    from skingenbench.services.preprocessing.core.hair_removal import dark_line_response
+    from skingenbench.services.preprocessing.core.mark_removal import straight_runs
+
+    gray = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    length = scaled_pixels(rgb.shape, 0.06, minimum=3)
+    candidates = (dark_line_response(gray, length, orientations=4) > 15.0) & border_band(rgb.shape, 0.2)
+    if exclude is not None:
+        candidates &= ~exclude
+    straight = straight_runs(candidates, scaled_pixels(rgb.shape, 0.05, minimum=3), 8)
+    count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[straight])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def test_windowed_ruler_detection_finds_what_the_whole_image_search_finds():
+    from skingenbench.services.data.core.phantom import PhantomConfig, render_phantom
+    from skingenbench.services.preprocessing.core.hair_removal import detect_hair
+    from skingenbench.services.preprocessing.core.mark_removal import detect_ruler
+
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(12):
+        config = PhantomConfig(
+            width=int(rng.integers(120, 400)), height=int(rng.integers(100, 300)), ruler_rate=0.7
+        )
+        image = render_phantom("MEL", rng, config).image
+        hair = detect_hair(image)
+        for exclude in (None, hair):
+            expected = reference_ruler(image, exclude)
+            np.testing.assert_array_equal(detect_ruler(image, exclude=exclude), expected)
+            found += int(expected.any())
+    assert found >= 4  # the comparison covered images with marks, not only empty masks
