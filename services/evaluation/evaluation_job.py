@@ -48,7 +48,8 @@ class EvaluateKind(JobKind[evaluation_pb2.EvaluateRequest, EvaluationPlan]):
     stage = "evaluation"
     # 2: the address includes anchoring labels, extractor settings and grids; 3: sample-size warnings, the
     # real-vs-real baseline at the synthetic sets' N, no zero KID std from a single subset, strict_sample_size;
-    # 4: that baseline only when asked (fid_real_baseline / domain_fid_real_baseline), so a default report has none
+    # 4: that baseline only when asked (fid_real_baseline / domain_fid_real_baseline), so a default report has none;
+    # torch-fidelity's networks run channels_last on the CPU too (features differ by ~1e-6)
     version = "4"
     request_type = evaluation_pb2.EvaluateRequest
     plan_type = EvaluationPlan

@@ -301,10 +301,10 @@ def create_torch_fidelity_extractor(
         )
     except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or shapes
         raise InvalidArgument(f"weights file {source} does not fit {name}: {str(exc)[:300]}") from None
-    module = module.to(device)
-    if device.startswith("cuda"):
-        # channels_last speeds up convolutions on CUDA only; no autocast: metrics want float32 features.
-        module = module.to(memory_format=torch.channels_last)
+    # channels_last on every device: CUDA's convolutions and the CPU's (oneDNN) are faster in it; measured on
+    # 2 CPU cores, Inception on 16 images at 299 px took 5.3 instead of 7.3 CPU s, features equal to 1.2e-6
+    # (float32 summation order). No autocast: metrics want float32 features.
+    module = module.to(device).to(memory_format=torch.channels_last)
     return Extractor(
         name,
         module,
@@ -316,6 +316,9 @@ def create_torch_fidelity_extractor(
         f"{TORCH_FIDELITY_RESIZE} to {spec.input_size}×{spec.input_size}",
         device,
         config.batch_size,
+        # The layout changes float32 summation order (features differ by ~1e-6): features cached from the
+        # default layout are not reused.
+        {"preprocessing": {"memory_format": "channels_last"}},
     )
 
 
