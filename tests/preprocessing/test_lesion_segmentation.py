@@ -118,3 +118,14 @@ def test_the_mask_at_the_analysis_side_matches_the_native_one():
     assert mask_dice(native, coarse) > 0.97 and mask_dice(truth, coarse) > 0.9
     small, _ = skin_scene(size=100)  # below the analysis side: segmented at its own size
     np.testing.assert_array_equal(segment_lesion(small), segment_lesion(small, analysis_side=0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_otsu_threshold_is_scikit_images(seed):
+    from skimage.filters import threshold_otsu
+    from skingenbench.services.core.imaging.lesion_segmentation import otsu_threshold
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.gamma(2.0, 3.0, 5000), rng.normal(40, 6, int(rng.integers(10, 3000)))])
+    values = values.astype(np.float32 if seed % 2 else np.float64)
+    assert otsu_threshold(values) == float(threshold_otsu(values))

@@ -31,9 +31,10 @@ class Components:
         """Pixels per label (index 0, the background, counts 0)."""
         return np.bincount(self.ids, minlength=self.count)
 
-    def centroids(self) -> np.ndarray:
-        """float64 (count, 2) of (x, y) per label (NaN for the background and empty labels)."""
-        areas = self.areas().astype(np.float64)
+    def centroids(self, areas: np.ndarray | None = None) -> np.ndarray:
+        """float64 (count, 2) of (x, y) per label (NaN for the background and empty labels); ``areas``:
+        what ``areas()`` returned, when the caller has it already."""
+        areas = (self.areas() if areas is None else areas).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             sum_x = np.bincount(self.ids, weights=self.xs, minlength=self.count)
             sum_y = np.bincount(self.ids, weights=self.ys, minlength=self.count)

@@ -76,23 +76,33 @@ def colour_distance(planes: Sequence[np.ndarray], reference: np.ndarray) -> np.n
     return np.sqrt((squared[0] + squared[1]) + squared[2])
 
 
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of a non-constant 1-D float array, as ``skimage.filters.threshold_otsu(values)``
+    computes it (its 256-bin histogram, handed over as ``hist``): the same number without the
+    image checks and copies its wrappers make (a test compares them)."""
+    counts, edges = np.histogram(values, bins=256)
+    return float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2.0)))
+
+
 def central_component(mask: np.ndarray) -> np.ndarray:
     """The 8-connected component with the largest area x centrality (1 at the centre, 0.05 at a corner)."""
     components = label_components(mask)
     if components.count <= 1:
         return np.zeros(mask.shape, bool)
     height, width = mask.shape
-    offsets = (components.centroids()[1:] - np.array([(width - 1) / 2, (height - 1) / 2])) / np.array(
+    areas = components.areas()
+    offsets = (components.centroids(areas)[1:] - np.array([(width - 1) / 2, (height - 1) / 2])) / np.array(
         [width / 2, height / 2]
     )
     centrality = np.clip(1.0 - np.linalg.norm(offsets, axis=1) / np.sqrt(2.0), 0.05, 1.0)
-    best = 1 + int(np.argmax(components.areas()[1:] * centrality))
+    best = 1 + int(np.argmax(areas[1:] * centrality))
     return components.labels == best
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``mask`` with every background region that does not reach the border filled in."""
-    outside = np.pad(~mask.astype(bool), 1, constant_values=True).astype(np.uint8)
+    inverse = np.logical_not(mask).view(np.uint8)
+    outside = cv2.copyMakeBorder(inverse, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     cv2.floodFill(outside, None, (0, 0), 2)  # the padding ring connects every border region
     return mask.astype(bool) | (outside[1:-1, 1:-1] == 1)
 
@@ -125,7 +135,10 @@ def segment_lesion(
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
     # A coarse pixel is valid only when all of it is: excluded pixels stay out of the skin reference.
-    small_valid = cv2.resize(valid.astype(np.float32), small_size, interpolation=cv2.INTER_AREA) >= 1.0
+    if exclude is None or not exclude.any():
+        small_valid = np.ones(small.shape[:2], bool)
+    else:
+        small_valid = cv2.resize(valid.astype(np.float32), small_size, interpolation=cv2.INTER_AREA) >= 1.0
     if small_valid.sum() < 16:
         return np.zeros(rgb.shape[:2], bool)
     lesion = _segment(
@@ -151,7 +164,7 @@ def _segment(
     planes: Sequence[np.ndarray] = cv2.split(cv2.cvtColor(cv2.medianBlur(rgb, kernel), cv2.COLOR_RGB2LAB))
     distance = colour_distance(planes, skin_reference_colour(planes, valid, border_fraction))
     values = distance[valid]
-    threshold = max(float(threshold_otsu(values)) if np.ptp(values) > 0 else 0.0, min_delta_e)
+    threshold = max(otsu_threshold(values) if np.ptp(values) > 0 else 0.0, min_delta_e)
     candidates = (distance > threshold) & valid
     radius = scaled_pixels(rgb.shape, opening_fraction, minimum=1)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
