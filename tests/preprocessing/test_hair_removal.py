@@ -100,3 +100,16 @@ def test_inpaint_refuses_unknown_method():
     image = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(InvalidArgument):
         inpaint(image, np.ones((16, 16), bool), method="smear")
+
+
+@pytest.mark.parametrize("orientations", [1, 4, 8])
+def test_line_response_is_the_maximum_of_the_black_hats(orientations):
+    import cv2
+    from skingenbench.services.preprocessing.core.hair_removal import dark_line_response, line_kernel
+
+    gray = np.random.default_rng(orientations).integers(0, 256, (70, 90), dtype=np.uint8)
+    expected = np.zeros_like(gray)
+    for index in range(orientations):
+        kernel = line_kernel(11, 180.0 * index / orientations)
+        expected = np.maximum(expected, cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
+    np.testing.assert_array_equal(dark_line_response(gray, 11, orientations), expected)

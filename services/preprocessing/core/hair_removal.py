@@ -47,14 +47,16 @@ def line_kernel(length: int, angle_degrees: float) -> np.ndarray:
 
 
 def dark_line_response(gray: np.ndarray, length: int, orientations: int) -> np.ndarray:
-    """Maximum over ``orientations`` evenly spaced line directions of the black-hat of ``gray``."""
+    """Maximum over ``orientations`` evenly spaced line directions of the black-hat of ``gray``: the
+    maximum of the closings minus ``gray`` (a closing is never below the image, so this is the maximum
+    of the black-hats with one subtraction)."""
     if orientations < 1:
         raise InvalidArgument(f"orientations must be >= 1, got {orientations}", field="orientations")
-    response = np.zeros_like(gray)
+    closed = np.zeros_like(gray)
     for index in range(orientations):
         kernel = line_kernel(length, 180.0 * index / orientations)
-        np.maximum(response, cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel), out=response)
-    return response
+        np.maximum(closed, cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel), out=closed)
+    return cv2.subtract(closed, gray)
 
 
 def keep_long_components(mask: np.ndarray, min_length: int) -> np.ndarray:

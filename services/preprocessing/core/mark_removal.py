@@ -12,7 +12,8 @@
   one component, whose bounding box is at least as long as the shortest line unless the run leaves
   the image (OpenCV's openings let a line continue past the edge), so the openings run only over
   the components that long or touching the edge, in the window around them: the same marks, at a
-  fraction of the cost (most components in the band are short bits of hair and lesion border).
+  fraction of the cost (most components in the band are short bits of hair and lesion border), and
+  as erosions: a component holds a run exactly when it holds the centre of one.
 
 Both masks are dilated a little and inpainted (Telea 2004 by default), as for hair.
 """
@@ -73,6 +74,18 @@ def straight_runs(mask: np.ndarray, length: int, orientations: int) -> np.ndarra
     return runs > 0
 
 
+def run_centres(mask: np.ndarray, length: int, orientations: int) -> np.ndarray:
+    """Pixels of ``mask`` at the centre of a straight run of ``length`` pixels (union of erosions with
+    the line kernels). A component holds a run exactly when it holds a run's centre -- a line kernel
+    contains its centre and is connected -- so this is ``straight_runs`` without the dilations when
+    only which components hold a run matters."""
+    source = mask.astype(np.uint8)
+    centres = np.zeros_like(source)
+    for index in range(orientations):
+        np.maximum(centres, cv2.erode(source, line_kernel(length, 180.0 * index / orientations)), out=centres)
+    return centres > 0
+
+
 def detect_ruler(
     rgb: np.ndarray,
     kernel_fraction: float = 0.06,
@@ -110,9 +123,9 @@ def detect_ruler(
     top, left = max(0, components.ys[chosen].min() - margin), max(0, components.xs[chosen].min() - margin)
     bottom, right = components.ys[chosen].max() + margin + 1, components.xs[chosen].max() + margin + 1
     window = (slice(top, bottom), slice(left, right))
-    straight = straight_runs(components.mask_of(could_hold_a_run)[window], run_length, orientations)
+    centres = run_centres(components.mask_of(could_hold_a_run)[window], run_length, orientations)
     keep = np.zeros(components.count, bool)
-    keep[np.unique(labels[window][straight])] = True
+    keep[np.unique(labels[window][centres])] = True
     keep[0] = False
     return components.mask_of(keep)
 
