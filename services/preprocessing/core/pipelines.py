@@ -100,7 +100,7 @@ class BasicPipeline:
             )
         config, steps = self.config, []
         working = self._working_image(rgb)
-        if working.shape != rgb.shape:
+        if min(working.shape[:2]) < min(rgb.shape[:2]):  # not for a centre crop alone
             steps.append("downscale")
         cleaned = self._clean(working, steps)
         measure = config.measurements
