@@ -23,6 +23,7 @@ Sizes (tiny profile on CPU; about 4 minutes on 2 quiet cores):
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -46,6 +47,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     profile = "paper" if gpu else "tiny"
     n = 16 if gpu else (4 if quick else 8)
     results: dict[str, Any] = {"device": describe_device(), "profile": profile}
+    # The ratios first (each printed when done, so a stopped run still shows them), then the single rates.
+    results["ddpm_against_diffusers"] = ddpm_against_diffusers(
+        profile, 5, 3 if quick else 8, 8, 2 if quick else 4
+    )
+    print(json.dumps({"ddpm_against_diffusers": results["ddpm_against_diffusers"]}), flush=True)
+    results["generate_over_grpc"] = generate_against_in_process(16, 5)
+    print(json.dumps({"generate_over_grpc": results["generate_over_grpc"]}), flush=True)
 
     ddpm = create_backend("ddpm", profile)
     ddpm.build(0)
@@ -74,10 +82,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         ),
     }
     results["dermgan"] = _dermgan(profile, n, steps)
-    results["ddpm_against_diffusers"] = ddpm_against_diffusers(
-        profile, 5, 3 if quick else 8, 8, 2 if quick else 4
-    )
-    results["generate_over_grpc"] = generate_against_in_process(16, 5)
     return results
 
 
