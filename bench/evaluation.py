@@ -11,10 +11,11 @@
 - Feature extraction images/s at 64 and 256 px, and the feature cache's effect (evaluations against one real
   set, with and without the cache).
 
-Sizes (chosen so the suite takes about 5 minutes on 2 quiet cores; a run's CPU time is about 0.3 CPU s per
-image for Inception at 299 px plus ~18 CPU s for FID's 2048×2048 eigenvalue problem, the same on both sides):
+Sizes (about 5 minutes on 2 quiet cores: the quick run took 416 CPU s in all; one evaluation costs ~0.27 CPU s
+per image for Inception at 299 px plus ~18 CPU s for FID's 2048×2048 eigenvalue problem, the same on both
+sides, which is why the sets stay small):
 
-- full: 2 × 32 PNGs of 64×64 per evaluation, 5 pairs; extraction 32 images; cache 3 sets of 8 against 16 real.
+- full: 2 × 16 PNGs of 64×64 per evaluation, 5 pairs; extraction 32 images; cache 3 sets of 8 against 16 real.
 - quick: 2 × 8 PNGs, 5 pairs; the rest as full.
 - on a GPU: 2 × 200 PNGs (the issue's table), extraction 512, cache 5 sets of 500 against 1,000.
 """
@@ -259,7 +260,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     device = select_device()
     gpu = device != "cpu"
     results: dict[str, Any] = {"device": describe_device()}
-    count = 200 if gpu else (8 if quick else 32)
+    count = 200 if gpu else (8 if quick else 16)
     results["against_torch_fidelity"] = evaluation_against_torch_fidelity(count, 64, 5)
     with tempfile.TemporaryDirectory() as folder:
         weights = _weights(Path(folder))
