@@ -163,3 +163,23 @@ def test_section_names_the_best_ratio_and_draws_the_figure(tmp_path):
     assert len(ctx.tables["dose_response"]) == 4 and ctx.tables["dose_response"][3]["best"] == "★"
     assert [f.name for f in ctx.figures] == ["dose-response"] and ctx.figures[0].png.startswith(b"\x89PNG")
     assert dose_response_section(ReportContext(store, {"dose_response": []})) is None
+
+
+def test_a_best_ratio_below_ratio_zero_says_no_amount_beat_real_data():
+    from skingenbench.flows.report_dose_response import best_ratio_lines
+
+    def metric(mean):
+        return {"mean": mean, "low": mean - 0.1, "high": mean + 0.1}
+
+    family = {
+        "rows": {0.0: {"roc_auc": metric(0.8)}, 1.0: {"roc_auc": metric(0.6)}, 2.0: {"roc_auc": metric(0.7)}},
+        "counts": {1.0: 10, 2.0: 20},
+        "tests": {},
+        "best": 2.0,
+        "n": 30,
+    }
+    (line,) = best_ratio_lines({("basic", "ddpm", "resnet18"): family})
+    assert "**best ratio 2**" in line and "below ratio 0's 0.800: no amount of synthetic data tried" in line
+    family["rows"][0.0] = {"roc_auc": metric(0.65)}
+    (line,) = best_ratio_lines({("basic", "ddpm", "resnet18"): family})
+    assert "below ratio 0" not in line
