@@ -35,24 +35,21 @@ def _import_simulation():
     return flow_simulation
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoints", type=int, default=16)
-    parser.add_argument("--train-s", type=float, default=None, help="seconds per fake training job")
-    parser.add_argument("--out", type=Path, default=RESULT)
-    args = parser.parse_args(argv)
+def measure(endpoints: int = 16, train_s: float | None = None) -> dict:
+    """One simulated classifier phase under a local Prefect server: what ``latest.json`` and
+    ``flow-concurrency.json`` record."""
     simulation = _import_simulation()
-    if args.train_s:
-        scale = args.train_s / simulation.DURATIONS["train_classifier"]
+    if train_s:
+        scale = train_s / simulation.DURATIONS["train_classifier"]
         simulation.DURATIONS.update({k: v * scale for k, v in simulation.DURATIONS.items()})
     from prefect.testing.utilities import prefect_test_harness
     from skingenbench.services.platform.store import LocalFolderStore
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as folder, prefect_test_harness(server_startup_timeout=180):
-        numbers = simulation.simulate(LocalFolderStore(Path(folder) / "store"), endpoints=args.endpoints)
+        numbers = simulation.simulate(LocalFolderStore(Path(folder) / "store"), endpoints=endpoints)
     numbers.pop("snapshot", None)
-    result = {
+    return {
         "what": "flow classifier phase: 150 cells (train, test, compare) on one-slot endpoints, fake jobs",
         "job_seconds": simulation.DURATIONS,
         "wall_s": round(time.monotonic() - started, 1),
@@ -63,6 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         },
         **numbers,
     }
+
+
+def run(quick: bool = False) -> dict:
+    """``make bench``'s flow suite (the same measurement; ``quick`` changes nothing: it takes ~2 minutes)."""
+    return measure()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=16)
+    parser.add_argument("--train-s", type=float, default=None, help="seconds per fake training job")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    result = measure(args.endpoints, args.train_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

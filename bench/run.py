@@ -33,7 +33,8 @@ def _machine() -> dict[str, str]:
     }
 
 
-SUITES = ("preprocessing", "generation", "evaluation", "classification")
+# "flow_concurrency": the flow keeping 16 simulated endpoints busy (bench/flow_concurrency.py, ~2 min).
+SUITES = ("preprocessing", "generation", "evaluation", "classification", "flow_concurrency")
 
 
 def _write(path: Path, results: dict) -> None:
