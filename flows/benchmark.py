@@ -220,6 +220,9 @@ class GridRun:
         self.store = wiring.store()
         self.notes: list[str] = []
         self.gate_names: dict[Key, str] = {}  # ("gate", prep, generator[, count]) -> its synthetic set's name
+        self.gated_counts: dict[
+            Key, int
+        ] = {}  # (pipeline, classifier, seed) -> synthetic images it trained on
         self.results: dict[Key, Any] = {}
         self._waiting: list[tuple[frozenset, Callable[[], None]]] = []
         self.progress = GridProgress(run_id, grid.name)
@@ -649,6 +652,7 @@ class GridRun:
             if gate:  # the gate's rejections stay out; fewer passing than asked: all that passed
                 exclude = self.results[gate]["rejected_ids"]
                 trained = trained_count(count, self.results[gate]["gate"]["accepted_count"])
+                self.gated_counts[key] = trained
             self.cell(
                 ("cell", *key),
                 "classification",
@@ -847,7 +851,9 @@ class GridRun:
                     "classifier": classifier,
                     "seed": seed,
                     "ratio": ratio,
-                    "synthetic_count": ratio_count(ratio, self.synthetic_count),
+                    "synthetic_count": self.gated_counts.get(
+                        (pipeline, classifier, seed), ratio_count(ratio, self.synthetic_count)
+                    ),
                     "test": r.get(("test", pipeline, classifier, seed)),
                     "comparison": r.get(("compare", pipeline, classifier, seed)),
                 }

@@ -50,7 +50,11 @@ def _fake_result(task: Any, args: tuple) -> dict[str, Any]:
 
 
 def _run_graph(
-    grid_data: dict[str, Any], tmp_path, monkeypatch, evaluation: frozenset = frozenset()
+    grid_data: dict[str, Any],
+    tmp_path,
+    monkeypatch,
+    evaluation: frozenset = frozenset(),
+    runs: list | None = None,
 ) -> list[tuple[str, Any, tuple]]:
     """(cell name, task, args) of every cell the flow submits for ``grid_data``."""
     monkeypatch.setattr(benchmark, "get_run_logger", lambda: __import__("logging").getLogger("test"))
@@ -84,6 +88,8 @@ def _run_graph(
     }
     run._after_split()
     assert not run._waiting, run._waiting
+    if runs is not None:
+        runs.append(run)
     return calls
 
 
@@ -168,6 +174,7 @@ def test_the_quality_gate_checks_every_mix_and_its_rejections_stay_out_of_traini
         tmp_path / "b",
         monkeypatch,
         frozenset({"inception-v3-compat"}),
+        runs := [],
     )
     assert not [n for n, t, _ in ungated if t.name == "quality gate"]
     mixes = {a[1]: a for _, t, a in gated if t.name == "sample" and a[1] != 16}  # the mix and the x14 mix
@@ -197,3 +204,6 @@ def test_the_quality_gate_checks_every_mix_and_its_rejections_stay_out_of_traini
             name = f"train {pipeline}/resnet18/seed{seed}"
             assert trained[name].SerializeToString(deterministic=True) == before[name]
             assert not trained[name].exclude_synthetic
+    # The dose–response rows carry what each gated cell trained on, not what it asked for.
+    counts = {(row["pipeline"], row["seed"]): row["synthetic_count"] for row in runs[0]._dose_response()}
+    assert counts[("A2@r2", 0)] == 5 and counts[("A2@r0.5", 1)] == 4 and counts[("A2@r0", 0)] == 0
