@@ -53,6 +53,9 @@ class _NotStreamable(Exception):
     """The document is not one the streaming passes read exactly as ``json`` does."""
 
 
+_DEPTH_PASS_BUFFER = 4096  # bytes per read in the depth pass: at most ~4 Ki events held at once
+
+
 class StreamedManifest:
     """A manifest document in a local file; its items are parsed one at a time, never all held.
 
@@ -84,6 +87,7 @@ class StreamedManifest:
 
     # -- the passes ---------------------------------------------------------------------------------
     def _scan(self) -> None:
+        self._depth_pass()
         header, question_mark = self._header_pass()
         if question_mark and self._has_surrogate_escape():
             raise _NotStreamable("a lone surrogate escape may have been read as '?'")
@@ -97,6 +101,25 @@ class StreamedManifest:
         self.name = str(header.get("name", ""))
         self.skipped = skipped_entries(header)
         self.extra = dict(header.get("extra") or {})
+
+    def _depth_pass(self) -> None:
+        """Refuse a document nested deeper than the JSON limits before any pass with prefixes reads it.
+
+        ijson's C backend parses a whole read buffer into events before Python sees the first, and each
+        ``parse`` event carries its dotted prefix: 64 KiB of ``[`` is 64 Ki events whose prefixes grow by
+        five characters a level, gigabytes for one buffer (a 100,000-deep manifest took 24 GB). The
+        prefix-free ``basic_parse`` on a small buffer holds a few thousand small events at most."""
+        import ijson
+
+        depth = 0
+        with open(self.path, "rb") as handle:
+            for event, _ in ijson.basic_parse(handle, buf_size=_DEPTH_PASS_BUFFER):
+                if event in _OPEN:
+                    depth += 1
+                    if depth > MAX_JSON_DEPTH:
+                        raise _NotStreamable("nested deeper than the JSON limits allow")
+                elif event in _CLOSE:
+                    depth -= 1
 
     def _header_pass(self) -> tuple[dict[str, Any], bool]:
         """The top-level values but the items, and whether any string holds a '?'; refuses what the item

@@ -180,6 +180,23 @@ def test_bad_documents_get_from_json_errors(tmp_path, edit):
     assert _error(lambda: _streamed(tmp_path, raw)) == expected
 
 
+def test_a_manifest_nested_100000_deep_is_refused_without_a_prefix_pass(tmp_path, monkeypatch):
+    """The hostile case of tests/reliability: the prefix-carrying parse must never see it (ijson's C backend
+    builds a whole buffer's events, each with its dotted prefix, first: 24 GB for this document)."""
+    import ijson
+
+    prefix_passes: list[str] = []
+    monkeypatch.setattr(ijson, "parse", lambda *args, **kwargs: prefix_passes.append("parse") or iter(()))
+    document = json.dumps(_manifest(1).to_dict()).replace(
+        '"items": [', '"items": [' + "[" * 100_000 + "]" * 100_000 + ", ", 1
+    )
+    path = tmp_path / "manifest.json"
+    path.write_text(document)
+    with pytest.raises(InvalidArgument, match="levels deep"):
+        StreamedManifest(path)
+    assert prefix_passes == []
+
+
 def _peaks(path) -> tuple[int, int]:
     """Peak traced memory of reading ``path`` streamed (scan, content hash, one pass) and in memory."""
     tracemalloc.start()
